@@ -1,0 +1,48 @@
+// The shape of a GPT-style decoder, as plain numbers.
+//
+// memory/ and scheduler/ reason about a model without LibTorch: this struct is what they see.
+// The layer list is [embed, block 0 .. block L-1, head], so a model has L + 2 layers and any
+// contiguous range of them can become a pipeline stage.
+//
+//   ModelConfig m;  m.hidden_dim = 256;  m.num_layers = 8;
+//   int64_t n = total_param_count(m);      // exact, equals numel() of the LibTorch model
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace pipetrain {
+
+enum class Dtype { kFloat32, kFloat64, kBFloat16 };
+
+int64_t dtype_bytes(Dtype dtype);
+std::string dtype_name(Dtype dtype);
+// Throws InputError naming the value when `name` is not one of float32, float64, bfloat16.
+Dtype parse_dtype(const std::string& name);
+
+struct ModelConfig {
+  int64_t vocab_size = 256;
+  int64_t hidden_dim = 256;
+  int64_t num_layers = 4;
+  int64_t num_heads = 4;
+  int64_t intermediate_size = 1024;
+  int64_t seq_len = 128;
+  Dtype dtype = Dtype::kFloat32;
+
+  int64_t num_model_layers() const { return num_layers + 2; }  // embed + blocks + head
+};
+
+// What a layer of the ordered list is.
+enum class LayerKind { kEmbed, kBlock, kHead };
+
+struct LayerId {
+  LayerKind kind;
+  int64_t block_index;  // only meaningful for kBlock
+};
+
+// Layer `i` of the ordered list (0 = embed, 1..L = blocks, L+1 = head).
+LayerId layer_at(const ModelConfig& model, int64_t i);
+// "embed", "block 3", "head".
+std::string layer_name(const ModelConfig& model, int64_t i);
+
+}  // namespace pipetrain

@@ -1,0 +1,80 @@
+#include "memory/param_count.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "memory/errors.h"
+
+namespace pipetrain {
+
+int64_t dtype_bytes(Dtype dtype) {
+  switch (dtype) {
+    case Dtype::kFloat32: return 4;
+    case Dtype::kFloat64: return 8;
+    case Dtype::kBFloat16: return 2;
+  }
+  throw std::logic_error("unknown Dtype");
+}
+
+std::string dtype_name(Dtype dtype) {
+  switch (dtype) {
+    case Dtype::kFloat32: return "float32";
+    case Dtype::kFloat64: return "float64";
+    case Dtype::kBFloat16: return "bfloat16";
+  }
+  throw std::logic_error("unknown Dtype");
+}
+
+Dtype parse_dtype(const std::string& name) {
+  if (name == "float32" || name == "fp32") return Dtype::kFloat32;
+  if (name == "float64" || name == "fp64") return Dtype::kFloat64;
+  if (name == "bfloat16" || name == "bf16") return Dtype::kBFloat16;
+  throw InputError("model.dtype is '" + name + "'; expected one of float32, float64, bfloat16");
+}
+
+LayerId layer_at(const ModelConfig& model, int64_t i) {
+  if (i < 0 || i >= model.num_model_layers()) {
+    throw std::out_of_range("layer " + std::to_string(i) + " is outside 0.." +
+                            std::to_string(model.num_model_layers() - 1));
+  }
+  if (i == 0) return {LayerKind::kEmbed, -1};
+  if (i == model.num_model_layers() - 1) return {LayerKind::kHead, -1};
+  return {LayerKind::kBlock, i - 1};
+}
+
+std::string layer_name(const ModelConfig& model, int64_t i) {
+  const LayerId id = layer_at(model, i);
+  switch (id.kind) {
+    case LayerKind::kEmbed: return "embed";
+    case LayerKind::kHead: return "head";
+    case LayerKind::kBlock: return "block " + std::to_string(id.block_index);
+  }
+  throw std::logic_error("unknown LayerKind");
+}
+
+int64_t embed_param_count(const ModelConfig& m) {
+  return m.vocab_size * m.hidden_dim + m.seq_len * m.hidden_dim;
+}
+
+int64_t block_param_count(const ModelConfig& m) {
+  const int64_t h = m.hidden_dim;
+  const int64_t i = m.intermediate_size;
+  return 4 * h * h + 2 * h * i + 9 * h + i;
+}
+
+int64_t head_param_count(const ModelConfig& m) { return 2 * m.hidden_dim + m.hidden_dim * m.vocab_size; }
+
+int64_t layer_param_count(const ModelConfig& model, int64_t i) {
+  switch (layer_at(model, i).kind) {
+    case LayerKind::kEmbed: return embed_param_count(model);
+    case LayerKind::kHead: return head_param_count(model);
+    case LayerKind::kBlock: return block_param_count(model);
+  }
+  throw std::logic_error("unknown LayerKind");
+}
+
+int64_t total_param_count(const ModelConfig& model) {
+  return embed_param_count(model) + model.num_layers * block_param_count(model) + head_param_count(model);
+}
+
+}  // namespace pipetrain

@@ -1,0 +1,31 @@
+#include <cxxopts.hpp>
+
+#include <cstdio>
+
+#include "memory/machine_probe.h"
+#include "runtime/cli/commands.h"
+#include "runtime/config.h"
+#include "runtime/doctor.h"
+
+namespace pipetrain::cli {
+
+int doctor_command(int argc, char** argv) {
+  cxxopts::Options options("pipetrain doctor",
+                           "Checks LibTorch and CUDA, GPUs, the BLAS in use (with a one-second matmul), threads and "
+                           "memory, and warns about known traps.");
+  options.add_options()
+      ("config", "show the thread choice for this config's train section", cxxopts::value<std::string>())
+      ("h,help", "show this help");
+  const auto args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::printf("%s\n", options.help().c_str());
+    return 0;
+  }
+  const RunConfig run = args.count("config") ? load_run_config_file(args["config"].as<std::string>())
+                                             : parse_run_config(default_config_text(), "default config");
+  const ThreadChoice threads = choose_threads(run.train.intra_op_threads, run.train.blas_threads, usable_cores());
+  print_report(examine_machine(threads), stdout);
+  return 0;
+}
+
+}  // namespace pipetrain::cli

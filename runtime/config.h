@@ -1,0 +1,61 @@
+// A run's configuration: YAML with sections model, train, data (hardware and stages come later).
+//
+// Every key is checked: unknown keys, wrong types, non-positive sizes and inconsistent shapes are
+// InputErrors naming the key and the value. Single keys can be overridden from the command line
+// ("train.lr=1e-3"); an override goes through the same checks as the file.
+//
+//   RunConfig run = load_run_config(default_config_text(), {"train.steps=50"});
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "memory/model_config.h"
+#include "memory/optimizer_config.h"
+
+namespace pipetrain {
+
+struct TrainConfig {
+  int64_t steps = 150;
+  int64_t micro_batch_size = 8;
+  int64_t micro_batches = 2;  // gradient accumulation: micro-batches per optimizer step
+  OptimizerConfig optimizer;  // keys optimizer, lr, weight_decay, beta1, beta2, eps, momentum
+  double min_lr_ratio = 0.1;  // cosine decays to lr * min_lr_ratio
+  int64_t warmup_steps = 20;
+  double grad_clip = 1.0;  // global-norm clipping; 0 turns it off
+  int64_t eval_interval = 50;
+  int64_t eval_batches = 8;
+  int64_t log_interval = 10;
+  int64_t seed = 1234;
+  int64_t intra_op_threads = 0;  // 0 = choose for this machine
+  int64_t blas_threads = 0;      // 0 = choose for this machine
+};
+
+struct DataConfig {
+  std::vector<std::string> files;
+  double val_fraction = 0.1;
+};
+
+struct RunConfig {
+  ModelConfig model;
+  TrainConfig train;
+  DataConfig data;
+  std::string source;  // where the config came from, for messages
+};
+
+// The default config's YAML text (configs/default.yaml, embedded at build time).
+const std::string& default_config_text();
+
+// Parses YAML text, applies "section.key=value" overrides, validates. `source` names the text in
+// error messages (a file path, or "default config").
+RunConfig parse_run_config(const std::string& yaml_text, const std::string& source,
+                           const std::vector<std::string>& overrides = {});
+
+// Reads the file (InputError if missing or unreadable), then as parse_run_config.
+RunConfig load_run_config_file(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The resolved config as YAML, written beside a run's outputs so the run can be repeated.
+std::string to_yaml(const RunConfig& run);
+
+}  // namespace pipetrain

@@ -1,0 +1,57 @@
+// What a run reports: one JSON line per step, and a progress line for the person watching.
+//
+// metrics.jsonl gets one object per optimizer step:
+//   {"step":12,"loss":2.31,"lr":0.0018,"tokens_per_s":3400.5,"grad_norm":0.81,"peak_rss_bytes":...}
+// plus "val_loss" on steps where validation ran. On a terminal the progress line rewrites itself;
+// into a file or pipe it prints plain lines every log_interval steps.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <optional>
+#include <string>
+
+namespace pipetrain {
+
+struct StepRecord {
+  int64_t step = 0;  // 1-based: the number of optimizer steps taken
+  double loss = 0.0;
+  std::optional<double> val_loss;
+  double lr = 0.0;
+  double tokens_per_s = 0.0;
+  double grad_norm = 0.0;
+  int64_t peak_rss_bytes = 0;
+  double step_seconds = 0.0;
+};
+
+std::string to_json_line(const StepRecord& record);
+
+class MetricsWriter {
+ public:
+  // Creates (truncates) the file; throws InputError naming the path if it cannot.
+  explicit MetricsWriter(const std::string& path);
+  void write(const StepRecord& record);  // flushed per line: a killed run keeps what it logged
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+};
+
+class ProgressLine {
+ public:
+  ProgressLine(std::FILE* stream, int64_t total_steps, int64_t log_interval);
+  void update(const StepRecord& record);
+  void finish();
+
+ private:
+  std::FILE* stream_;
+  bool live_;
+  int64_t total_steps_;
+  int64_t log_interval_;
+  bool dirty_ = false;
+  double elapsed_seconds_ = 0.0;
+};
+
+}  // namespace pipetrain

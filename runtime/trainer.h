@@ -1,0 +1,76 @@
+// The reference trainer: the whole model on one device, micro-batches with gradient accumulation.
+//
+// It is the yardstick the pipeline is checked against, number for number: a step takes
+// micro_batch_size * micro_batches windows in data order, micro-batch m gets rows
+// [m * micro_batch_size, (m + 1) * micro_batch_size), each micro-batch's loss is divided by
+// micro_batches before backward, then the global gradient norm is clipped and the optimizer steps
+// with the scheduled learning rate.
+//
+//   ReferenceTrainer trainer(run, torch::kCPU);
+//   RunSummary summary = run_training(trainer, [](const StepRecord& r) { ... });
+#pragma once
+
+#include <torch/types.h>
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "runtime/config.h"
+#include "runtime/data.h"
+#include "runtime/metrics.h"
+#include "stages/model.h"
+
+namespace torch::optim {
+class Optimizer;
+}
+
+namespace pipetrain {
+
+// [rows, seq_len + 1] tokens -> inputs [rows, seq_len] and next-token targets [rows, seq_len].
+struct TokenBatch {
+  torch::Tensor inputs;
+  torch::Tensor targets;
+};
+TokenBatch to_token_batch(const std::vector<int64_t>& tokens, int64_t rows, int64_t seq_len, torch::Device device);
+
+class ReferenceTrainer {
+ public:
+  ReferenceTrainer(const RunConfig& run, torch::Device device);
+  ~ReferenceTrainer();
+
+  // One optimizer step over micro_batches micro-batches; val_loss is left unset.
+  StepRecord train_step();
+  // Mean loss over eval_batches held-out batches (no gradients).
+  double validation_loss();
+
+  int64_t steps_done() const { return steps_done_; }
+  const RunConfig& config() const { return run_; }
+  LayerRange& model() { return model_; }
+  ByteCorpus& corpus() { return corpus_; }
+
+ private:
+  RunConfig run_;
+  torch::Device device_;
+  ByteCorpus corpus_;
+  LayerRange model_{nullptr};
+  std::vector<torch::Tensor> params_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  int64_t steps_done_ = 0;
+};
+
+struct RunSummary {
+  int64_t steps = 0;
+  double initial_val_loss = 0.0;
+  double final_val_loss = 0.0;
+  double median_tokens_per_s = 0.0;
+  double seconds = 0.0;
+};
+
+// Trains for run.train.steps, validating before the first step, every eval_interval steps and
+// after the last; `on_step` sees every record (with val_loss where validation ran).
+RunSummary run_training(ReferenceTrainer& trainer, const std::function<void(const StepRecord&)>& on_step);
+
+double median(std::vector<double> values);
+
+}  // namespace pipetrain

@@ -1,0 +1,39 @@
+// Optimizers and gradient clipping over a set of parameters.
+//
+// Each pipeline stage owns the optimizer of its own parameters; AdamW and SGD act element by
+// element, so per-stage optimizers step exactly as one optimizer over the whole model would.
+// Clipping needs the global norm: each stage reports its squared norm, the caller sums them.
+//
+//   auto opt = make_optimizer(model->named_parameters(), config);
+//   double sq = grad_squared_norm(params);                 // per stage
+//   double scale = clip_scale(std::sqrt(sq_total), 1.0);   // global
+//   scale_grads(params, scale); set_lr(*opt, lr); opt->step();
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+
+#include <memory>
+#include <vector>
+
+#include "memory/optimizer_config.h"
+
+namespace pipetrain {
+
+// Two parameter groups: weight matrices (and the token table) decay; biases, LayerNorm parameters
+// and learned positions do not.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const torch::OrderedDict<std::string, torch::Tensor>& params,
+                                                        const OptimizerConfig& config);
+
+void set_lr(torch::optim::Optimizer& optimizer, double lr);
+
+// Σ ||grad||², accumulated in float64 on the host. Parameters without a gradient count as zero.
+double grad_squared_norm(const std::vector<torch::Tensor>& params);
+
+// The factor that brings a gradient of norm `total_norm` under `max_norm` (1 when it already is or
+// clipping is off, max_norm <= 0). Same rule as torch.nn.utils.clip_grad_norm_.
+double clip_scale(double total_norm, double max_norm);
+
+void scale_grads(const std::vector<torch::Tensor>& params, double scale);
+
+}  // namespace pipetrain

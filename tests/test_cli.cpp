@@ -1,0 +1,125 @@
+// The pipetrain binary: help on every command, exit statuses (0 / 2), errors that name the
+// problem, outputs of a real short run, and no file touched by a refused run.
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <sstream>
+
+#include "test_util.h"
+
+using pipetrain::testing::CommandResult;
+using pipetrain::testing::run_command;
+using pipetrain::testing::ScratchDir;
+
+namespace {
+
+const std::string kBinary = PIPETRAIN_BINARY;
+
+CommandResult pipetrain_run(const std::string& args) { return run_command(kBinary + " " + args); }
+
+std::string tiny_config(const std::string& data_file, const std::string& extra_model = "") {
+  return "model:\n  hidden_dim: 32\n  num_layers: 1\n  num_heads: 2\n  intermediate_size: 64\n  seq_len: 32\n" +
+         extra_model + "train:\n  micro_batch_size: 2\n  micro_batches: 2\n  eval_interval: 2\n  eval_batches: 1\n" +
+         "data:\n  files: [" + data_file + "]\n";
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+// Every command answers --help with exit 0; no command or an unknown one is exit 2.
+TEST_CASE("help and unknown commands") {
+  CHECK(pipetrain_run("--help").exit_code == 0);
+  const CommandResult train_help = pipetrain_run("train --help");
+  CHECK(train_help.exit_code == 0);
+  CHECK(train_help.output.find("--steps") != std::string::npos);
+  CHECK(train_help.output.find("--set") != std::string::npos);
+  CHECK(pipetrain_run("doctor --help").exit_code == 0);
+  CHECK(pipetrain_run("").exit_code == 2);
+  const CommandResult unknown = pipetrain_run("fly");
+  CHECK(unknown.exit_code == 2);
+  CHECK(unknown.output.find("unknown command 'fly'") != std::string::npos);
+  const CommandResult bad_option = pipetrain_run("train --stepz 3");
+  CHECK(bad_option.exit_code == 2);
+  CHECK(bad_option.output.find("stepz") != std::string::npos);
+}
+
+// Each bad config is exit 2 with a message naming the key and value, and creates no output.
+TEST_CASE("bad configs exit 2 with the problem named") {
+  ScratchDir dir;
+  const std::string data = dir.file("data.txt", pipetrain::testing::sample_text(200));
+  const std::string out = dir.path() + "/out";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {tiny_config(data, "  hidden_size: 3\n"), "unknown key 'model.hidden_size'"},
+      {tiny_config(data, "  vocab_size: abc\n"), "model.vocab_size must be an integer, got 'abc'"},
+      {tiny_config(data, "  seq_len: 64\n"), "key 'model.seq_len' appears twice"},
+      {"model:\n  num_layers: -2\n" + tiny_config(data).substr(tiny_config(data).find("train:")),
+       "model.num_layers must be positive, got -2"},
+      {"model:\n  hidden_dim: 30\n  num_heads: 4\n" + tiny_config(data).substr(tiny_config(data).find("train:")),
+       "model.hidden_dim = 30 is not divisible by model.num_heads = 4"},
+      {tiny_config(dir.path() + "/missing.txt"), "missing.txt' cannot be opened"},
+      {tiny_config(dir.file("empty.txt", "")), "empty.txt' is empty"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const std::string config = dir.file("bad" + std::to_string(i) + ".yaml", cases[i].first);
+    const CommandResult r = pipetrain_run("train --config " + config + " --out " + out);
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(r.output.find(cases[i].second) != std::string::npos);
+    CHECK_MESSAGE(!std::ifstream(out + "/metrics.jsonl").good(), "a refused run must not create outputs");
+  }
+  const CommandResult missing = pipetrain_run("train --config " + dir.path() + "/nope.yaml");
+  CHECK(missing.exit_code == 2);
+  CHECK(missing.output.find("nope.yaml' cannot be read") != std::string::npos);
+  const CommandResult bad_set = pipetrain_run("train --set train.lr=-1 --out " + out);
+  CHECK(bad_set.exit_code == 2);
+  CHECK(bad_set.output.find("train.lr must be positive, got -1") != std::string::npos);
+}
+
+// A short run writes one JSON line per step with the promised fields, and the resolved config.
+TEST_CASE("train writes metrics and config, and refuses to overwrite a run") {
+  ScratchDir dir;
+  const std::string data = dir.file("data.txt", pipetrain::testing::sample_text(200));
+  const std::string config = dir.file("tiny.yaml", tiny_config(data));
+  const std::string out = dir.path() + "/run";
+  const CommandResult r = pipetrain_run("train --config " + config + " --steps 3 --out " + out);
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("metrics written to " + out + "/metrics.jsonl") != std::string::npos);
+  std::ifstream metrics(out + "/metrics.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(metrics, line)) {
+    const auto j = nlohmann::json::parse(line);
+    ++lines;
+    CHECK(j["step"] == lines);
+    for (const char* key : {"loss", "lr", "tokens_per_s", "grad_norm", "peak_rss_bytes"}) {
+      CHECK_MESSAGE(j.contains(key), key << " missing in " << line);
+    }
+    CHECK(j.contains("val_loss") == (lines == 2 || lines == 3));  // eval_interval 2, and the last step
+  }
+  CHECK(lines == 3);
+  CHECK(read_file(out + "/config.yaml").find("num_layers: 1") != std::string::npos);
+
+  const std::string before = read_file(out + "/metrics.jsonl");
+  const CommandResult again = pipetrain_run("train --config " + config + " --steps 3 --out " + out);
+  CHECK(again.exit_code == 2);
+  CHECK(again.output.find("already holds a run") != std::string::npos);
+  CHECK_MESSAGE(read_file(out + "/metrics.jsonl") == before, "the earlier run's metrics must survive");
+}
+
+// doctor reports BLAS, threads and memory, and exits 0.
+TEST_CASE("doctor reports the machine") {
+  const CommandResult r = pipetrain_run("doctor");
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 0);
+  for (const char* field : {"LibTorch", "BLAS", "matmul check", "threads", "RAM", "cgroup limit"}) {
+    CHECK_MESSAGE(r.output.find(field) != std::string::npos, field);
+  }
+}

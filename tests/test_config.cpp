@@ -1,0 +1,107 @@
+// runtime/config: the default config parses; every bad key, type or size is an InputError that
+// names the key and the value; overrides go through the same checks.
+#include <doctest/doctest.h>
+
+#include "memory/errors.h"
+#include "runtime/config.h"
+#include "test_util.h"
+
+using namespace pipetrain;
+
+namespace {
+
+const char* kMinimal = "data:\n  files: [/usr/share/common-licenses/GPL-3]\n";
+
+RunConfig parse(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  return parse_run_config(yaml, "test.yaml", overrides);
+}
+
+void check_rejected(const std::string& yaml, const std::string& must_mention) {
+  CAPTURE(yaml);
+  CHECK_THROWS_WITH_AS(parse(yaml), doctest::Contains(must_mention.c_str()), InputError);
+}
+
+}  // namespace
+
+// The embedded default config is valid and is the model of about 1-5 M parameters the README promises.
+TEST_CASE("the default config parses") {
+  const RunConfig run = parse_run_config(default_config_text(), "default config");
+  CHECK(run.model.vocab_size == 256);
+  CHECK(run.model.hidden_dim % run.model.num_heads == 0);
+  CHECK(run.train.optimizer.kind == OptimizerKind::kAdamW);
+  CHECK(!run.data.files.empty());
+}
+
+// Keys that are not given take the documented defaults; given keys are read with their types.
+TEST_CASE("keys are read with their types") {
+  const RunConfig run = parse(std::string(kMinimal) +
+                              "model:\n  hidden_dim: 64\n  num_heads: 8\n  dtype: float64\n"
+                              "train:\n  optimizer: sgd\n  momentum: 0.9\n  lr: 0.5\n  steps: 7\n");
+  CHECK(run.model.hidden_dim == 64);
+  CHECK(run.model.num_heads == 8);
+  CHECK(run.model.dtype == Dtype::kFloat64);
+  CHECK(run.train.optimizer.kind == OptimizerKind::kSgd);
+  CHECK(run.train.optimizer.momentum == 0.9);
+  CHECK(run.train.optimizer.lr == 0.5);
+  CHECK(run.train.steps == 7);
+  CHECK(run.data.files.size() == 1);
+}
+
+// Each bad config of the foundation issue is refused with a message naming the problem.
+TEST_CASE("bad configs are refused with the key and value named") {
+  const std::string data = kMinimal;
+  check_rejected(data + "model:\n  hidden_size: 64\n", "unknown key 'model.hidden_size'");
+  check_rejected(data + "optimiser:\n  lr: 1\n", "unknown section 'optimiser'");
+  check_rejected(data + "model:\n  hidden_dim: sixty\n", "model.hidden_dim must be an integer, got 'sixty'");
+  check_rejected(data + "model:\n  num_layers: 2.5\n", "model.num_layers must be an integer, got '2.5'");
+  check_rejected(data + "model:\n  num_layers: 0\n", "model.num_layers must be positive, got 0");
+  check_rejected(data + "model:\n  seq_len: -4\n", "model.seq_len must be positive, got -4");
+  check_rejected(data + "model:\n  hidden_dim: 100\n  num_heads: 3\n",
+                 "model.hidden_dim = 100 is not divisible by model.num_heads = 3");
+  check_rejected(data + "model:\n  hidden_dim: 99999999999\n", "model.hidden_dim = 99999999999 is larger than");
+  check_rejected(data + "model:\n  vocab_size: 100\n", "model.vocab_size = 100 is too small");
+  check_rejected(data + "model:\n  dtype: float16\n", "model.dtype is 'float16'");
+  check_rejected(data + "train:\n  lr: -0.1\n", "train.lr must be positive, got -0.1");
+  check_rejected(data + "train:\n  optimizer: adam\n", "train.optimizer is 'adam'");
+  check_rejected(data + "train:\n  micro_batches: 0\n", "train.micro_batches must be positive, got 0");
+  check_rejected(data + "train:\n  beta2: 1.5\n", "train.beta2 must be in [0, 1), got 1.5");
+  check_rejected(data + "train:\n  momentum: 0.9\n", "train.momentum is only used by train.optimizer: sgd");
+  check_rejected(data + "train:\n  steps: [1, 2]\n", "train.steps must be an integer, got a list");
+  check_rejected("data:\n  files: []\n", "data.files is empty");
+  check_rejected(data + "  val_fraction: 1.5\n", "data.val_fraction must be in (0, 1), got 1.5");
+  check_rejected("model: [1, 2]\n" + data, "section 'model' must be a mapping");
+  check_rejected("model:\n  hidden_dim: [\n", "not valid YAML");
+  check_rejected("- just\n- a list\n", "top level must be a mapping");
+  check_rejected(data + "train:\n  steps: 5\n  steps: 6\n", "key 'train.steps' appears twice");
+}
+
+// Overrides replace single keys and are validated like the file.
+TEST_CASE("command-line overrides") {
+  const RunConfig run = parse(kMinimal, {"train.steps=12", "model.num_layers=3", "train.optimizer=sgd"});
+  CHECK(run.train.steps == 12);
+  CHECK(run.model.num_layers == 3);
+  CHECK(run.train.optimizer.kind == OptimizerKind::kSgd);
+  CHECK_THROWS_WITH_AS(parse(kMinimal, {"train.steps"}), doctest::Contains("section.key=value"), InputError);
+  CHECK_THROWS_WITH_AS(parse(kMinimal, {"steps=3"}), doctest::Contains("section.key=value"), InputError);
+  CHECK_THROWS_WITH_AS(parse(kMinimal, {"train.stepz=3"}), doctest::Contains("unknown key 'train.stepz'"), InputError);
+  CHECK_THROWS_WITH_AS(parse(kMinimal, {"train.steps=-3"}), doctest::Contains("train.steps must be positive, got -3"),
+                       InputError);
+}
+
+// The resolved config written beside a run parses back to the same values.
+TEST_CASE("to_yaml round-trips") {
+  const RunConfig run = parse(kMinimal, {"train.lr=0.00125", "model.num_layers=5", "train.optimizer=sgd",
+                                         "train.momentum=0.5"});
+  const RunConfig again = parse(to_yaml(run));
+  CHECK(again.train.optimizer.lr == run.train.optimizer.lr);
+  CHECK(again.train.optimizer.momentum == 0.5);
+  CHECK(again.model.num_layers == 5);
+  CHECK(again.data.files == run.data.files);
+  CHECK(to_yaml(again) == to_yaml(run));
+}
+
+// A config file that does not exist is named in the error.
+TEST_CASE("missing config file") {
+  CHECK_THROWS_WITH_AS(load_run_config_file("/nonexistent/run.yaml"), doctest::Contains("'/nonexistent/run.yaml'"),
+                       InputError);
+}

@@ -1,0 +1,65 @@
+// Helpers shared by the test suites: scratch directories and files, and running the CLI.
+#pragma once
+
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+
+namespace pipetrain::testing {
+
+// A fresh directory under /tmp, removed when the object dies.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    char pattern[] = "/tmp/pipetrain-test-XXXXXX";
+    if (mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  ~ScratchDir() { std::system(("rm -rf '" + path_ + "'").c_str()); }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name, const std::string& contents) const {
+    const std::string full = path_ + "/" + name;
+    std::ofstream(full, std::ios::binary) << contents;
+    return full;
+  }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+inline CommandResult run_command(const std::string& command) {
+  CommandResult result;
+  std::FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) throw std::runtime_error("popen failed for: " + command);
+  char buffer[4096];
+  size_t n = 0;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) result.output.append(buffer, n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+// Text long enough to train on: a few kilobytes of varied English-like lines.
+inline std::string sample_text(int lines) {
+  std::string text;
+  const char* words[] = {"the", "pipeline", "stage", "moves", "tensors", "between", "devices", "and", "memory",
+                         "plans", "every", "budget", "before", "training", "starts", "on", "a", "small", "machine"};
+  for (int i = 0; i < lines; ++i) {
+    for (int w = 0; w < 9; ++w) text += std::string(words[(i * 7 + w * 3) % 19]) + (w == 8 ? ".\n" : " ");
+  }
+  return text;
+}
+
+}  // namespace pipetrain::testing
