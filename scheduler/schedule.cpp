@@ -7,16 +7,6 @@
 
 namespace pipetrain {
 
-ScheduleKind parse_schedule_kind(const std::string& name) {
-  if (name == "gpipe") return ScheduleKind::kGPipe;
-  if (name == "1f1b") return ScheduleKind::kOneFOneB;
-  throw InputError("schedule is '" + name + "'; expected gpipe or 1f1b");
-}
-
-std::string schedule_kind_name(ScheduleKind kind) {
-  return kind == ScheduleKind::kGPipe ? "gpipe" : "1f1b";
-}
-
 namespace {
 
 std::vector<Op> gpipe_stage(int m) {

@@ -17,13 +17,9 @@
 #include <string>
 #include <vector>
 
+#include "memory/plan_options.h"  // ScheduleKind
+
 namespace pipetrain {
-
-enum class ScheduleKind { kGPipe, kOneFOneB };
-
-// "gpipe" or "1f1b"; throws InputError naming the value otherwise.
-ScheduleKind parse_schedule_kind(const std::string& name);
-std::string schedule_kind_name(ScheduleKind kind);
 
 enum class OpKind { kForward, kBackward };
 

@@ -1,0 +1,95 @@
+#include "memory/hardware.h"
+
+#include <sstream>
+
+#include "memory/errors.h"
+
+namespace pipetrain {
+
+double DeviceSpec::flops_per_s_with(int n) const {
+  if (kind != DeviceKind::kCpu || cores <= 1 || n <= 0 || n >= cores) return flops_per_s;
+  const double one = single_core_flops_per_s > 0.0 ? single_core_flops_per_s : flops_per_s / cores;
+  return one + (flops_per_s - one) * static_cast<double>(n - 1) / static_cast<double>(cores - 1);
+}
+
+bool HardwareSpec::has_device(const std::string& device_name) const {
+  for (const DeviceSpec& d : devices) {
+    if (d.name == device_name) return true;
+  }
+  return false;
+}
+
+const DeviceSpec& HardwareSpec::device(const std::string& device_name) const {
+  for (const DeviceSpec& d : devices) {
+    if (d.name == device_name) return d;
+  }
+  throw InputError("device '" + device_name + "' is not in hardware '" + name + "' (it has: " + device_names() + ")");
+}
+
+const LinkSpec* HardwareSpec::link(const std::string& from, const std::string& to) const {
+  for (const LinkSpec& l : links) {
+    if (l.from == from && l.to == to) return &l;
+  }
+  return nullptr;
+}
+
+const DeviceSpec* HardwareSpec::first_gpu() const {
+  for (const DeviceSpec& d : devices) {
+    if (d.kind == DeviceKind::kCuda) return &d;
+  }
+  return nullptr;
+}
+
+std::string HardwareSpec::device_names() const {
+  std::string names;
+  for (const DeviceSpec& d : devices) names += (names.empty() ? "" : ", ") + d.name;
+  return names;
+}
+
+void validate_hardware(const HardwareSpec& hw) {
+  const std::string where = "hardware '" + hw.name + "' (" + hw.source + ")";
+  auto fail = [&](const std::string& what, double value) {
+    std::ostringstream out;
+    out << where << ": " << what << ", got " << value;
+    throw InputError(out.str());
+  };
+  if (hw.devices.empty()) throw InputError(where + ": no devices");
+  int cpus = 0;
+  for (size_t i = 0; i < hw.devices.size(); ++i) {
+    const DeviceSpec& d = hw.devices[i];
+    const std::string key = "devices." + d.name;
+    for (size_t j = 0; j < i; ++j) {
+      if (hw.devices[j].name == d.name) throw InputError(where + ": device '" + d.name + "' appears twice");
+    }
+    if (d.kind == DeviceKind::kCpu) ++cpus;
+    if (d.memory_bytes <= 0) fail(key + ".memory must be positive", static_cast<double>(d.memory_bytes));
+    if (!(d.safety_margin > 0.0 && d.safety_margin <= 1.0)) fail(key + ".safety_margin must be in (0, 1]", d.safety_margin);
+    if (d.reserved_bytes < 0 || d.reserved_bytes >= d.usable_bytes()) {
+      fail(key + ".reserved must be >= 0 and below the usable memory", static_cast<double>(d.reserved_bytes));
+    }
+    if (!(d.allocator_slack >= 0.0 && d.allocator_slack < 1.0)) fail(key + ".allocator_slack must be in [0, 1)", d.allocator_slack);
+    if (!(d.flops_per_s > 0.0)) fail(key + ".flops_per_s must be positive", d.flops_per_s);
+    if (d.kind == DeviceKind::kCpu && d.cores <= 0) fail(key + ".cores must be positive", d.cores);
+    if (d.single_core_flops_per_s < 0.0 || d.single_core_flops_per_s > d.flops_per_s) {
+      fail(key + ".single_core_flops_per_s must be in [0, flops_per_s]", d.single_core_flops_per_s);
+    }
+  }
+  if (cpus != 1) throw InputError(where + ": needs exactly one device named cpu, found " + std::to_string(cpus));
+  for (const LinkSpec& l : hw.links) {
+    const std::string key = "links." + l.from + "->" + l.to;
+    if (!hw.has_device(l.from) || !hw.has_device(l.to)) {
+      throw InputError(where + ": " + key + " names a device that is not listed (devices: " + hw.device_names() + ")");
+    }
+    if (!(l.bytes_per_s > 0.0)) fail(key + ".bandwidth must be positive", l.bytes_per_s);
+    if (!(l.latency_s >= 0.0)) fail(key + ".latency must be >= 0", l.latency_s);
+  }
+  if (hw.pinned_bytes < 0) fail("pinned_memory must be >= 0", static_cast<double>(hw.pinned_bytes));
+  for (const DeviceSpec& d : hw.devices) {
+    if (d.kind != DeviceKind::kCuda) continue;
+    if (hw.link("cpu", d.name) == nullptr || hw.link(d.name, "cpu") == nullptr) {
+      throw InputError(where + ": GPU '" + d.name + "' needs links cpu->" + d.name + " and " + d.name + "->cpu");
+    }
+  }
+}
+
+}  // namespace pipetrain

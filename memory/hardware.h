@@ -1,0 +1,65 @@
+// The machine as the planner sees it: devices with memory budgets and speeds, links between them.
+//
+// Presets live in configs/hardware/*.yaml (parsed at the edge, runtime/hardware_config.cpp);
+// `this-machine` is probed. Every number a preset states carries its source in a comment there.
+//
+//   HardwareSpec hw = ...;
+//   const DeviceSpec& gpu = hw.device("cuda:0");
+//   double seconds = flops / hw.device("cpu").flops_per_s_with(cores);
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pipetrain {
+
+enum class DeviceKind { kCpu, kCuda };
+
+struct DeviceSpec {
+  std::string name;            // "cpu" or "cuda:0"
+  DeviceKind kind = DeviceKind::kCpu;
+  int64_t memory_bytes = 0;    // RAM or VRAM (swap is never counted)
+  double safety_margin = 0.9;  // usable fraction of memory_bytes
+  int64_t reserved_bytes = 0;  // taken before training starts: runtime, CUDA context
+  double allocator_slack = 0.05;  // fragmentation, as a fraction of what the stages allocate
+  double flops_per_s = 0.0;    // sustained FP32 rate on training GEMMs (all cores, for the CPU)
+  double single_core_flops_per_s = 0.0;  // CPU only; 0 = flops_per_s / cores (perfect scaling)
+  int cores = 0;               // CPU only
+
+  int64_t usable_bytes() const { return static_cast<int64_t>(static_cast<double>(memory_bytes) * safety_margin); }
+  // The CPU's rate on `n` of its cores: single_core_flops_per_s at 1, flops_per_s at all cores,
+  // linear in between (two single-thread GEMMs on the two cores here ran 26.6 + 28.2 GFLOP/s
+  // against 52.6 for one two-thread GEMM, DESIGN.md: scaling is nearly, not quite, perfect).
+  double flops_per_s_with(int n) const;
+};
+
+// One direction of a transfer path, e.g. cpu -> cuda:0 (H2D) over PCIe.
+struct LinkSpec {
+  std::string from;
+  std::string to;
+  double bytes_per_s = 0.0;
+  double latency_s = 0.0;
+};
+
+struct HardwareSpec {
+  std::string name;
+  std::string source;  // where it came from: a preset file, or "probed"
+  std::vector<DeviceSpec> devices;
+  std::vector<LinkSpec> links;
+  int64_t pinned_bytes = 0;  // page-locked host memory the OS lets us have (WSL2 limits it)
+
+  bool has_device(const std::string& name) const;
+  // Throws InputError listing the known devices when `name` is not one of them.
+  const DeviceSpec& device(const std::string& name) const;
+  // nullptr when the hardware has no link between the two devices.
+  const LinkSpec* link(const std::string& from, const std::string& to) const;
+  const DeviceSpec* first_gpu() const;
+  std::string device_names() const;  // "cpu, cuda:0"
+};
+
+// Checks the fields (positive memory, margins in (0, 1], links between known devices); throws
+// InputError naming the field and value.
+void validate_hardware(const HardwareSpec& hardware);
+
+}  // namespace pipetrain

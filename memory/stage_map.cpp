@@ -1,0 +1,84 @@
+#include "memory/stage_map.h"
+
+#include <cctype>
+
+#include "memory/errors.h"
+
+namespace pipetrain {
+
+int64_t parse_layer_ref(const std::string& ref, const ModelConfig& model) {
+  if (ref == "embed") return 0;
+  if (ref == "head") return model.num_model_layers() - 1;
+  bool digits = !ref.empty();
+  for (char c : ref) digits = digits && std::isdigit(static_cast<unsigned char>(c));
+  if (!digits || ref.size() > 9) {
+    throw InputError("layer '" + ref + "' is not embed, head or a block index 0.." + std::to_string(model.num_layers - 1));
+  }
+  const int64_t block = std::stoll(ref);
+  if (block >= model.num_layers) {
+    throw InputError("block " + ref + " does not exist: the model has blocks 0.." + std::to_string(model.num_layers - 1));
+  }
+  return block + 1;
+}
+
+std::string describe_range(const ModelConfig& model, int64_t first, int64_t last) {
+  return first == last ? layer_name(model, first) : layer_name(model, first) + ".." + layer_name(model, last);
+}
+
+void validate_stage_map(const StageMap& map, const ModelConfig& model, const HardwareSpec& hardware) {
+  if (map.stages.empty()) throw InputError("the stage map has no stages");
+  const int64_t n = model.num_model_layers();
+  int64_t next = 0;  // the first layer not yet covered
+  int cpu_cores = 0;
+  for (size_t s = 0; s < map.stages.size(); ++s) {
+    const StageSpec& st = map.stages[s];
+    const std::string where = "stage " + std::to_string(s);
+    if (!hardware.has_device(st.device)) {
+      throw InputError(where + " names device '" + st.device + "', which hardware '" + hardware.name +
+                       "' does not have (it has: " + hardware.device_names() + ")");
+    }
+    if (st.first < 0 || st.last >= n || st.first > n - 1 || st.last < 0) {
+      throw InputError(where + " names layers outside the model's embed..head");
+    }
+    if (st.first > st.last) {
+      throw InputError(where + " is reversed: it starts at " + layer_name(model, st.first) + " and ends at " +
+                       layer_name(model, st.last));
+    }
+    if (st.first > next) {
+      throw InputError("stage map has a gap: " + describe_range(model, next, st.first - 1) + " belong to no stage (" +
+                       where + " starts at " + layer_name(model, st.first) + ")");
+    }
+    if (st.first < next) {
+      throw InputError("stage map overlaps: " + describe_range(model, st.first, next - 1) + " are in " + where +
+                       " and in an earlier stage");
+    }
+    if (st.cores < 0) throw InputError(where + " has cores = " + std::to_string(st.cores) + "; must be >= 0");
+    if (st.cores > 0 && hardware.device(st.device).kind != DeviceKind::kCpu) {
+      throw InputError(where + " gives cores to a " + st.device + " stage; cores only apply to cpu stages");
+    }
+    cpu_cores += st.cores;
+    next = st.last + 1;
+  }
+  if (next < n) {
+    throw InputError("stage map covers " + describe_range(model, 0, next - 1) + " but the model also has " +
+                     describe_range(model, next, n - 1) + " (missing)");
+  }
+  const int available = hardware.device("cpu").cores;
+  if (cpu_cores > available) {
+    throw InputError("the stage map gives cpu stages " + std::to_string(cpu_cores) + " cores; hardware '" +
+                     hardware.name + "' has " + std::to_string(available));
+  }
+}
+
+StageMap make_stage_map(const std::vector<std::string>& devices, const std::vector<int64_t>& last_layers,
+                        const std::vector<int>& cores) {
+  StageMap map;
+  int64_t first = 0;
+  for (size_t s = 0; s < devices.size(); ++s) {
+    map.stages.push_back({devices[s], first, last_layers[s], s < cores.size() ? cores[s] : 0});
+    first = last_layers[s] + 1;
+  }
+  return map;
+}
+
+}  // namespace pipetrain

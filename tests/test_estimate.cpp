@@ -1,0 +1,153 @@
+// memory/: the stage map's validation, the per-stage memory estimate, and its overflow checks.
+#include <doctest/doctest.h>
+
+#include "memory/errors.h"
+#include "memory/estimate.h"
+#include "memory/param_count.h"
+#include "planner_fixtures.h"
+#include "scheduler/schedule.h"
+
+using namespace pipetrain;
+using namespace pipetrain::testing;
+
+// Layer references: embed, head, and block indices; out-of-range blocks are named.
+TEST_CASE("layer references") {
+  const ModelConfig m = small_model(4);
+  CHECK(parse_layer_ref("embed", m) == 0);
+  CHECK(parse_layer_ref("0", m) == 1);
+  CHECK(parse_layer_ref("3", m) == 4);
+  CHECK(parse_layer_ref("head", m) == 5);
+  CHECK_THROWS_WITH_AS(parse_layer_ref("4", m), doctest::Contains("block 4 does not exist"), InputError);
+  CHECK_THROWS_WITH_AS(parse_layer_ref("-1", m), doctest::Contains("'-1'"), InputError);
+  CHECK_THROWS_WITH_AS(parse_layer_ref("tail", m), doctest::Contains("'tail'"), InputError);
+}
+
+// Every malformed stage map is refused with the layers named.
+TEST_CASE("stage map validation names the layers") {
+  const ModelConfig m = small_model(4);  // layers: embed, block 0..3, head
+  const HardwareSpec hw = cpu_gpu_box();
+  auto check = [&](const StageMap& map, const char* message) {
+    CHECK_THROWS_WITH_AS(validate_stage_map(map, m, hw), doctest::Contains(message), InputError);
+  };
+  validate_stage_map(make_stage_map({"cpu", "cuda:0", "cpu"}, {1, 3, 5}), m, hw);
+  check(make_stage_map({"cpu", "cpu"}, {1, 3}), "covers embed..block 2 but the model also has block 3..head");
+  check(StageMap{{{"cpu", 0, 1, 0}, {"cpu", 3, 5, 0}}}, "gap: block 1 belong to no stage");
+  check(StageMap{{{"cpu", 0, 2, 0}, {"cpu", 2, 5, 0}}}, "overlaps: block 1 are in stage 1");
+  check(StageMap{{{"cpu", 0, 2, 0}, {"cpu", 4, 3, 0}}}, "stage 1 is reversed");
+  check(make_stage_map({"cpu", "cuda:1"}, {2, 5}), "stage 1 names device 'cuda:1'");
+  check(make_stage_map({"cpu", "cpu"}, {2, 5}, {3, 3}), "gives cpu stages 6 cores; hardware 'test-box' has 4");
+  check(make_stage_map({"cuda:0", "cpu"}, {2, 5}, {1, 1}), "gives cores to a cuda:0 stage");
+  check(StageMap{}, "no stages");
+}
+
+// Weights, gradients and optimizer state are exact: params x bytes.
+TEST_CASE("weights, gradients and optimizer bytes are exact") {
+  const ModelConfig m = small_model(4);
+  const HardwareSpec hw = cpu_gpu_box();
+  const StageMap map = make_stage_map({"cpu", "cuda:0", "cpu"}, {1, 3, 5});
+  PlanOptions o;
+  o.optimizer.kind = OptimizerKind::kAdamW;
+  const MemoryEstimate e = estimate_memory(describe_model(m), hw, map, o);
+  const int64_t p0 = embed_param_count(m) + block_param_count(m);
+  const int64_t p1 = 2 * block_param_count(m);
+  const int64_t p2 = block_param_count(m) + head_param_count(m);
+  CHECK(e.stages[0].weights == 4 * p0);
+  CHECK(e.stages[1].weights == 4 * p1);
+  CHECK(e.stages[2].grads == 4 * p2);
+  CHECK(e.stages[0].optimizer == 8 * p0);
+  o.optimizer.kind = OptimizerKind::kSgd;
+  CHECK(estimate_memory(describe_model(m), hw, map, o).stages[1].optimizer == 0);
+  o.optimizer.momentum = 0.9;
+  CHECK(estimate_memory(describe_model(m), hw, map, o).stages[1].optimizer == 4 * p1);
+}
+
+// Activations follow the schedule: GPipe holds M micro-batches, 1F1B min(M, S - s); checkpointing
+// holds only stage inputs plus one micro-batch being recomputed.
+TEST_CASE("activations by schedule and checkpointing") {
+  const ModelConfig m = small_model(6);
+  const ModelDesc desc = describe_model(m);
+  const HardwareSpec hw = cpu_only_box(4);
+  const StageMap map = make_stage_map({"cpu", "cpu", "cpu"}, {2, 5, 7});
+  PlanOptions o;
+  o.micro_batches = 8;
+  o.micro_batch_size = 2;
+  const int64_t tokens = 2 * 32;
+  o.schedule = ScheduleKind::kGPipe;
+  const MemoryEstimate gpipe = estimate_memory(desc, hw, map, o);
+  o.schedule = ScheduleKind::kOneFOneB;
+  const MemoryEstimate one_f = estimate_memory(desc, hw, map, o);
+  const LayerPrefix prefix(desc);
+  for (int s = 0; s < 3; ++s) {
+    const RangeCosts r = prefix.range(map.stages[s].first, map.stages[s].last);
+    CHECK(gpipe.stages[s].in_flight == 8);
+    CHECK(one_f.stages[s].in_flight == 3 - s);
+    CHECK(gpipe.stages[s].activations == 8 * tokens * r.saved_bytes_per_token + tokens * r.max_transient_bytes_per_token);
+    CHECK(one_f.stages[s].activations == (3 - s) * tokens * r.saved_bytes_per_token + tokens * r.max_transient_bytes_per_token);
+  }
+  o.checkpointing = true;
+  const MemoryEstimate ckpt = estimate_memory(desc, hw, map, o);
+  for (int s = 0; s < 3; ++s) CHECK(ckpt.stages[s].activations < one_f.stages[s].activations);
+  const RangeCosts r1 = prefix.range(3, 5);
+  CHECK(ckpt.stages[1].activations ==
+        2 * tokens * r1.input_bytes_per_token + tokens * (r1.input_bytes_per_token_sum + r1.max_layer_bytes_per_token));
+}
+
+// The in-flight rule of the estimate agrees with the schedules the executor runs.
+TEST_CASE("activations_in_flight equals the schedules' op lists") {
+  for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB}) {
+    for (int stages = 1; stages <= 5; ++stages) {
+      for (int m = 1; m <= 10; ++m) {
+        const Schedule s = make_schedule(kind, stages, m);
+        for (int st = 0; st < stages; ++st) CHECK(activations_in_flight(kind, stages, st, m) == max_in_flight(s.stages[st]));
+      }
+    }
+  }
+}
+
+// Pinned rings sit only on the host side of a CPU-GPU boundary, both directions, ring_slots deep,
+// and device totals add every stage on the device plus its reserve.
+TEST_CASE("pinned buffers and device totals") {
+  const ModelConfig m = small_model(4);
+  HardwareSpec hw = cpu_gpu_box();
+  hw.devices[0].reserved_bytes = 1000;
+  const StageMap map = make_stage_map({"cpu", "cuda:0", "cpu"}, {1, 3, 5});
+  PlanOptions o;
+  o.micro_batch_size = 2;
+  o.ring_slots = 3;
+  const MemoryEstimate e = estimate_memory(describe_model(m), hw, map, o);
+  const int64_t boundary = 2 * 32 * 64 * 4;  // tokens x hidden x float32
+  CHECK(e.stages[0].buffers == 2 * 3 * boundary);
+  CHECK(e.stages[1].buffers == 0);
+  CHECK(e.stages[2].buffers == 2 * 3 * boundary);
+  CHECK(e.pinned_need_bytes == 12 * boundary);
+  CHECK(e.devices[0].need_bytes == 1000 + e.stages[0].total + e.stages[2].total);
+  CHECK(e.devices[1].need_bytes == e.stages[1].total);
+  CHECK(e.fits);
+}
+
+// A budget smaller than the need is reported as not fitting, per device.
+TEST_CASE("verdicts against budgets") {
+  const ModelConfig m = small_model(4);
+  const StageMap map = make_stage_map({"cpu", "cuda:0", "cpu"}, {1, 3, 5});
+  const HardwareSpec tiny_gpu = cpu_gpu_box(16 * kGiB, 1024 * 1024);
+  const MemoryEstimate e = estimate_memory(describe_model(m), tiny_gpu, map, PlanOptions{});
+  CHECK(e.devices[0].fits);
+  CHECK(!e.devices[1].fits);
+  CHECK(!e.fits);
+  const std::string table = format_memory_table(e, m, tiny_gpu, map);
+  CHECK(table.find("DOES NOT FIT") != std::string::npos);
+  CHECK(table.find("embed..block 0") != std::string::npos);
+}
+
+// Sizes that would overflow 64-bit arithmetic are refused, not wrapped.
+TEST_CASE("overflow is an input error") {
+  ModelConfig m = small_model(1);
+  m.hidden_dim = 1 << 20;
+  m.seq_len = 1 << 20;
+  m.num_heads = 1 << 20;
+  const HardwareSpec hw = cpu_only_box();
+  PlanOptions o;
+  o.micro_batch_size = 1LL << 40;
+  CHECK_THROWS_WITH_AS(estimate_memory(describe_model(m), hw, make_stage_map({"cpu"}, {2}), o),
+                       doctest::Contains("overflows 64 bits"), InputError);
+}

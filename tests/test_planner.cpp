@@ -1,0 +1,210 @@
+// scheduler/: the simulator on hand-computable cases, and the auto-planner against brute force.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <functional>
+
+#include "memory/errors.h"
+#include "planner_fixtures.h"
+#include "scheduler/planner.h"
+#include "scheduler/schedule.h"
+#include "scheduler/simulator.h"
+
+using namespace pipetrain;
+using namespace pipetrain::testing;
+
+namespace {
+
+std::vector<StageTiming> equal_stages(int s, double f, double b) {
+  std::vector<StageTiming> out;
+  for (int i = 0; i < s; ++i) out.push_back({f, b, 0.0, "r" + std::to_string(i)});
+  return out;
+}
+
+}  // namespace
+
+// Equal stages without transfers: a step takes (M + S - 1)(f + b) and the bubble is (S-1)/(M+S-1).
+TEST_CASE("equal stages: (M+S-1)(f+b) per step") {
+  for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB}) {
+    for (int s : {1, 2, 3, 4}) {
+      for (int m : {1, 4, 8}) {
+        const SimResult r = simulate(make_schedule(kind, s, m), equal_stages(s, 1.0, 2.0),
+                                     std::vector<TransferTiming>(static_cast<size_t>(s - 1)), 1000);
+        CAPTURE(schedule_kind_name(kind));
+        CAPTURE(s);
+        CAPTURE(m);
+        CHECK(r.step_seconds == doctest::Approx((m + s - 1) * 3.0));
+        CHECK(r.bubble_fraction == doctest::Approx(static_cast<double>(s - 1) / (m + s - 1)));
+        CHECK(r.tokens_per_s == doctest::Approx(1000.0 / r.step_seconds));
+      }
+    }
+  }
+}
+
+// One slow stage sets the pace: GPipe with the middle stage 3x slower takes M(f1+b1) + the others' f+b.
+TEST_CASE("one slow stage dominates") {
+  std::vector<StageTiming> stages = equal_stages(3, 1.0, 2.0);
+  stages[1].forward_seconds = 3.0;
+  stages[1].backward_seconds = 6.0;
+  const SimResult r = simulate(make_schedule(ScheduleKind::kGPipe, 3, 8), stages, std::vector<TransferTiming>(2), 1);
+  CHECK(r.step_seconds == doctest::Approx(8 * 9.0 + 3.0 + 3.0));
+  CHECK(r.bottleneck == "r1");
+  CHECK(r.utilisation.at("r1") == doctest::Approx(72.0 / 78.0));
+}
+
+// Two CPU stages that share one pool of cores queue for it; with their own cores they overlap.
+TEST_CASE("two CPU stages sharing cores run slower than on their own cores") {
+  const Schedule schedule = make_schedule(ScheduleKind::kOneFOneB, 2, 8);
+  const SimResult own = simulate(schedule, {{1.0, 2.0, 0.0, "cpu[0]"}, {1.0, 2.0, 0.0, "cpu[1]"}}, {TransferTiming{}}, 1);
+  const SimResult shared = simulate(schedule, {{1.0, 2.0, 0.0, "cpu"}, {1.0, 2.0, 0.0, "cpu"}}, {TransferTiming{}}, 1);
+  CHECK(own.step_seconds == doctest::Approx(9 * 3.0));
+  CHECK(shared.step_seconds == doctest::Approx(2 * 8 * 3.0));  // one resource does all the work
+  CHECK(shared.step_seconds > own.step_seconds);
+}
+
+// Transfers run on their own copy engines: they delay a micro-batch but overlap other compute.
+TEST_CASE("transfers overlap compute") {
+  const Schedule schedule = make_schedule(ScheduleKind::kGPipe, 2, 4);
+  const std::vector<StageTiming> stages = {{1.0, 2.0, 0.0, "cpu"}, {1.0, 2.0, 0.0, "cuda:0"}};
+  const TransferTiming link{0.5, 0.5, "cpu->cuda:0", "cuda:0->cpu"};
+  const SimResult r = simulate(schedule, stages, {link}, 1);
+  // Fill: 1 + 0.5 before the GPU starts; drain: 0.5 after its last backward. Then the CPU's 4 backwards.
+  CHECK(r.step_seconds == doctest::Approx(1.0 + 0.5 + 4 * 1.0 + 4 * 2.0 + 0.5 + 2.0));
+  CHECK(r.utilisation.at("cpu->cuda:0") == doctest::Approx(2.0 / r.step_seconds));
+  int sends = 0;
+  for (const SimEvent& e : r.events) sends += e.kind == EventKind::kSendActivation ? 1 : 0;
+  CHECK(sends == 4);
+}
+
+// The optimizer runs after each stage's last backward, in parallel across devices.
+TEST_CASE("optimizer steps end the step") {
+  std::vector<StageTiming> stages = equal_stages(2, 1.0, 1.0);
+  stages[0].optimizer_seconds = 5.0;
+  stages[1].optimizer_seconds = 1.0;
+  const SimResult r = simulate(make_schedule(ScheduleKind::kGPipe, 2, 2), stages, {TransferTiming{}}, 1);
+  CHECK(r.pipeline_seconds == doctest::Approx(6.0));
+  CHECK(r.step_seconds == doctest::Approx(11.0));
+}
+
+namespace {
+
+// Every plan the planner could pick, simulated: the brute-force reference.
+double brute_force_best(const ModelDesc& model, const HardwareSpec& hw, const PlanOptions& base,
+                        const PlannerChoices& choices) {
+  double best = std::numeric_limits<double>::infinity();
+  const int64_t n = model.config.num_model_layers();
+  for (const auto& shape : choices.shapes.empty() ? default_shapes(hw) : choices.shapes) {
+    const int s = static_cast<int>(shape.size());
+    std::vector<std::vector<int>> splits = {std::vector<int>(shape.size(), 0)};
+    std::vector<int> cpu;
+    for (int i = 0; i < s; ++i) {
+      if (hw.device(shape[i]).kind == DeviceKind::kCpu) cpu.push_back(i);
+    }
+    if (cpu.size() == 2) {
+      for (int c = 1; c < hw.device("cpu").cores; ++c) {
+        for (int d = 1; c + d <= hw.device("cpu").cores; ++d) {
+          std::vector<int> split(shape.size(), 0);
+          split[cpu[0]] = c;
+          split[cpu[1]] = d;
+          splits.push_back(split);
+        }
+      }
+    }
+    std::vector<int64_t> last(static_cast<size_t>(s));
+    std::function<void(int, int64_t)> cut = [&](int i, int64_t first) {
+      if (i == s - 1) {
+        last[i] = n - 1;
+        for (const auto& split : splits) {
+          for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB}) {
+            for (int m : {1, 2, 4, 8, 16, 32}) {
+              for (bool ckpt : {false, true}) {
+                PlanOptions o = base;
+                o.schedule = kind;
+                o.micro_batches = m;
+                o.checkpointing = ckpt;
+                const Plan p = evaluate_plan(model, hw, make_stage_map(shape, last, split), o);
+                if (p.memory.fits) best = std::min(best, p.predicted.step_seconds / m);
+              }
+            }
+          }
+        }
+        return;
+      }
+      for (int64_t end = first; end <= n - (s - i); ++end) {
+        last[i] = end;
+        cut(i + 1, end + 1);
+      }
+    };
+    cut(0, 0);
+  }
+  return best;
+}
+
+}  // namespace
+
+// On small cases the planner's choice is exactly the brute-force optimum, with and without a GPU,
+// with memory budgets that rule plans out.
+TEST_CASE("planner optimality against brute force") {
+  PlanOptions base;
+  base.micro_batch_size = 2;
+  struct Case {
+    const char* name;
+    HardwareSpec hw;
+    int64_t layers;
+  };
+  HardwareSpec tight_gpu = cpu_gpu_box(16 * kGiB, 3 * 1024 * 1024);  // fits only a block or two
+  HardwareSpec tight_ram = cpu_gpu_box(60 * 1024 * 1024, 4 * kGiB);
+  for (const Case& c : std::vector<Case>{{"cpu only, 2 cores", cpu_only_box(2), 4},
+                                         {"cpu only, 3 cores", cpu_only_box(3), 3},
+                                         {"cpu + gpu", cpu_gpu_box(), 3},
+                                         {"tight vram", tight_gpu, 4},
+                                         {"tight ram", tight_ram, 3}}) {
+    CAPTURE(c.name);
+    const ModelDesc model = describe_model(small_model(c.layers));
+    const PlannerResult r = plan_auto(model, c.hw, base, PlannerChoices{});
+    const double reference = brute_force_best(model, c.hw, base, PlannerChoices{});
+    REQUIRE(!r.plans.empty());
+    const Plan& best = r.plans.front();
+    CHECK(best.memory.fits);
+    CHECK(best.predicted.step_seconds / best.options.micro_batches == doctest::Approx(reference).epsilon(1e-12));
+    CHECK(r.simulated < r.feasible);
+    for (size_t i = 1; i < r.plans.size(); ++i) {
+      CHECK(r.plans[i - 1].predicted.step_seconds / r.plans[i - 1].options.micro_batches <=
+            r.plans[i].predicted.step_seconds / r.plans[i].options.micro_batches);
+    }
+  }
+}
+
+// A model that fits nowhere gives no plan; a fixed choice is respected.
+TEST_CASE("planner limits and fixed choices") {
+  const ModelDesc model = describe_model(small_model(4));
+  HardwareSpec nothing = cpu_gpu_box(64 * 1024 * 1024, 1024 * 1024);
+  nothing.devices[0].reserved_bytes = 57 * 1024 * 1024;
+  CHECK(plan_auto(model, nothing, PlanOptions{}, PlannerChoices{}).plans.empty());
+
+  PlannerChoices fixed;
+  fixed.shapes = {{"cpu", "cuda:0", "cpu"}};
+  fixed.schedules = {ScheduleKind::kGPipe};
+  fixed.micro_batch_counts = {4};
+  fixed.checkpointing = {false};
+  const PlannerResult r = plan_auto(model, cpu_gpu_box(), PlanOptions{}, fixed);
+  REQUIRE(!r.plans.empty());
+  for (const Plan& p : r.plans) {
+    CHECK(p.map.num_stages() == 3);
+    CHECK(p.map.stages[1].device == "cuda:0");
+    CHECK(p.options.schedule == ScheduleKind::kGPipe);
+    CHECK(p.options.micro_batches == 4);
+  }
+  fixed.shapes = {{"cpu", "tpu"}};
+  CHECK_THROWS_WITH_AS(plan_auto(model, cpu_gpu_box(), PlanOptions{}, fixed), doctest::Contains("'tpu'"), InputError);
+}
+
+// 200 layers: the bound prunes nearly everything, so the planner simulates a tiny fraction of the
+// candidates it enumerates (its wall time is measured in benchmarks/bench_planner, not here).
+TEST_CASE("planner prunes at 200 layers") {
+  const ModelDesc model = describe_model(small_model(198));
+  const PlannerResult r = plan_auto(model, cpu_gpu_box(64 * kGiB, 8 * kGiB, 8), PlanOptions{}, PlannerChoices{});
+  REQUIRE(!r.plans.empty());
+  CHECK(r.candidates > 1000000);
+  CHECK_MESSAGE(r.simulated * 1000 < r.feasible, "simulated " << r.simulated << " of " << r.feasible << " feasible");
+}
