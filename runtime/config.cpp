@@ -8,96 +8,13 @@
 
 #include "memory/errors.h"
 #include "runtime/default_config.inc"
+#include "runtime/hardware_config.h"
+#include "runtime/yaml_section.h"
 
 namespace pipetrain {
 namespace {
 
 constexpr const char* kHint = " (try `pipetrain train --help`)";
-
-std::string describe(const YAML::Node& node) {
-  if (node.IsScalar()) return "'" + node.Scalar() + "'";
-  if (node.IsSequence()) return "a list";
-  if (node.IsMap()) return "a mapping";
-  return "nothing";
-}
-
-// Reads one mapping section and remembers which keys were consumed, so that the leftovers can be
-// reported as unknown keys instead of being silently ignored.
-class Section {
- public:
-  Section(const YAML::Node& node, std::string name, std::string source)
-      : node_(node), name_(std::move(name)), source_(std::move(source)) {
-    if (node_ && !node_.IsNull() && !node_.IsMap()) {
-      throw InputError(source_ + ": section '" + name_ + "' must be a mapping, got " + describe(node_));
-    }
-  }
-
-  template <typename T>
-  void read(const char* key, T& value, const char* expected) {
-    seen_.insert(key);
-    if (!node_ || node_.IsNull()) return;
-    const YAML::Node item = node_[key];
-    if (!item) return;
-    if (!item.IsScalar()) throw wrong_type(key, item, expected);
-    try {
-      value = item.as<T>();
-    } catch (const YAML::Exception&) {
-      throw wrong_type(key, item, expected);
-    }
-  }
-
-  void read_int(const char* key, int64_t& value) { read(key, value, "an integer"); }
-  void read_number(const char* key, double& value) { read(key, value, "a number"); }
-  void read_string(const char* key, std::string& value) { read(key, value, "a string"); }
-
-  void read_string_list(const char* key, std::vector<std::string>& value) {
-    seen_.insert(key);
-    if (!node_ || node_.IsNull()) return;
-    const YAML::Node item = node_[key];
-    if (!item) return;
-    if (item.IsScalar()) {  // a single path is a list of one
-      value = {item.Scalar()};
-      return;
-    }
-    if (!item.IsSequence()) throw wrong_type(key, item, "a list of paths");
-    value.clear();
-    for (std::size_t i = 0; i < item.size(); ++i) {
-      if (!item[i].IsScalar()) {
-        throw InputError(source_ + ": " + name_ + "." + key + "[" + std::to_string(i) + "] must be a path, got " +
-                         describe(item[i]));
-      }
-      value.push_back(item[i].Scalar());
-    }
-  }
-
-  void reject_unknown_keys() const {
-    if (!node_ || node_.IsNull()) return;
-    std::set<std::string> keys;
-    for (const auto& entry : node_) {
-      const std::string key = entry.first.as<std::string>();
-      // yaml-cpp keeps both entries of a repeated key and reads the first: say so instead.
-      if (!keys.insert(key).second) {
-        throw InputError(source_ + ": key '" + name_ + "." + key + "' appears twice");
-      }
-      if (seen_.count(key) == 0) {
-        std::string known;
-        for (const std::string& k : seen_) known += (known.empty() ? "" : ", ") + k;
-        throw InputError(source_ + ": unknown key '" + name_ + "." + key + "'; known keys of '" + name_ +
-                         "' are: " + known);
-      }
-    }
-  }
-
- private:
-  InputError wrong_type(const char* key, const YAML::Node& item, const char* expected) const {
-    return InputError(source_ + ": " + name_ + "." + key + " must be " + expected + ", got " + describe(item));
-  }
-
-  YAML::Node node_;
-  std::string name_;
-  std::string source_;
-  std::set<std::string> seen_;
-};
 
 void apply_override(YAML::Node& root, const std::string& assignment) {
   const auto eq = assignment.find('=');
@@ -240,8 +157,8 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   for (const auto& entry : root) {
     const std::string name = entry.first.as<std::string>();
     if (!sections.insert(name).second) throw InputError(source + ": section '" + name + "' appears twice");
-    if (name != "model" && name != "train" && name != "data") {
-      throw InputError(source + ": unknown section '" + name + "'; known sections are model, train, data");
+    if (name != "model" && name != "train" && name != "data" && name != "hardware" && name != "stages") {
+      throw InputError(source + ": unknown section '" + name + "'; known sections are model, train, data, hardware, stages");
     }
   }
 
@@ -288,6 +205,14 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   train.read_int("eval_batches", t.eval_batches);
   train.read_int("log_interval", t.log_interval);
   train.read_int("seed", t.seed);
+  std::string schedule = schedule_kind_name(t.schedule);
+  train.read_string("schedule", schedule);
+  try {
+    t.schedule = parse_schedule_kind(schedule);
+  } catch (const InputError& e) {
+    throw InputError(source + ": train." + e.what());
+  }
+  train.read_bool("checkpointing", t.checkpointing);
   train.read_int("intra_op_threads", t.intra_op_threads);
   train.read_int("blas_threads", t.blas_threads);
   train.reject_unknown_keys();
@@ -297,7 +222,14 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   data.read_number("val_fraction", run.data.val_fraction);
   data.reject_unknown_keys();
 
+  if (const YAML::Node hardware = root["hardware"]) {
+    if (!hardware.IsScalar()) {
+      throw InputError(source + ": hardware must be a preset name or a file path, got " + describe(hardware));
+    }
+    run.hardware = hardware.Scalar();
+  }
   validate(run);
+  if (const YAML::Node stages = root["stages"]) run.stages = parse_stage_map(stages, run.model, source);
   return run;
 }
 
@@ -340,6 +272,8 @@ std::string to_yaml(const RunConfig& run) {
   out << YAML::Key << "eval_batches" << YAML::Value << t.eval_batches;
   out << YAML::Key << "log_interval" << YAML::Value << t.log_interval;
   out << YAML::Key << "seed" << YAML::Value << t.seed;
+  out << YAML::Key << "schedule" << YAML::Value << schedule_kind_name(t.schedule);
+  out << YAML::Key << "checkpointing" << YAML::Value << t.checkpointing;
   out << YAML::Key << "intra_op_threads" << YAML::Value << t.intra_op_threads;
   out << YAML::Key << "blas_threads" << YAML::Value << t.blas_threads;
   out << YAML::EndMap;
@@ -347,6 +281,21 @@ std::string to_yaml(const RunConfig& run) {
   out << YAML::Key << "files" << YAML::Value << run.data.files;
   out << YAML::Key << "val_fraction" << YAML::Value << run.data.val_fraction;
   out << YAML::EndMap;
+  out << YAML::Key << "hardware" << YAML::Value << run.hardware;
+  if (!run.stages.stages.empty()) {
+    out << YAML::Key << "stages" << YAML::Value << YAML::BeginSeq;
+    for (const StageSpec& st : run.stages.stages) {
+      auto ref = [&](int64_t i) {
+        const LayerId id = layer_at(run.model, i);
+        return id.kind == LayerKind::kBlock ? std::to_string(id.block_index) : layer_name(run.model, i);
+      };
+      out << YAML::Flow << YAML::BeginMap << YAML::Key << "device" << YAML::Value << st.device << YAML::Key << "layers"
+          << YAML::Value << YAML::Flow << YAML::BeginSeq << ref(st.first) << ref(st.last) << YAML::EndSeq;
+      if (st.cores > 0) out << YAML::Key << "cores" << YAML::Value << st.cores;
+      out << YAML::EndMap;
+    }
+    out << YAML::EndSeq;
+  }
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -1,4 +1,5 @@
-// A run's configuration: YAML with sections model, train, data (hardware and stages come later).
+// A run's configuration: YAML with sections model, train, data, hardware (a name or file) and
+// stages (a stage map).
 //
 // Every key is checked: unknown keys, wrong types, non-positive sizes and inconsistent shapes are
 // InputErrors naming the key and the value. Single keys can be overridden from the command line
@@ -13,6 +14,8 @@
 
 #include "memory/model_config.h"
 #include "memory/optimizer_config.h"
+#include "memory/plan_options.h"
+#include "memory/stage_map.h"
 
 namespace pipetrain {
 
@@ -28,6 +31,8 @@ struct TrainConfig {
   int64_t eval_batches = 8;
   int64_t log_interval = 10;
   int64_t seed = 1234;
+  ScheduleKind schedule = ScheduleKind::kOneFOneB;  // pipeline schedule (with a stage map)
+  bool checkpointing = false;                       // activation checkpointing per stage
   int64_t intra_op_threads = 0;  // 0 = choose for this machine
   int64_t blas_threads = 0;      // 0 = choose for this machine
 };
@@ -41,6 +46,8 @@ struct RunConfig {
   ModelConfig model;
   TrainConfig train;
   DataConfig data;
+  std::string hardware = "this-machine";  // a preset of configs/hardware, a YAML file, or this-machine
+  StageMap stages;                         // empty: none given
   std::string source;  // where the config came from, for messages
 };
 

@@ -12,23 +12,6 @@
 namespace pipetrain {
 namespace {
 
-double measure_matmul_gflops() {
-  constexpr int64_t kN = 1024;
-  torch::NoGradGuard no_grad;
-  const torch::Tensor a = torch::rand({kN, kN});
-  const torch::Tensor b = torch::rand({kN, kN});
-  torch::Tensor c = torch::matmul(a, b);  // warm-up: first call pays for thread start-up
-  int64_t calls = 0;
-  const auto start = std::chrono::steady_clock::now();
-  double seconds = 0.0;
-  while (seconds < 1.0) {
-    c = torch::matmul(a, b);
-    ++calls;
-    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  }
-  return 2.0 * kN * kN * kN * static_cast<double>(calls) / seconds / 1e9;
-}
-
 std::string trim(std::string s) {
   const auto begin = s.find_first_not_of(" \t\r\n");
   const auto end = s.find_last_not_of(" \t\r\n");
@@ -36,6 +19,24 @@ std::string trim(std::string s) {
 }
 
 }  // namespace
+
+double measure_matmul_gflops(const ThreadChoice& threads, double seconds_wanted) {
+  constexpr int64_t kN = 1024;
+  apply_threads(threads);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor a = torch::rand({kN, kN});
+  const torch::Tensor b = torch::rand({kN, kN});
+  torch::Tensor c = torch::matmul(a, b);  // warm-up: first call pays for thread start-up
+  int64_t calls = 0;
+  const auto start = std::chrono::steady_clock::now();
+  double seconds = 0.0;
+  while (seconds < seconds_wanted) {
+    c = torch::matmul(a, b);
+    ++calls;
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  return 2.0 * kN * kN * kN * static_cast<double>(calls) / seconds / 1e9;
+}
 
 std::vector<GpuInfo> probe_driver_gpus() {
   std::vector<GpuInfo> gpus;
@@ -83,7 +84,7 @@ DoctorReport examine_machine(const ThreadChoice& threads) {
   r.blas_threads_in_effect = blas_threads();
   r.intra_op_threads_in_effect = intra_op_threads();
   r.memory = probe_machine_memory();
-  r.matmul_gflops = measure_matmul_gflops();
+  r.matmul_gflops = measure_matmul_gflops(threads, 1.0);
 
   if (!r.gpus.empty() && !r.libtorch_has_cuda) {
     r.warnings.push_back("the driver shows " + std::to_string(r.gpus.size()) +

@@ -37,6 +37,9 @@ struct DoctorReport {
 // Applies `threads`, then probes and measures (about one second).
 DoctorReport examine_machine(const ThreadChoice& threads);
 
+// Float32 1024^3 matmuls under `threads` for about `seconds`; returns GFLOP/s. Leaves `threads` applied.
+double measure_matmul_gflops(const ThreadChoice& threads, double seconds);
+
 // The GPUs the NVIDIA driver exposes, read from /proc/driver/nvidia and nvidia-smi when present.
 std::vector<GpuInfo> probe_driver_gpus();
 

@@ -1,0 +1,213 @@
+#include "runtime/hardware_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "memory/machine_probe.h"
+#include "runtime/doctor.h"
+#include "runtime/hardware_presets.inc"
+#include "runtime/yaml_section.h"
+
+namespace pipetrain {
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+std::string read_text(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  if (!in) throw InputError(std::string(what) + " '" + path + "' cannot be read (missing or no permission)");
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+YAML::Node load_yaml(const std::string& text, const std::string& source) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw InputError(source + ": not valid YAML: " + e.msg + " (line " + std::to_string(e.mark.line + 1) + ")");
+  }
+}
+
+int64_t gib_to_bytes(double gib, const std::string& key, const std::string& source) {
+  if (!(gib >= 0.0) || gib > 1e9) {
+    std::ostringstream out;
+    out << source << ": " << key << " must be a size in GiB between 0 and 1e9, got " << gib;
+    throw InputError(out.str());
+  }
+  return static_cast<int64_t>(gib * kGiB);
+}
+
+}  // namespace
+
+std::vector<std::string> hardware_preset_names() {
+  std::vector<std::string> names;
+  for (const auto& preset : kHardwarePresets) names.push_back(preset.name);
+  names.push_back("this-machine");
+  return names;
+}
+
+HardwareSpec parse_hardware(const std::string& yaml_text, const std::string& source) {
+  const YAML::Node root = load_yaml(yaml_text, source);
+  if (!root.IsMap()) throw InputError(source + ": a hardware file is a mapping with name, devices, links");
+  Section top(root, "hardware", source);
+  HardwareSpec hw;
+  hw.source = source;
+  top.read_string("name", hw.name);
+  double pinned_gib = 0.0;
+  top.read_number("pinned_memory_gib", pinned_gib);
+  hw.pinned_bytes = gib_to_bytes(pinned_gib, "pinned_memory_gib", source);
+  top.read_node("devices");
+  top.read_node("links");
+  top.reject_unknown_keys();
+  if (hw.name.empty()) throw InputError(source + ": hardware needs a name");
+
+  const YAML::Node devices = root["devices"];
+  if (!devices || !devices.IsSequence() || devices.size() == 0) {
+    throw InputError(source + ": devices must be a non-empty list");
+  }
+  for (size_t i = 0; i < devices.size(); ++i) {
+    const std::string where = "devices[" + std::to_string(i) + "]";
+    Section d(devices[i], where, source);
+    DeviceSpec dev;
+    d.read_string("name", dev.name);
+    if (dev.name == "cpu") {
+      dev.kind = DeviceKind::kCpu;
+    } else if (dev.name.rfind("cuda:", 0) == 0 && dev.name.size() > 5 &&
+               dev.name.find_first_not_of("0123456789", 5) == std::string::npos) {
+      dev.kind = DeviceKind::kCuda;
+    } else {
+      throw InputError(source + ": " + where + ".name is '" + dev.name + "'; expected cpu or cuda:N");
+    }
+    double memory_gib = 0.0, reserved_gib = 0.0;
+    d.read_number("memory_gib", memory_gib);
+    d.read_number("reserved_gib", reserved_gib);
+    dev.memory_bytes = gib_to_bytes(memory_gib, where + ".memory_gib", source);
+    dev.reserved_bytes = gib_to_bytes(reserved_gib, where + ".reserved_gib", source);
+    d.read_number("safety_margin", dev.safety_margin);
+    d.read_number("allocator_slack", dev.allocator_slack);
+    d.read_number("flops_per_s", dev.flops_per_s);
+    d.read_number("single_core_flops_per_s", dev.single_core_flops_per_s);
+    int64_t cores = 0;
+    d.read_int("cores", cores);
+    if (cores < 0 || cores > 100000) throw InputError(source + ": " + where + ".cores = " + std::to_string(cores) + " is not a core count");
+    dev.cores = static_cast<int>(cores);
+    d.reject_unknown_keys();
+    hw.devices.push_back(dev);
+  }
+  const YAML::Node links = root["links"];
+  if (links && !links.IsNull()) {
+    if (!links.IsSequence()) throw InputError(source + ": links must be a list");
+    for (size_t i = 0; i < links.size(); ++i) {
+      Section l(links[i], "links[" + std::to_string(i) + "]", source);
+      LinkSpec link;
+      double gb_per_s = 0.0, latency_us = 0.0;
+      l.read_string("from", link.from);
+      l.read_string("to", link.to);
+      l.read_number("bandwidth_gb_per_s", gb_per_s);
+      l.read_number("latency_us", latency_us);
+      l.reject_unknown_keys();
+      link.bytes_per_s = gb_per_s * 1e9;
+      link.latency_s = latency_us * 1e-6;
+      hw.links.push_back(link);
+    }
+  }
+  validate_hardware(hw);
+  return hw;
+}
+
+HardwareSpec probe_this_machine() {
+  HardwareSpec hw;
+  hw.name = "this-machine";
+  hw.source = "probed";
+  const MachineMemory mem = probe_machine_memory();
+  DeviceSpec cpu;
+  cpu.name = "cpu";
+  cpu.kind = DeviceKind::kCpu;
+  cpu.memory_bytes = mem.ram_total_bytes;
+  if (mem.cgroup_limit_bytes > 0 && mem.cgroup_limit_bytes < cpu.memory_bytes) cpu.memory_bytes = mem.cgroup_limit_bytes;
+  cpu.safety_margin = 0.9;
+  cpu.reserved_bytes = static_cast<int64_t>(0.5 * kGiB);  // LibTorch runtime and OpenBLAS buffers
+  cpu.cores = usable_cores();
+  const ThreadChoice all = choose_threads(1, cpu.cores, cpu.cores);
+  cpu.flops_per_s = measure_matmul_gflops(all, 0.5) * 1e9;
+  cpu.single_core_flops_per_s = std::min(cpu.flops_per_s, measure_matmul_gflops(choose_threads(1, 1, 1), 0.5) * 1e9);
+  apply_threads(choose_threads(0, 0, cpu.cores));
+  hw.devices.push_back(cpu);
+  int index = 0;
+  for (const GpuInfo& gpu : probe_driver_gpus()) {
+    if (gpu.memory_bytes <= 0) continue;
+    DeviceSpec dev;
+    dev.name = "cuda:" + std::to_string(index++);
+    dev.kind = DeviceKind::kCuda;
+    dev.memory_bytes = gpu.memory_bytes;
+    dev.safety_margin = 0.95;
+    dev.reserved_bytes = static_cast<int64_t>(0.6 * kGiB);
+    dev.allocator_slack = 0.10;
+    dev.flops_per_s = 10e12;  // unknown until profiled: a mid-range GPU's sustained FP32 rate
+    hw.devices.push_back(dev);
+    hw.links.push_back({"cpu", dev.name, 12e9, 20e-6});
+    hw.links.push_back({dev.name, "cpu", 12e9, 20e-6});
+  }
+  hw.pinned_bytes = cpu.memory_bytes / 4;
+  validate_hardware(hw);
+  return hw;
+}
+
+HardwareSpec load_hardware(const std::string& name_or_path) {
+  if (name_or_path == "this-machine") return probe_this_machine();
+  for (const auto& preset : kHardwarePresets) {
+    if (name_or_path == preset.name) return parse_hardware(preset.yaml, "preset " + std::string(preset.name));
+  }
+  const bool looks_like_path = name_or_path.find('/') != std::string::npos || name_or_path.find(".yaml") != std::string::npos ||
+                               name_or_path.find(".yml") != std::string::npos;
+  if (!looks_like_path) {
+    std::string names;
+    for (const std::string& n : hardware_preset_names()) names += (names.empty() ? "" : ", ") + n;
+    throw InputError("hardware '" + name_or_path + "' is neither a preset (" + names + ") nor a .yaml file");
+  }
+  return parse_hardware(read_text(name_or_path, "hardware file"), name_or_path);
+}
+
+StageMap parse_stage_map(const YAML::Node& node, const ModelConfig& model, const std::string& source) {
+  YAML::Node list = node;
+  if (list.IsMap()) {
+    if (!list["stages"] || list.size() != 1) throw InputError(source + ": a stage map file is a list, or a mapping with the one key 'stages'");
+    list = list["stages"];
+  }
+  if (!list.IsSequence() || list.size() == 0) throw InputError(source + ": stages must be a non-empty list");
+  StageMap map;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string where = "stages[" + std::to_string(i) + "]";
+    Section s(list[i], where, source);
+    StageSpec spec;
+    s.read_string("device", spec.device);
+    int64_t cores = 0;
+    s.read_int("cores", cores);
+    if (cores < 0 || cores > 100000) throw InputError(source + ": " + where + ".cores = " + std::to_string(cores) + " is not a core count");
+    spec.cores = static_cast<int>(cores);
+    s.read_node("layers");
+    s.reject_unknown_keys();
+    const YAML::Node layers = list[i]["layers"];
+    if (spec.device.empty()) throw InputError(source + ": " + where + " needs a device");
+    if (!layers || !layers.IsSequence() || layers.size() != 2 || !layers[0].IsScalar() || !layers[1].IsScalar()) {
+      throw InputError(source + ": " + where + ".layers must be [first, last], e.g. [embed, 3] or [4, head]");
+    }
+    try {
+      spec.first = parse_layer_ref(layers[0].Scalar(), model);
+      spec.last = parse_layer_ref(layers[1].Scalar(), model);
+    } catch (const InputError& e) {
+      throw InputError(source + ": " + where + ".layers: " + e.what());
+    }
+    map.stages.push_back(spec);
+  }
+  return map;
+}
+
+StageMap load_stage_map_file(const std::string& path, const ModelConfig& model) {
+  return parse_stage_map(load_yaml(read_text(path, "stage map"), path), model, path);
+}
+
+}  // namespace pipetrain

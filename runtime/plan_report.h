@@ -1,0 +1,18 @@
+// What `pipetrain plan` prints: the memory table, verdicts, predicted speed, runners-up and, when
+// nothing fits, need against budget and the remedies; or the same as JSON.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <string>
+#include <vector>
+
+#include "scheduler/remedies.h"
+
+namespace pipetrain {
+
+std::string format_plan_text(const PlanRequest& request, const PlanOutcome& outcome, const std::vector<Remedy>& remedies);
+nlohmann::ordered_json plan_to_json(const PlanRequest& request, const PlanOutcome& outcome,
+                                    const std::vector<Remedy>& remedies);
+
+}  // namespace pipetrain

@@ -1,0 +1,186 @@
+// runtime: hardware presets and files, stage maps from YAML, and `pipetrain plan` end to end,
+// including the 6.8 B model that fits nowhere and the remedies it offers, each re-planned.
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+#include <yaml-cpp/yaml.h>
+
+#include "memory/errors.h"
+#include "memory/param_count.h"
+#include "runtime/config.h"
+#include "runtime/hardware_config.h"
+#include "scheduler/remedies.h"
+#include "stages/model.h"
+#include "test_util.h"
+
+using namespace pipetrain;
+using pipetrain::testing::run_command;
+using pipetrain::testing::ScratchDir;
+
+namespace {
+
+const std::string kBinary = PIPETRAIN_BINARY;
+const std::string kBigModel = std::string(PIPETRAIN_SOURCE_DIR) + "/configs/models/gpt-6.8b.yaml";
+
+PlanRequest big_model_request() {
+  const RunConfig run = load_run_config_file(kBigModel);
+  PlanRequest r;
+  r.model = run.model;
+  r.hardware = load_hardware(run.hardware);
+  r.options.micro_batch_size = run.train.micro_batch_size;
+  r.options.micro_batches = static_cast<int>(run.train.micro_batches);
+  r.options.optimizer = run.train.optimizer;
+  return r;
+}
+
+}  // namespace
+
+// Every preset parses and validates; the reference box has the numbers DESIGN.md states.
+TEST_CASE("hardware presets") {
+  for (const std::string& name : hardware_preset_names()) {
+    if (name == "this-machine") continue;
+    CAPTURE(name);
+    const HardwareSpec hw = load_hardware(name);
+    CHECK(hw.name == name);
+    CHECK(hw.has_device("cpu"));
+  }
+  const HardwareSpec ref = load_hardware("rtx2070s-wsl");
+  CHECK(ref.device("cpu").memory_bytes == 62LL << 30);
+  CHECK(ref.device("cuda:0").memory_bytes == 8LL << 30);
+  CHECK(ref.device("cpu").cores == 8);
+  REQUIRE(ref.link("cpu", "cuda:0") != nullptr);
+  CHECK_THROWS_WITH_AS(load_hardware("rtx9090"), doctest::Contains("'rtx9090' is neither a preset"), InputError);
+}
+
+// this-machine is probed: it has this machine's cores and a measured, positive GEMM rate.
+TEST_CASE("this-machine is probed") {
+  const HardwareSpec hw = load_hardware("this-machine");
+  CHECK(hw.source == "probed");
+  CHECK(hw.device("cpu").cores >= 1);
+  CHECK(hw.device("cpu").flops_per_s > 1e8);
+  CHECK(hw.device("cpu").single_core_flops_per_s <= hw.device("cpu").flops_per_s);
+}
+
+// Bad hardware files are refused with the field and value named.
+TEST_CASE("bad hardware files") {
+  const std::string good =
+      "name: box\npinned_memory_gib: 1\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2}\n";
+  CHECK(parse_hardware(good, "box.yaml").device("cpu").memory_bytes == 8LL << 30);
+  auto rejected = [](const std::string& yaml, const char* message) {
+    CAPTURE(yaml);
+    CHECK_THROWS_WITH_AS(parse_hardware(yaml, "box.yaml"), doctest::Contains(message), InputError);
+  };
+  rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: -8, flops_per_s: 1.0e10, cores: 2}\n",
+           "memory_gib must be a size in GiB between 0 and 1e9, got -8");
+  rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2, speed: 3}\n",
+           "unknown key 'devices[0].speed'");
+  rejected("name: box\ndevices:\n  - {name: tpu, memory_gib: 8, flops_per_s: 1.0e10}\n", "'tpu'; expected cpu or cuda:N");
+  rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2, safety_margin: 1.5}\n",
+           "safety_margin must be in (0, 1], got 1.5");
+  rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2}\n"
+           "  - {name: cuda:0, memory_gib: 8, flops_per_s: 1.0e12}\n",
+           "needs links cpu->cuda:0 and cuda:0->cpu");
+  rejected(good + "links:\n  - {from: cpu, to: cuda:3, bandwidth_gb_per_s: 10, latency_us: 5}\n",
+           "names a device that is not listed");
+  rejected("devices: [\n", "not valid YAML");
+}
+
+// Stage maps in YAML: layer references resolve; bad entries name the stage.
+TEST_CASE("stage maps from YAML") {
+  ModelConfig m;
+  m.num_layers = 8;
+  const StageMap map = parse_stage_map(
+      YAML::Load("- {device: cpu, layers: [embed, 1]}\n- {device: cuda:0, layers: [2, 6]}\n- {device: cpu, layers: [7, head], cores: 2}\n"),
+      m, "map.yaml");
+  REQUIRE(map.num_stages() == 3);
+  CHECK(map.stages[0].first == 0);
+  CHECK(map.stages[0].last == 2);
+  CHECK(map.stages[1].first == 3);
+  CHECK(map.stages[2].last == 9);
+  CHECK(map.stages[2].cores == 2);
+  CHECK_THROWS_WITH_AS(parse_stage_map(YAML::Load("- {device: cpu, layers: [embed]}\n"), m, "map.yaml"),
+                       doctest::Contains("stages[0].layers must be [first, last]"), InputError);
+  CHECK_THROWS_WITH_AS(parse_stage_map(YAML::Load("- {device: cpu, layers: [embed, 9]}\n"), m, "map.yaml"),
+                       doctest::Contains("block 9 does not exist"), InputError);
+  CHECK_THROWS_WITH_AS(parse_stage_map(YAML::Load("- {device: cpu, layer: [embed, head]}\n"), m, "map.yaml"),
+                       doctest::Contains("unknown key 'stages[0].layer'"), InputError);
+}
+
+// The parameter count a plan reports is numel() of the LibTorch model built from the same config.
+TEST_CASE("plan's parameter count equals the real model's numel") {
+  const auto r = run_command(kBinary + " plan --auto --hardware rtx2070s-wsl --json");
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(r.output);
+  const RunConfig run = parse_run_config(default_config_text(), "default config");
+  int64_t numel = 0;
+  for (const auto& p : make_gpt_model(run.model, 1)->parameters()) numel += p.numel();
+  CHECK(j["model"]["params"].get<int64_t>() == numel);
+  CHECK(j["fits"] == true);
+  for (const char* key : {"stages", "devices", "predicted"}) CHECK_MESSAGE(j.contains(key), key);
+  for (const auto& stage : j["stages"]) {
+    CHECK(stage.contains("device"));
+    CHECK(stage["layers"].contains("first"));
+    CHECK(stage["bytes"]["total"].get<int64_t>() > 0);
+  }
+  CHECK(j["predicted"]["tokens_per_second"].get<double>() > 0);
+}
+
+// The 6.8 B model does not fit the reference box: exit 2, need against budget per device.
+TEST_CASE("the 6.8 B model does not fit the reference box") {
+  const auto r = run_command(kBinary + " plan --config " + kBigModel + " --auto");
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("DOES NOT FIT: cpu needs") != std::string::npos);
+  CHECK(r.output.find("budget is 55.80 GiB") != std::string::npos);
+  CHECK(r.output.find("remedies") != std::string::npos);
+}
+
+// Every remedy offered for the 6.8 B model is confirmed by planning it again from scratch, and the
+// CLI agrees for the optimizer and depth remedies.
+TEST_CASE("every remedy is confirmed by planning it") {
+  const PlanRequest request = big_model_request();
+  const PlanOutcome failed = run_plan(request);
+  REQUIRE(!failed.fits);
+  const std::vector<Remedy> remedies = suggest_remedies(request, failed);
+  REQUIRE(remedies.size() >= 3);
+  int fitting = 0;
+  for (const Remedy& remedy : remedies) {
+    CAPTURE(remedy.description);
+    CHECK(run_plan(remedy.request).fits == remedy.fits);
+    CHECK((remedy.description.find("; fits") != std::string::npos) == remedy.fits);
+    fitting += remedy.fits ? 1 : 0;
+  }
+  CHECK(fitting >= 1);
+  // The depth remedy is the deepest that fits: one more block does not.
+  for (const Remedy& remedy : remedies) {
+    if (remedy.change.rfind("num_layers <= ", 0) != 0) continue;
+    const int64_t layers = remedy.request.model.num_layers;
+    CHECK(run_command(kBinary + " plan --config " + kBigModel + " --auto --set model.num_layers=" + std::to_string(layers))
+              .exit_code == 0);
+    CHECK(run_command(kBinary + " plan --config " + kBigModel + " --auto --set model.num_layers=" +
+                      std::to_string(layers + 1))
+              .exit_code == 2);
+  }
+  CHECK(run_command(kBinary + " plan --config " + kBigModel + " --auto --set train.optimizer=sgd").exit_code == 0);
+}
+
+// Bad stage maps and hardware on the command line: exit 2 with the problem named.
+TEST_CASE("plan refuses bad input with exit 2") {
+  ScratchDir dir;
+  const std::string gap = dir.file("gap.yaml", "- {device: cpu, layers: [embed, 1]}\n- {device: cpu, layers: [3, head]}\n");
+  auto r = run_command(kBinary + " plan --hardware rtx2070s-wsl --stage-map " + gap);
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("gap: block 2 belong to no stage") != std::string::npos);
+  const std::string gpu = dir.file("gpu.yaml", "- {device: cuda:0, layers: [embed, head]}\n");
+  r = run_command(kBinary + " plan --hardware " + dir.file("cpu.yaml", "name: c\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2}\n") +
+                  " --stage-map " + gpu);
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("stage 0 names device 'cuda:0', which hardware 'c' does not have") != std::string::npos);
+  r = run_command(kBinary + " plan --hardware rtx2070s-wsl");
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("no stage map") != std::string::npos);
+  const std::string good = dir.file("good.yaml", "- {device: cpu, layers: [embed, 1]}\n- {device: cuda:0, layers: [2, head]}\n");
+  r = run_command(kBinary + " plan --hardware rtx2070s-wsl --stage-map " + good);
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("plan (given stage map): cpu embed..block 1 | cuda:0 block 2..head") != std::string::npos);
+}
