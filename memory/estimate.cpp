@@ -36,13 +36,16 @@ StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const De
   const int64_t held = checked_mul(in_flight, tokens, "activations");
   if (options.checkpointing) {
     m.activations = checked_add(checked_mul(held, r.input_bytes_per_token, "activations"),
-                                checked_mul(tokens, checked_add(r.input_bytes_per_token_sum, r.max_layer_bytes_per_token,
-                                                                "activations"),
-                                            "activations"),
+                                checked_add(checked_mul(tokens, checked_add(r.input_bytes_per_token_sum,
+                                                                            r.max_layer_bytes_per_token, "activations"),
+                                                        "activations"),
+                                            r.max_transient_bytes_fixed, "activations"),
                                 "activations");
   } else {
-    m.activations = checked_add(checked_mul(held, r.saved_bytes_per_token, "activations"),
-                                checked_mul(tokens, r.max_transient_bytes_per_token, "activations"), "activations");
+    m.activations = checked_add(checked_add(checked_mul(held, r.saved_bytes_per_token, "activations"),
+                                            checked_mul(tokens, r.max_transient_bytes_per_token, "activations"),
+                                            "activations"),
+                                r.max_transient_bytes_fixed, "activations");
   }
   // activation and gradient rings, ring_slots each
   m.buffers = checked_mul(checked_mul(2 * options.ring_slots, tokens, "buffers"), pinned_per_token, "buffers");

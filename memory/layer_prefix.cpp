@@ -27,7 +27,7 @@ LayerPrefix::LayerPrefix(const ModelDesc& model) : layers_(model.layers) {
   inputs_.assign(n + 1, 0);
   forward_.assign(n + 1, 0.0);
   backward_.assign(n + 1, 0.0);
-  std::vector<int64_t> transient(n), layer(n);
+  std::vector<int64_t> transient(n), fixed(n), layer(n);
   for (size_t i = 0; i < n; ++i) {
     const LayerCost& c = layers_[i];
     params_[i + 1] = checked_add(params_[i], c.params, "parameter count");
@@ -36,9 +36,11 @@ LayerPrefix::LayerPrefix(const ModelDesc& model) : layers_(model.layers) {
     forward_[i + 1] = forward_[i] + c.forward_flops_per_token;
     backward_[i + 1] = backward_[i] + c.backward_flops_per_token;
     transient[i] = c.transient_bytes_per_token;
+    fixed[i] = c.transient_bytes_fixed;
     layer[i] = checked_add(c.saved_bytes_per_token, c.transient_bytes_per_token, "layer bytes");
   }
   transient_max_ = sparse_table(transient);
+  fixed_max_ = sparse_table(fixed);
   layer_max_ = sparse_table(layer);
 }
 
@@ -59,6 +61,7 @@ RangeCosts LayerPrefix::range(int64_t first, int64_t last) const {
   r.forward_flops_per_token = forward_[b] - forward_[a];
   r.backward_flops_per_token = backward_[b] - backward_[a];
   r.max_transient_bytes_per_token = range_max(transient_max_, first, last);
+  r.max_transient_bytes_fixed = range_max(fixed_max_, first, last);
   r.max_layer_bytes_per_token = range_max(layer_max_, first, last);
   r.input_bytes_per_token = layers_[a].input_bytes_per_token;
   r.output_bytes_per_token = layers_[static_cast<size_t>(last)].output_bytes_per_token;

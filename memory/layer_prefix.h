@@ -19,6 +19,7 @@ struct RangeCosts {
   int64_t saved_bytes_per_token = 0;
   int64_t input_bytes_per_token_sum = 0;       // Σ layer inputs (kept per layer under checkpointing)
   int64_t max_transient_bytes_per_token = 0;
+  int64_t max_transient_bytes_fixed = 0;
   int64_t max_layer_bytes_per_token = 0;       // max over layers of saved + transient
   int64_t input_bytes_per_token = 0;           // of the first layer: what the range receives
   int64_t output_bytes_per_token = 0;          // of the last layer: what it hands on
@@ -37,7 +38,7 @@ class LayerPrefix {
   std::vector<LayerCost> layers_;
   std::vector<int64_t> params_, saved_, inputs_;  // prefix sums, size n + 1
   std::vector<double> forward_, backward_;
-  std::vector<std::vector<int64_t>> transient_max_, layer_max_;  // sparse tables
+  std::vector<std::vector<int64_t>> transient_max_, fixed_max_, layer_max_;  // sparse tables
 };
 
 }  // namespace pipetrain

@@ -2,6 +2,8 @@
 
 #include "memory/param_count.h"
 
+#include <algorithm>
+
 namespace pipetrain {
 
 namespace {
@@ -27,6 +29,7 @@ ModelDesc describe_model(const ModelConfig& m) {
         c.backward_flops_per_token = hd;
         c.saved_bytes_per_token = kTokenIdBytes;
         c.transient_bytes_per_token = 0;
+        c.transient_bytes_fixed = d * v * h;
         c.input_bytes_per_token = kTokenIdBytes;
         c.output_bytes_per_token = d * h;
         break;
@@ -35,7 +38,8 @@ ModelDesc describe_model(const ModelConfig& m) {
         c.forward_flops_per_token = flops;
         c.backward_flops_per_token = 2.0 * flops;
         c.saved_bytes_per_token = d * (8 * h + 2 * i + n * t) + 4 * kFloatBytes;
-        c.transient_bytes_per_token = d * (3 * n * t + 2 * i);
+        c.transient_bytes_per_token = d * n * t;
+        c.transient_bytes_fixed = d * std::max(h * i, 3 * h * h);
         c.input_bytes_per_token = d * h;
         c.output_bytes_per_token = d * h;
         break;
@@ -45,7 +49,8 @@ ModelDesc describe_model(const ModelConfig& m) {
         c.forward_flops_per_token = flops;
         c.backward_flops_per_token = 2.0 * flops;
         c.saved_bytes_per_token = d * 2 * h + kFloatBytes * v + 2 * kFloatBytes;
-        c.transient_bytes_per_token = d * v + 2 * kFloatBytes * v;
+        c.transient_bytes_per_token = 2 * kFloatBytes * v;
+        c.transient_bytes_fixed = d * h * v;
         c.input_bytes_per_token = d * h;
         c.output_bytes_per_token = 0;  // the loss: one scalar per micro-batch
         break;

@@ -12,9 +12,11 @@
 //     head:  norm input H, norm output H (lm_head's input), log_softmax output V (float32 for the
 //            loss), norm statistics                                    -> d * 2H + 4V + 8
 //   transient (alive only while one micro-batch runs through the layer, forward or backward)
-//     block: attention scores and their masked and scaled copies and gradients ~ 3 nT;
-//            MLP gradients 2I                                           -> d * (3nT + 2I)
-//     head:  logits, their gradient and log_softmax's gradient          -> d * V + 8V
+//     per token  block: the gradient of the attention scores            -> d * nT
+//                head:  the gradients of log_softmax and of the logits  -> 8V
+//     per layer  the largest weight gradient, computed into a temporary and then added to .grad:
+//                block d * max(H*I, 3H*H), head d * H*V, embed d * V*H
+//     (fitted to counted allocations: benchmarks/README.md, "activation memory")
 //   FLOPs, forward (multiply-add = 2)
 //     block: 2 * (3H*H + H*H + 2*H*I) + attention 2 * 2 * T * H (the full T x T product is computed,
 //            then masked)                                              = 8H^2 + 4HI + 4TH
@@ -39,7 +41,8 @@ struct LayerCost {
   double forward_flops_per_token = 0.0;
   double backward_flops_per_token = 0.0;
   int64_t saved_bytes_per_token = 0;      // kept from forward until backward
-  int64_t transient_bytes_per_token = 0;  // working memory while the layer runs
+  int64_t transient_bytes_per_token = 0;  // working memory while the layer runs, per token
+  int64_t transient_bytes_fixed = 0;      // working memory while the layer runs, per micro-batch
   int64_t output_bytes_per_token = 0;     // the activation handed to the next layer
   int64_t input_bytes_per_token = 0;      // the activation it receives
 };

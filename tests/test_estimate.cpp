@@ -81,15 +81,17 @@ TEST_CASE("activations by schedule and checkpointing") {
     const RangeCosts r = prefix.range(map.stages[s].first, map.stages[s].last);
     CHECK(gpipe.stages[s].in_flight == 8);
     CHECK(one_f.stages[s].in_flight == 3 - s);
-    CHECK(gpipe.stages[s].activations == 8 * tokens * r.saved_bytes_per_token + tokens * r.max_transient_bytes_per_token);
-    CHECK(one_f.stages[s].activations == (3 - s) * tokens * r.saved_bytes_per_token + tokens * r.max_transient_bytes_per_token);
+    const int64_t transient = tokens * r.max_transient_bytes_per_token + r.max_transient_bytes_fixed;
+    CHECK(gpipe.stages[s].activations == 8 * tokens * r.saved_bytes_per_token + transient);
+    CHECK(one_f.stages[s].activations == (3 - s) * tokens * r.saved_bytes_per_token + transient);
   }
   o.checkpointing = true;
   const MemoryEstimate ckpt = estimate_memory(desc, hw, map, o);
   for (int s = 0; s < 3; ++s) CHECK(ckpt.stages[s].activations < one_f.stages[s].activations);
   const RangeCosts r1 = prefix.range(3, 5);
   CHECK(ckpt.stages[1].activations ==
-        2 * tokens * r1.input_bytes_per_token + tokens * (r1.input_bytes_per_token_sum + r1.max_layer_bytes_per_token));
+        2 * tokens * r1.input_bytes_per_token + tokens * (r1.input_bytes_per_token_sum + r1.max_layer_bytes_per_token) +
+            r1.max_transient_bytes_fixed);
 }
 
 // The in-flight rule of the estimate agrees with the schedules the executor runs.
