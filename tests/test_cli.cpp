@@ -65,6 +65,7 @@ TEST_CASE("bad configs exit 2 with the problem named") {
        "model.hidden_dim = 30 is not divisible by model.num_heads = 4"},
       {tiny_config(dir.path() + "/missing.txt"), "missing.txt' cannot be opened"},
       {tiny_config(dir.file("empty.txt", "")), "empty.txt' is empty"},
+      {tiny_config(data) + "stages:\n  - {device: cpu, layers: [embed, head]}\n", "this build trains on one device only"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     const std::string config = dir.file("bad" + std::to_string(i) + ".yaml", cases[i].first);

@@ -81,6 +81,10 @@ int train_command(int argc, char** argv) {
   if (args.count("steps")) overrides.push_back("train.steps=" + std::to_string(args["steps"].as<int64_t>()));
   const RunConfig run = args.count("config") ? load_run_config_file(args["config"].as<std::string>(), overrides)
                                              : parse_run_config(default_config_text(), "default config", overrides);
+  if (!run.stages.stages.empty()) {
+    throw InputError(run.source + " has a `stages:` stage map, but this build trains on one device only (pipelined "
+                     "training is the next issue); remove `stages:` to train, or check the map with `pipetrain plan`");
+  }
   if (args.count("print-config")) {
     std::printf("%s", to_yaml(run).c_str());
     return 0;
