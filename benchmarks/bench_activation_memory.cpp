@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <fstream>
 
-#include "memory/estimate.h"
 #include "runtime/activation_probe.h"
 #include "runtime/threads.h"
 
@@ -47,24 +46,14 @@ int main(int argc, char** argv) {
     m.seq_len = c.seq;
     for (int held : {1, 4}) {
       const ActivationMeasurement measured = measure_activations(m, c.batch, held);
-      HardwareSpec hw;
-      hw.name = "count";
-      DeviceSpec cpu;
-      cpu.name = "cpu";
-      cpu.allocator_slack = 0.0;
-      hw.devices = {cpu};
-      PlanOptions o;
-      o.schedule = ScheduleKind::kGPipe;
-      o.micro_batches = held;
-      o.micro_batch_size = c.batch;
-      const MemoryEstimate e = estimate_memory(describe_model(m), hw, make_stage_map({"cpu"}, {m.num_model_layers() - 1}), o);
+      const int64_t estimate = estimated_activations(m, c.batch, held);
       const double mib = 1024.0 * 1024.0;
-      const double ratio = static_cast<double>(e.stages[0].activations) / static_cast<double>(measured.peak_bytes);
+      const double ratio = static_cast<double>(estimate) / static_cast<double>(measured.peak_bytes);
       std::printf("| %s | %d | %.1f | %.1f | %.1f | %.3f |\n", c.name, held, measured.saved_bytes / mib,
-                  measured.peak_bytes / mib, e.stages[0].activations / mib, ratio);
+                  measured.peak_bytes / mib, estimate / mib, ratio);
       char row[256];
       std::snprintf(row, sizeof(row), "%s,%d,%lld,%lld,%lld,%.4f\n", c.name, held, static_cast<long long>(measured.saved_bytes),
-                    static_cast<long long>(measured.peak_bytes), static_cast<long long>(e.stages[0].activations), ratio);
+                    static_cast<long long>(measured.peak_bytes), static_cast<long long>(estimate), ratio);
       csv += row;
     }
   }

@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "memory/estimate.h"
 #include "runtime/cpu_alloc_counter.h"
 #include "stages/model.h"
 
@@ -26,6 +27,21 @@ ActivationMeasurement measure_activations(const ModelConfig& config, int64_t mic
   for (torch::Tensor& loss : losses) loss.backward();
   m.peak_bytes = CpuAllocCounter::peak_bytes() - base;
   return m;
+}
+
+int64_t estimated_activations(const ModelConfig& model, int64_t micro_batch_size, int held) {
+  HardwareSpec hw;
+  hw.name = "counted";
+  DeviceSpec cpu;
+  cpu.name = "cpu";
+  cpu.allocator_slack = 0.0;
+  hw.devices = {cpu};
+  PlanOptions o;
+  o.schedule = ScheduleKind::kGPipe;
+  o.micro_batches = held;
+  o.micro_batch_size = micro_batch_size;
+  const StageMap whole = make_stage_map({"cpu"}, {model.num_model_layers() - 1});
+  return estimate_memory(describe_model(model), hw, whole, o).stages[0].activations;
 }
 
 }  // namespace pipetrain

@@ -16,4 +16,8 @@ struct ActivationMeasurement {
 
 ActivationMeasurement measure_activations(const ModelConfig& model, int64_t micro_batch_size, int held);
 
+// The planner's figure for the same situation: the whole model as one CPU stage holding `held`
+// micro-batches (GPipe), allocator slack excluded.
+int64_t estimated_activations(const ModelConfig& model, int64_t micro_batch_size, int held);
+
 }  // namespace pipetrain

@@ -20,8 +20,8 @@
 namespace pipetrain {
 
 struct TrainConfig {
-  int64_t steps = 150;
-  int64_t micro_batch_size = 8;
+  int64_t steps = 300;
+  int64_t micro_batch_size = 4;
   int64_t micro_batches = 2;  // gradient accumulation: micro-batches per optimizer step
   OptimizerConfig optimizer;  // keys optimizer, lr, weight_decay, beta1, beta2, eps, momentum
   double min_lr_ratio = 0.1;  // cosine decays to lr * min_lr_ratio

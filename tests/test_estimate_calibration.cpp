@@ -4,31 +4,10 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
-#include "memory/estimate.h"
 #include "runtime/activation_probe.h"
 #include "runtime/cpu_alloc_counter.h"
 
 using namespace pipetrain;
-
-namespace {
-
-int64_t estimated_activations(const ModelConfig& m, int64_t micro_batch_size, int held) {
-  HardwareSpec hw;
-  hw.name = "count";
-  DeviceSpec cpu;
-  cpu.name = "cpu";
-  cpu.allocator_slack = 0.0;
-  hw.devices = {cpu};
-  PlanOptions o;
-  o.schedule = ScheduleKind::kGPipe;
-  o.micro_batches = held;
-  o.micro_batch_size = micro_batch_size;
-  return estimate_memory(describe_model(m), hw, make_stage_map({"cpu"}, {m.num_model_layers() - 1}), o)
-      .stages[0]
-      .activations;
-}
-
-}  // namespace
 
 // The counting allocator sees a tensor's bytes while it lives and not after.
 TEST_CASE("the counting allocator counts tensor storage") {
