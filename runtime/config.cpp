@@ -241,6 +241,10 @@ RunConfig load_run_config_file(const std::string& path, const std::vector<std::s
   return parse_run_config(text.str(), path, overrides);
 }
 
+RunConfig load_run_config(const std::optional<std::string>& path, const std::vector<std::string>& overrides) {
+  return path ? load_run_config_file(*path, overrides) : parse_run_config(default_config_text(), "default config", overrides);
+}
+
 std::string to_yaml(const RunConfig& run) {
   YAML::Emitter out;
   out << YAML::BeginMap;

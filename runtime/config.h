@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,9 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
 
 // Reads the file (InputError if missing or unreadable), then as parse_run_config.
 RunConfig load_run_config_file(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The CLI's way in: the file at `path`, or the default config when there is none.
+RunConfig load_run_config(const std::optional<std::string>& path, const std::vector<std::string>& overrides);
 
 // The resolved config as YAML, written beside a run's outputs so the run can be repeated.
 std::string to_yaml(const RunConfig& run);

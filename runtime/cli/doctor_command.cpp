@@ -21,8 +21,7 @@ int doctor_command(int argc, char** argv) {
     std::printf("%s\n", options.help().c_str());
     return 0;
   }
-  const RunConfig run = args.count("config") ? load_run_config_file(args["config"].as<std::string>())
-                                             : parse_run_config(default_config_text(), "default config");
+  const RunConfig run = load_run_config(args.count("config") ? std::optional<std::string>(args["config"].as<std::string>()) : std::nullopt, {});
   const ThreadChoice threads = choose_threads(run.train.intra_op_threads, run.train.blas_threads, usable_cores());
   print_report(examine_machine(threads), stdout);
   return 0;

@@ -58,8 +58,7 @@ int plan_command(int argc, char** argv) {
   }
   std::vector<std::string> overrides;
   if (args.count("set")) overrides = args["set"].as<std::vector<std::string>>();
-  const RunConfig run = args.count("config") ? load_run_config_file(args["config"].as<std::string>(), overrides)
-                                             : parse_run_config(default_config_text(), "default config", overrides);
+  const RunConfig run = load_run_config(args.count("config") ? std::optional<std::string>(args["config"].as<std::string>()) : std::nullopt, overrides);
 
   PlanRequest request;
   request.model = run.model;

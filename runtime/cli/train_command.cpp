@@ -79,8 +79,7 @@ int train_command(int argc, char** argv) {
   std::vector<std::string> overrides;
   if (args.count("set")) overrides = args["set"].as<std::vector<std::string>>();
   if (args.count("steps")) overrides.push_back("train.steps=" + std::to_string(args["steps"].as<int64_t>()));
-  const RunConfig run = args.count("config") ? load_run_config_file(args["config"].as<std::string>(), overrides)
-                                             : parse_run_config(default_config_text(), "default config", overrides);
+  const RunConfig run = load_run_config(args.count("config") ? std::optional<std::string>(args["config"].as<std::string>()) : std::nullopt, overrides);
   if (!run.stages.stages.empty()) {
     throw InputError(run.source + " has a `stages:` stage map, but this build trains on one device only (pipelined "
                      "training is the next issue); remove `stages:` to train, or check the map with `pipetrain plan`");
