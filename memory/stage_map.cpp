@@ -30,6 +30,7 @@ void validate_stage_map(const StageMap& map, const ModelConfig& model, const Har
   const int64_t n = model.num_model_layers();
   int64_t next = 0;  // the first layer not yet covered
   int cpu_cores = 0;
+  int shared_cpu_stage = -1;  // the first cpu stage with cores: 0
   for (size_t s = 0; s < map.stages.size(); ++s) {
     const StageSpec& st = map.stages[s];
     const std::string where = "stage " + std::to_string(s);
@@ -57,6 +58,9 @@ void validate_stage_map(const StageMap& map, const ModelConfig& model, const Har
       throw InputError(where + " gives cores to a " + st.device + " stage; cores only apply to cpu stages");
     }
     cpu_cores += st.cores;
+    if (st.cores == 0 && shared_cpu_stage < 0 && hardware.device(st.device).kind == DeviceKind::kCpu) {
+      shared_cpu_stage = static_cast<int>(s);
+    }
     next = st.last + 1;
   }
   if (next < n) {
@@ -67,6 +71,12 @@ void validate_stage_map(const StageMap& map, const ModelConfig& model, const Har
   if (cpu_cores > available) {
     throw InputError("the stage map gives cpu stages " + std::to_string(cpu_cores) + " cores; hardware '" +
                      hardware.name + "' has " + std::to_string(available));
+  }
+  if (shared_cpu_stage >= 0 && cpu_cores == available) {
+    throw InputError("stage " + std::to_string(shared_cpu_stage) +
+                     " has cores: 0 (it shares the cores no stage owns), but the other cpu stages own all " +
+                     std::to_string(available) + " cores of hardware '" + hardware.name +
+                     "'; give it cores, or take some from the others");
   }
 }
 

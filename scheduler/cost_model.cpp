@@ -43,11 +43,16 @@ TransferTiming transfer_timing(int64_t boundary_bytes_per_token, const ModelConf
 
 std::vector<StageTiming> stage_timings(const LayerPrefix& prefix, const ModelConfig& model, const HardwareSpec& hw,
                                        const StageMap& map, const PlanOptions& options) {
+  // Stages with cores: 0 share the cores no stage owns (scheduler/cores.h).
+  int owned = 0;
+  for (const StageSpec& st : map.stages) owned += st.cores;
+  const int pool = hw.device("cpu").cores - owned;
   std::vector<StageTiming> out;
   for (int s = 0; s < map.num_stages(); ++s) {
     const StageSpec& st = map.stages[static_cast<size_t>(s)];
+    const bool cpu = hw.device(st.device).kind == DeviceKind::kCpu;
     out.push_back(stage_timing(prefix.range(st.first, st.last), model, hw.device(st.device),
-                               stage_resource(st, s, hw), st.cores, options));
+                               stage_resource(st, s, hw), cpu && st.cores == 0 ? pool : st.cores, options));
   }
   return out;
 }

@@ -3,7 +3,8 @@
 //   forward  = Σ forward FLOPs per token * tokens / rate,   backward likewise (plus a forward
 //              again under activation checkpointing, which recomputes before it differentiates)
 //   rate     = the device's sustained FLOP/s; a CPU stage with its own cores gets the rate of that
-//              many cores and its own resource "cpu[s]"; CPU stages without cores share "cpu"
+//              many cores and its own resource "cpu[s]"; CPU stages without cores share "cpu", the pool of
+//              the cores no stage owns, at that pool's rate (scheduler/cores.h)
 //   transfer = boundary bytes / link bandwidth + latency, on the link's own resource
 //              ("cpu->cuda:0" is H2D, "cuda:0->cpu" is D2H); CPU to CPU is a free hand-off.
 // A measured profile (pipetrain profile, a later issue) replaces the FLOP-based durations.

@@ -6,6 +6,9 @@
 
 #include "memory/errors.h"
 #include "planner_fixtures.h"
+#include "scheduler/cores.h"
+#include "scheduler/cost_model.h"
+#include "memory/layer_prefix.h"
 #include "scheduler/planner.h"
 #include "scheduler/schedule.h"
 #include "scheduler/simulator.h"
@@ -207,4 +210,54 @@ TEST_CASE("planner prunes at 200 layers") {
   REQUIRE(!r.plans.empty());
   CHECK(r.candidates > 1000000);
   CHECK_MESSAGE(r.simulated * 1000 < r.feasible, "simulated " << r.simulated << " of " << r.feasible << " feasible");
+}
+
+// Core assignment: owned cores first, in stage order; the shared pool is what is left; OpenBLAS gets
+// one thread as soon as two groups compute at once.
+TEST_CASE("assign_cores: owned cores, the shared pool, and BLAS threads") {
+  const HardwareSpec hw = cpu_gpu_box(16 * kGiB, 4 * kGiB, 4);
+  const ModelConfig model = small_model(4);  // layers 0..5
+
+  // stage 0 and 2 share what stage 1 does not own: the reference box's shape with the GPU stage on cores.
+  CoreAssignment mixed = assign_cores(make_stage_map({"cpu", "cpu", "cpu"}, {1, 3, 5}, {0, 1, 0}), hw);
+  CHECK(mixed.group_of_stage == std::vector<int>{1, 0, 1});
+  CHECK(mixed.groups[0].resource == "cpu[1]");
+  CHECK(mixed.groups[0].cpus == std::vector<int>{0});
+  CHECK(mixed.groups[1].resource == "cpu");
+  CHECK(mixed.groups[1].cpus == std::vector<int>{1, 2, 3});
+  CHECK(mixed.groups[1].stages == std::vector<int>{0, 2});
+  CHECK(mixed.blas_threads == 1);
+  CHECK(mixed.compute_threads == 4);
+  CHECK(describe_cores(mixed) == "stage 1 owns core 0; stages 0,2 share cores 1,2,3; OpenBLAS 1 thread");
+
+  // One group: it gets every BLAS thread. A GPU stage belongs to no group.
+  CoreAssignment gpu = assign_cores(make_stage_map({"cpu", "cuda:0", "cpu"}, {1, 3, 5}), hw);
+  CHECK(gpu.group_of_stage == std::vector<int>{0, -1, 0});
+  CHECK(gpu.blas_threads == 4);
+
+  CoreAssignment owned = assign_cores(make_stage_map({"cpu", "cpu"}, {2, 5}, {1, 3}), hw);
+  CHECK(owned.groups[1].cpus == std::vector<int>{1, 2, 3});
+  // The groups' resources are the ones the simulator queues ops on, so traces line up.
+  const StageMap map = make_stage_map({"cpu", "cpu", "cpu"}, {1, 3, 5}, {0, 1, 0});
+  const auto timings = stage_timings(LayerPrefix(describe_model(model)), model, hw, map, PlanOptions{});
+  for (int s = 0; s < 3; ++s) CHECK(timings[s].resource == mixed.groups[mixed.group_of_stage[s]].resource);
+  // The shared pool computes at the rate of the cores it has (3 of 4), not the whole CPU's.
+  CHECK(timings[0].forward_seconds > 0.0);
+  const DeviceSpec& cpu = hw.device("cpu");
+  const double stage1_over_stage0 = timings[1].forward_seconds / timings[0].forward_seconds;
+  const RangeCosts r0 = LayerPrefix(describe_model(model)).range(0, 1), r1 = LayerPrefix(describe_model(model)).range(2, 3);
+  CHECK(stage1_over_stage0 == doctest::Approx((r1.forward_flops_per_token / cpu.flops_per_s_with(1)) /
+                                              (r0.forward_flops_per_token / cpu.flops_per_s_with(3))));
+}
+
+// A shared stage needs a core no stage owns: refused with the numbers, by validation and assignment.
+TEST_CASE("a shared cpu stage left without cores is refused") {
+  const HardwareSpec hw = cpu_only_box(2);
+  const ModelConfig model = small_model(4);
+  const StageMap map = make_stage_map({"cpu", "cpu", "cpu"}, {1, 3, 5}, {1, 1, 0});
+  CHECK_THROWS_WITH_AS(validate_stage_map(map, model, hw),
+                       doctest::Contains("stage 2 has cores: 0 (it shares the cores no stage owns), but the other cpu "
+                                         "stages own all 2 cores"),
+                       InputError);
+  CHECK_THROWS_AS(assign_cores(map, hw), InputError);
 }

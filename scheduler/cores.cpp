@@ -1,0 +1,67 @@
+#include "scheduler/cores.h"
+
+#include "memory/errors.h"
+
+namespace pipetrain {
+namespace {
+
+std::string join(const std::vector<int>& values) {
+  std::string text;
+  for (size_t i = 0; i < values.size(); ++i) text += (i ? "," : "") + std::to_string(values[i]);
+  return text;
+}
+
+}  // namespace
+
+CoreAssignment assign_cores(const StageMap& map, const HardwareSpec& hardware) {
+  const int available = hardware.device("cpu").cores;
+  CoreAssignment out;
+  out.group_of_stage.assign(map.stages.size(), -1);
+  int next_core = 0;
+  std::vector<int> shared_stages;
+  for (size_t s = 0; s < map.stages.size(); ++s) {
+    const StageSpec& st = map.stages[s];
+    if (hardware.device(st.device).kind != DeviceKind::kCpu) continue;
+    if (st.cores == 0) {
+      shared_stages.push_back(static_cast<int>(s));
+      continue;
+    }
+    CoreGroup group{"cpu[" + std::to_string(s) + "]", {}, {static_cast<int>(s)}};
+    for (int c = 0; c < st.cores; ++c) group.cpus.push_back(next_core++);
+    out.group_of_stage[s] = static_cast<int>(out.groups.size());
+    out.groups.push_back(group);
+  }
+  if (next_core > available) {
+    throw InputError("the stage map gives cpu stages " + std::to_string(next_core) + " cores; hardware '" +
+                     hardware.name + "' has " + std::to_string(available));
+  }
+  if (!shared_stages.empty()) {
+    if (next_core == available) {
+      throw InputError("cpu stage " + std::to_string(shared_stages.front()) +
+                       " has cores: 0 (share the cores no stage owns), but the other stages own all " +
+                       std::to_string(available) + " cores of hardware '" + hardware.name +
+                       "'; give it cores, or take some from the others");
+    }
+    CoreGroup pool{"cpu", {}, shared_stages};
+    for (int c = next_core; c < available; ++c) pool.cpus.push_back(c);
+    for (int s : shared_stages) out.group_of_stage[static_cast<size_t>(s)] = static_cast<int>(out.groups.size());
+    out.groups.push_back(pool);
+  }
+  for (const CoreGroup& g : out.groups) out.compute_threads += static_cast<int>(g.cpus.size());
+  out.blas_threads = out.groups.size() == 1 ? static_cast<int>(out.groups.front().cpus.size()) : 1;
+  return out;
+}
+
+std::string describe_cores(const CoreAssignment& cores) {
+  std::string text;
+  for (const CoreGroup& g : cores.groups) {
+    if (!text.empty()) text += "; ";
+    text += (g.stages.size() == 1 ? "stage " : "stages ") + join(g.stages) +
+            (g.stages.size() == 1 && g.resource != "cpu" ? " owns " : (g.stages.size() == 1 ? " uses " : " share ")) +
+            (g.cpus.size() == 1 ? "core " : "cores ") + join(g.cpus);
+  }
+  text += "; OpenBLAS " + std::to_string(cores.blas_threads) + " thread" + (cores.blas_threads == 1 ? "" : "s");
+  return text;
+}
+
+}  // namespace pipetrain

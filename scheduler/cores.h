@@ -1,0 +1,46 @@
+// Which CPU cores each stage computes on: cores are assigned, not fought over.
+//
+// A CPU stage with `cores: n` owns n cores (its resource "cpu[s]"); CPU stages with `cores: 0` share
+// one pool made of every core no stage owns (resource "cpu"), and take turns on it, one op at a time.
+// Cores are logical indices 0..n-1 into the cores this process may use; the runtime maps them to the
+// OS's CPU ids and pins the thread that runs a stage's op to its group's cores.
+// GPU stages compute on their device; the thread that feeds one takes no core budget of its own here
+// (it launches kernels and waits), so it belongs to no group.
+//
+// Threads follow the groups: a group runs its ops with as many intra-op threads as it has cores,
+// and OpenBLAS, whose thread count is process-wide, gets one thread as soon as two groups can run at
+// once (two stages with two OpenBLAS threads each ran at half the speed of one thread each here,
+// DESIGN.md). The resource names are the simulator's, so predicted and measured timelines line up.
+//
+//   CoreAssignment cores = assign_cores(map, hardware);
+//   const CoreGroup& g = cores.groups[cores.group_of_stage[s]];   // g.cpus, g.resource
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "memory/hardware.h"
+#include "memory/stage_map.h"
+
+namespace pipetrain {
+
+struct CoreGroup {
+  std::string resource;   // "cpu" (the shared pool) or "cpu[s]" (stage s's own cores)
+  std::vector<int> cpus;  // logical core indices
+  std::vector<int> stages;
+};
+
+struct CoreAssignment {
+  std::vector<int> group_of_stage;  // index into groups; -1 for a stage on another device
+  std::vector<CoreGroup> groups;
+  int blas_threads = 1;     // process-wide OpenBLAS threads
+  int compute_threads = 0;  // threads computing at once at most: Σ cores of the groups
+};
+
+// The map must be valid (validate_stage_map). Throws InputError when shared stages are left no core.
+CoreAssignment assign_cores(const StageMap& map, const HardwareSpec& hardware);
+
+// "stage 0,2 share cores 0; stage 1 owns core 1" for the run's log.
+std::string describe_cores(const CoreAssignment& cores);
+
+}  // namespace pipetrain

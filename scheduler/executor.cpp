@@ -1,0 +1,241 @@
+#include "scheduler/executor.h"
+
+#include <oneapi/tbb/flow_graph.h>
+#include <oneapi/tbb/global_control.h>
+#include <oneapi/tbb/task_arena.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <tuple>
+
+namespace pipetrain {
+namespace {
+
+namespace flow = oneapi::tbb::flow;
+using Clock = std::chrono::steady_clock;
+
+// What arrives at a stage: the input of forward k, or the output gradient of backward k.
+struct Arrival {
+  bool gradient = false;
+  int micro_batch = 0;
+};
+
+// Output ports of a stage: activation downstream, gradient upstream, "a micro-batch left" to the limiter.
+using StageNode = flow::multifunction_node<Arrival, std::tuple<Arrival, Arrival, flow::continue_msg>>;
+using SendNode = flow::function_node<Arrival, Arrival>;
+
+struct Shared {
+  Clock::time_point start;
+  std::atomic<bool> failed{false};
+  double now() const { return std::chrono::duration<double>(Clock::now() - start).count(); }
+};
+
+// Runs one callback as a timed span; marks the run failed if it throws, so no stage starts another op.
+template <typename Fn>
+void run_span(Shared& shared, std::vector<SimEvent>& events, EventKind kind, int stage, int k,
+              const std::string& resource, const Fn& fn) {
+  const double begin = shared.now();
+  try {
+    fn(k);
+  } catch (...) {
+    shared.failed = true;
+    throw;
+  }
+  events.push_back({kind, stage, k, resource, begin, shared.now()});
+}
+
+// The body of one stage's serial node: records arrivals, then runs every op of its list whose input
+// is there, in the schedule's order.
+class StageBody {
+ public:
+  struct State {
+    std::vector<bool> has_input, has_gradient, forward_done;
+    size_t next = 0;
+    int in_flight = 0;
+    int max_in_flight = 0;
+    std::vector<SimEvent> events;
+  };
+
+  StageBody(const Schedule& schedule, int stage, const StageCallbacks& callbacks, const std::string& resource,
+            int limit, State& state, Shared& shared)
+      : ops_(schedule.stages[static_cast<size_t>(stage)]),
+        stage_(stage),
+        last_(stage + 1 == schedule.num_stages),
+        callbacks_(callbacks),
+        resource_(resource),
+        limit_(limit),
+        state_(state),
+        shared_(shared) {}
+
+  void operator()(const Arrival& arrival, StageNode::output_ports_type& ports) const {
+    (arrival.gradient ? state_.has_gradient : state_.has_input)[static_cast<size_t>(arrival.micro_batch)] = true;
+    while (state_.next < ops_.size() && !shared_.failed) {
+      const Op& op = ops_[state_.next];
+      const size_t k = static_cast<size_t>(op.micro_batch);
+      if (op.kind == OpKind::kForward) {
+        if (!state_.has_input[k]) return;
+        if (++state_.in_flight > limit_) {
+          throw std::logic_error("stage " + std::to_string(stage_) + " would hold " + std::to_string(state_.in_flight) +
+                                 " micro-batches in flight; the schedule allows " + std::to_string(limit_));
+        }
+        state_.max_in_flight = std::max(state_.max_in_flight, state_.in_flight);
+        run_span(shared_, state_.events, EventKind::kForward, stage_, op.micro_batch, resource_, callbacks_.forward);
+        state_.forward_done[k] = true;
+        ++state_.next;
+        if (!last_) std::get<0>(ports).try_put(Arrival{false, op.micro_batch});
+      } else {
+        if (!(last_ ? state_.forward_done[k] : state_.has_gradient[k])) return;
+        run_span(shared_, state_.events, EventKind::kBackward, stage_, op.micro_batch, resource_, callbacks_.backward);
+        --state_.in_flight;
+        ++state_.next;
+        if (stage_ > 0) std::get<1>(ports).try_put(Arrival{true, op.micro_batch});
+        if (stage_ == 0) std::get<2>(ports).try_put(flow::continue_msg());
+      }
+    }
+  }
+
+ private:
+  const std::vector<Op>& ops_;
+  int stage_;
+  bool last_;
+  const StageCallbacks& callbacks_;
+  const std::string& resource_;
+  int limit_;
+  State& state_;
+  Shared& shared_;
+};
+
+// The body of one boundary direction: the transfer callback, then the arrival passes on.
+class SendBody {
+ public:
+  SendBody(const std::function<void(int)>& send, EventKind kind, int sender, const std::string& resource,
+           std::vector<SimEvent>& events, Shared& shared)
+      : send_(send), kind_(kind), sender_(sender), resource_(resource), events_(events), shared_(shared) {}
+
+  Arrival operator()(const Arrival& arrival) const {
+    if (send_ && !shared_.failed) run_span(shared_, events_, kind_, sender_, arrival.micro_batch, resource_, send_);
+    return arrival;
+  }
+
+ private:
+  const std::function<void(int)>& send_;
+  EventKind kind_;
+  int sender_;
+  const std::string& resource_;
+  std::vector<SimEvent>& events_;
+  Shared& shared_;
+};
+
+std::vector<std::string> names_or(const std::vector<std::string>& given, int count,
+                                  const std::function<std::string(int)>& fallback) {
+  if (static_cast<int>(given.size()) == count) return given;
+  std::vector<std::string> names;
+  for (int i = 0; i < count; ++i) names.push_back(fallback(i));
+  return names;
+}
+
+}  // namespace
+
+ExecutionReport run_schedule(const Schedule& schedule, const std::vector<StageCallbacks>& stages,
+                             const std::vector<BoundaryCallbacks>& boundaries, const ExecutorOptions& options) {
+  const int num_stages = schedule.num_stages;
+  const int m = schedule.num_micro_batches;
+  if (static_cast<int>(stages.size()) != num_stages || static_cast<int>(boundaries.size()) != num_stages - 1) {
+    throw std::invalid_argument("run_schedule: " + std::to_string(stages.size()) + " stage and " +
+                                std::to_string(boundaries.size()) + " boundary callbacks for a schedule of " +
+                                std::to_string(num_stages) + " stages");
+  }
+  const auto stage_names = names_or(options.stage_resources, num_stages, [](int s) { return "stage " + std::to_string(s); });
+  const auto forward_names = names_or(options.forward_resources, num_stages - 1, [](int b) {
+    return "send " + std::to_string(b) + "->" + std::to_string(b + 1);
+  });
+  const auto backward_names = names_or(options.backward_resources, num_stages - 1, [](int b) {
+    return "send " + std::to_string(b + 1) + "->" + std::to_string(b);
+  });
+
+  Shared shared;
+  std::vector<StageBody::State> states(static_cast<size_t>(num_stages));
+  for (auto& state : states) {
+    state.has_input.assign(static_cast<size_t>(m), false);
+    state.has_gradient.assign(static_cast<size_t>(m), false);
+    state.forward_done.assign(static_cast<size_t>(m), false);
+  }
+  std::vector<std::vector<SimEvent>> forward_events(static_cast<size_t>(std::max(0, num_stages - 1)));
+  std::vector<std::vector<SimEvent>> backward_events(forward_events.size());
+
+  // One thread per stage and per boundary direction can be busy at once; the caller may allow fewer.
+  const int nodes = num_stages + 2 * (num_stages - 1);
+  const int threads = options.max_threads > 0 ? std::min(options.max_threads, nodes) : nodes;
+  // oneTBB caps its workers at the core count by default; a node that waits (for a shared core pool,
+  // for a GPU) must not keep another stage from running, so the graph gets its threads explicitly.
+  // What computes at once is bounded by the caller's core groups, not by this count.
+  oneapi::tbb::global_control allow(oneapi::tbb::global_control::max_allowed_parallelism,
+                                    static_cast<size_t>(std::max(threads, 1)));
+  oneapi::tbb::task_arena arena(threads, /*reserved_for_masters=*/1);
+  shared.start = Clock::now();
+  arena.execute([&] {
+    flow::graph graph;
+
+    // Nodes, named by role.
+    flow::queue_node<Arrival> micro_batches(graph);
+    flow::limiter_node<Arrival> admit(graph, static_cast<size_t>(max_in_flight(schedule.stages[0])));
+    std::vector<std::unique_ptr<StageNode>> stage_nodes;
+    std::vector<std::unique_ptr<SendNode>> send_forward, send_backward;
+    for (int s = 0; s < num_stages; ++s) {
+      const int limit = max_in_flight(schedule.stages[static_cast<size_t>(s)]);
+      stage_nodes.push_back(std::make_unique<StageNode>(
+          graph, flow::serial,
+          StageBody(schedule, s, stages[static_cast<size_t>(s)], stage_names[static_cast<size_t>(s)], limit,
+                    states[static_cast<size_t>(s)], shared)));
+    }
+    for (int b = 0; b + 1 < num_stages; ++b) {
+      const size_t i = static_cast<size_t>(b);
+      send_forward.push_back(std::make_unique<SendNode>(
+          graph, flow::serial,
+          SendBody(boundaries[i].send_activation, EventKind::kSendActivation, b, forward_names[i], forward_events[i], shared)));
+      send_backward.push_back(std::make_unique<SendNode>(
+          graph, flow::serial,
+          SendBody(boundaries[i].send_gradient, EventKind::kSendGradient, b + 1, backward_names[i], backward_events[i], shared)));
+    }
+
+    // Edges, grouped by destination.
+    flow::make_edge(micro_batches, admit);
+    flow::make_edge(flow::output_port<2>(*stage_nodes[0]), admit.decrementer());
+    flow::make_edge(admit, *stage_nodes[0]);
+    for (int b = 0; b + 1 < num_stages; ++b) {
+      const size_t i = static_cast<size_t>(b);
+      flow::make_edge(flow::output_port<0>(*stage_nodes[i]), *send_forward[i]);  // activation b -> b+1
+      flow::make_edge(*send_forward[i], *stage_nodes[i + 1]);
+      flow::make_edge(flow::output_port<1>(*stage_nodes[i + 1]), *send_backward[i]);  // gradient b+1 -> b
+      flow::make_edge(*send_backward[i], *stage_nodes[i]);
+    }
+
+    for (int k = 0; k < m; ++k) micro_batches.try_put(Arrival{false, k});
+    graph.wait_for_all();
+  });
+
+  ExecutionReport report;
+  report.seconds = shared.now();
+  for (int s = 0; s < num_stages; ++s) {
+    const StageBody::State& state = states[static_cast<size_t>(s)];
+    if (state.next != schedule.stages[static_cast<size_t>(s)].size()) {
+      throw std::logic_error("the schedule stalled: stage " + std::to_string(s) + " ran " + std::to_string(state.next) +
+                             " of its " + std::to_string(schedule.stages[static_cast<size_t>(s)].size()) + " ops (" +
+                             format_ops(schedule.stages[static_cast<size_t>(s)]) + ")");
+    }
+    report.max_in_flight.push_back(state.max_in_flight);
+    report.events.insert(report.events.end(), state.events.begin(), state.events.end());
+  }
+  for (size_t b = 0; b < forward_events.size(); ++b) {
+    report.events.insert(report.events.end(), forward_events[b].begin(), forward_events[b].end());
+    report.events.insert(report.events.end(), backward_events[b].begin(), backward_events[b].end());
+  }
+  std::sort(report.events.begin(), report.events.end(),
+            [](const SimEvent& a, const SimEvent& b) { return a.start < b.start; });
+  return report;
+}
+
+}  // namespace pipetrain
