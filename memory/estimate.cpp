@@ -35,12 +35,12 @@ StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const De
   m.optimizer = checked_mul(r.params, optimizer_state_bytes_per_param(options.optimizer), "optimizer state bytes");
   const int64_t held = checked_mul(in_flight, tokens, "activations");
   if (options.checkpointing) {
-    m.activations = checked_add(checked_mul(held, r.input_bytes_per_token, "activations"),
-                                checked_add(checked_mul(tokens, checked_add(r.input_bytes_per_token_sum,
-                                                                            r.max_layer_bytes_per_token, "activations"),
-                                                        "activations"),
-                                            r.max_transient_bytes_fixed, "activations"),
-                                "activations");
+    // Each layer's input per micro-batch in flight; during a backward, one layer at a time is
+    // recomputed with its graph (stages/stage.h): the largest layer's saved + transient on top.
+    m.activations = checked_add(checked_add(checked_mul(held, r.input_bytes_per_token_sum, "activations"),
+                                            checked_mul(tokens, r.max_layer_bytes_per_token, "activations"),
+                                            "activations"),
+                                r.max_transient_bytes_fixed, "activations");
   } else {
     m.activations = checked_add(checked_add(checked_mul(held, r.saved_bytes_per_token, "activations"),
                                             checked_mul(tokens, r.max_transient_bytes_per_token, "activations"),

@@ -6,10 +6,10 @@
 //   optimizer    params * state bytes (AdamW 8, SGD with momentum 4, SGD 0: FP32 state)
 //   activations  without checkpointing: in_flight * tokens * Σ saved + tokens * max transient
 //                                       + max per-layer transient (a weight-gradient temporary)
-//                with checkpointing:    in_flight * tokens * stage input
-//                                       + tokens * (Σ layer inputs + max (saved + transient))
+//                with checkpointing:    in_flight * tokens * Σ layer inputs
+//                                       + tokens * max over layers (saved + transient)
 //                                       + max per-layer transient,
-//                the second term being the one micro-batch being recomputed, layer by layer
+//                the second term being the one layer being recomputed in a backward
 //                in_flight: GPipe M, 1F1B min(M, S - s)
 //   buffers      on the host side of each cross-device boundary: ring_slots pinned slots of the
 //                boundary activation, forward and backward (pinned memory is its own budget too)

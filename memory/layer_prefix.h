@@ -17,7 +17,7 @@ struct RangeCosts {
   double forward_flops_per_token = 0.0;
   double backward_flops_per_token = 0.0;
   int64_t saved_bytes_per_token = 0;
-  int64_t input_bytes_per_token_sum = 0;       // Σ layer inputs (kept per layer under checkpointing)
+  int64_t input_bytes_per_token_sum = 0;       // Σ layer inputs (kept per micro-batch under checkpointing)
   int64_t max_transient_bytes_per_token = 0;
   int64_t max_transient_bytes_fixed = 0;
   int64_t max_layer_bytes_per_token = 0;       // max over layers of saved + transient

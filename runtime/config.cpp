@@ -17,6 +17,10 @@ namespace {
 constexpr const char* kHint = " (try `pipetrain train --help`)";
 
 void apply_override(YAML::Node& root, const std::string& assignment) {
+  if (assignment == "stages=none") {  // no stage map: the whole model as one stage
+    root.remove("stages");
+    return;
+  }
   const auto eq = assignment.find('=');
   const auto dot = assignment.find('.');
   if (eq == std::string::npos || dot == std::string::npos || dot > eq) {
@@ -229,7 +233,15 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     run.hardware = hardware.Scalar();
   }
   validate(run);
-  if (const YAML::Node stages = root["stages"]) run.stages = parse_stage_map(stages, run.model, source);
+  if (const YAML::Node stages = root["stages"]) {
+    try {
+      run.stages = parse_stage_map(stages, run.model, source);
+    } catch (const InputError& e) {
+      throw InputError(std::string(e.what()) +
+                       " (a stage map names the layers of one model; edit `stages:`, or drop it with --set stages=none, "
+                       "or give --stage-map FILE or --auto)");
+    }
+  }
   return run;
 }
 

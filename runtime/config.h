@@ -55,7 +55,8 @@ struct RunConfig {
 // The default config's YAML text (configs/default.yaml, embedded at build time).
 const std::string& default_config_text();
 
-// Parses YAML text, applies "section.key=value" overrides, validates. `source` names the text in
+// Parses YAML text, applies "section.key=value" overrides ("stages=none" drops the stage map),
+// validates. `source` names the text in
 // error messages (a file path, or "default config").
 RunConfig parse_run_config(const std::string& yaml_text, const std::string& source,
                            const std::vector<std::string>& overrides = {});

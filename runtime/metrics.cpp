@@ -14,6 +14,7 @@ std::string to_json_line(const StepRecord& r) {
   line["step"] = r.step;
   line["loss"] = r.loss;
   if (r.val_loss) line["val_loss"] = *r.val_loss;
+  if (r.bubble) line["bubble"] = *r.bubble;
   line["lr"] = r.lr;
   line["tokens_per_s"] = r.tokens_per_s;
   line["grad_norm"] = r.grad_norm;

@@ -23,6 +23,7 @@ struct StepRecord {
   double grad_norm = 0.0;
   int64_t peak_rss_bytes = 0;
   double step_seconds = 0.0;
+  std::optional<double> bubble;  // pipelined steps: measured bubble fraction (scheduler/timeline.h)
 };
 
 std::string to_json_line(const StepRecord& record);

@@ -89,7 +89,7 @@ double median(std::vector<double> values) {
   return values.size() % 2 == 1 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
 }
 
-RunSummary run_training(ReferenceTrainer& trainer, const std::function<void(const StepRecord&)>& on_step) {
+RunSummary run_training(Trainer& trainer, const std::function<void(const StepRecord&)>& on_step) {
   const TrainConfig& t = trainer.config().train;
   const auto start = std::chrono::steady_clock::now();
   RunSummary summary;

@@ -34,20 +34,31 @@ struct TokenBatch {
 };
 TokenBatch to_token_batch(const std::vector<int64_t>& tokens, int64_t rows, int64_t seq_len, torch::Device device);
 
-class ReferenceTrainer {
+// What run_training drives: the reference trainer, or the pipeline (runtime/pipeline_trainer.h).
+class Trainer {
+ public:
+  virtual ~Trainer() = default;
+  // One optimizer step over micro_batches micro-batches; val_loss is left unset.
+  virtual StepRecord train_step() = 0;
+  // Mean loss over eval_batches held-out batches (no gradients).
+  virtual double validation_loss() = 0;
+  virtual int64_t steps_done() const = 0;
+  virtual const RunConfig& config() const = 0;
+  virtual ByteCorpus& corpus() = 0;
+};
+
+class ReferenceTrainer : public Trainer {
  public:
   ReferenceTrainer(const RunConfig& run, torch::Device device);
-  ~ReferenceTrainer();
+  ~ReferenceTrainer() override;
 
-  // One optimizer step over micro_batches micro-batches; val_loss is left unset.
-  StepRecord train_step();
-  // Mean loss over eval_batches held-out batches (no gradients).
-  double validation_loss();
+  StepRecord train_step() override;
+  double validation_loss() override;
 
-  int64_t steps_done() const { return steps_done_; }
-  const RunConfig& config() const { return run_; }
+  int64_t steps_done() const override { return steps_done_; }
+  const RunConfig& config() const override { return run_; }
   LayerRange& model() { return model_; }
-  ByteCorpus& corpus() { return corpus_; }
+  ByteCorpus& corpus() override { return corpus_; }
 
  private:
   RunConfig run_;
@@ -69,7 +80,7 @@ struct RunSummary {
 
 // Trains for run.train.steps, validating before the first step, every eval_interval steps and
 // after the last; `on_step` sees every record (with val_loss where validation ran).
-RunSummary run_training(ReferenceTrainer& trainer, const std::function<void(const StepRecord&)>& on_step);
+RunSummary run_training(Trainer& trainer, const std::function<void(const StepRecord&)>& on_step);
 
 double median(std::vector<double> values);
 

@@ -48,7 +48,12 @@ CoreAssignment assign_cores(const StageMap& map, const HardwareSpec& hardware) {
     out.groups.push_back(pool);
   }
   for (const CoreGroup& g : out.groups) out.compute_threads += static_cast<int>(g.cpus.size());
-  out.blas_threads = out.groups.size() == 1 ? static_cast<int>(out.groups.front().cpus.size()) : 1;
+  if (out.groups.size() == 1) {
+    out.blas_threads = static_cast<int>(out.groups.front().cpus.size());
+  } else {
+    out.blas_threads = 1;
+    for (CoreGroup& g : out.groups) g.intra_op_threads = static_cast<int>(g.cpus.size());
+  }
   return out;
 }
 

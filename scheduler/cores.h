@@ -7,10 +7,11 @@
 // GPU stages compute on their device; the thread that feeds one takes no core budget of its own here
 // (it launches kernels and waits), so it belongs to no group.
 //
-// Threads follow the groups: a group runs its ops with as many intra-op threads as it has cores,
-// and OpenBLAS, whose thread count is process-wide, gets one thread as soon as two groups can run at
-// once (two stages with two OpenBLAS threads each ran at half the speed of one thread each here,
-// DESIGN.md). The resource names are the simulator's, so predicted and measured timelines line up.
+// Threads follow the groups. OpenBLAS's thread count is process-wide: with one group it gets all of
+// the group's cores and LibTorch's intra-op pool one thread (the best setting measured here,
+// benchmarks/README.md); as soon as two groups can run at once OpenBLAS gets one thread (two stages
+// with two OpenBLAS threads each ran at half the speed of one thread each, DESIGN.md) and each group
+// uses its cores through LibTorch's intra-op threads instead. The resource names are the simulator's, so predicted and measured timelines line up.
 //
 //   CoreAssignment cores = assign_cores(map, hardware);
 //   const CoreGroup& g = cores.groups[cores.group_of_stage[s]];   // g.cpus, g.resource
@@ -28,6 +29,7 @@ struct CoreGroup {
   std::string resource;   // "cpu" (the shared pool) or "cpu[s]" (stage s's own cores)
   std::vector<int> cpus;  // logical core indices
   std::vector<int> stages;
+  int intra_op_threads = 1;
 };
 
 struct CoreAssignment {

@@ -5,9 +5,11 @@
 #include <oneapi/tbb/task_arena.h>
 
 #include <algorithm>
+#include <map>
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <tuple>
 
@@ -33,10 +35,13 @@ struct Shared {
   double now() const { return std::chrono::duration<double>(Clock::now() - start).count(); }
 };
 
-// Runs one callback as a timed span; marks the run failed if it throws, so no stage starts another op.
+// Runs one callback as a timed span (after taking the stage's group turn, if it has a group); marks
+// the run failed if it throws, so no stage starts another op.
 template <typename Fn>
 void run_span(Shared& shared, std::vector<SimEvent>& events, EventKind kind, int stage, int k,
-              const std::string& resource, const Fn& fn) {
+              const std::string& resource, const Fn& fn, std::mutex* turn = nullptr) {
+  std::unique_lock<std::mutex> lock;
+  if (turn != nullptr) lock = std::unique_lock<std::mutex>(*turn);
   const double begin = shared.now();
   try {
     fn(k);
@@ -60,13 +65,14 @@ class StageBody {
   };
 
   StageBody(const Schedule& schedule, int stage, const StageCallbacks& callbacks, const std::string& resource,
-            int limit, State& state, Shared& shared)
+            int limit, std::mutex* turn, State& state, Shared& shared)
       : ops_(schedule.stages[static_cast<size_t>(stage)]),
         stage_(stage),
         last_(stage + 1 == schedule.num_stages),
         callbacks_(callbacks),
         resource_(resource),
         limit_(limit),
+        turn_(turn),
         state_(state),
         shared_(shared) {}
 
@@ -82,13 +88,13 @@ class StageBody {
                                  " micro-batches in flight; the schedule allows " + std::to_string(limit_));
         }
         state_.max_in_flight = std::max(state_.max_in_flight, state_.in_flight);
-        run_span(shared_, state_.events, EventKind::kForward, stage_, op.micro_batch, resource_, callbacks_.forward);
+        run_span(shared_, state_.events, EventKind::kForward, stage_, op.micro_batch, resource_, callbacks_.forward, turn_);
         state_.forward_done[k] = true;
         ++state_.next;
         if (!last_) std::get<0>(ports).try_put(Arrival{false, op.micro_batch});
       } else {
         if (!(last_ ? state_.forward_done[k] : state_.has_gradient[k])) return;
-        run_span(shared_, state_.events, EventKind::kBackward, stage_, op.micro_batch, resource_, callbacks_.backward);
+        run_span(shared_, state_.events, EventKind::kBackward, stage_, op.micro_batch, resource_, callbacks_.backward, turn_);
         --state_.in_flight;
         ++state_.next;
         if (stage_ > 0) std::get<1>(ports).try_put(Arrival{true, op.micro_batch});
@@ -104,6 +110,7 @@ class StageBody {
   const StageCallbacks& callbacks_;
   const std::string& resource_;
   int limit_;
+  std::mutex* turn_;
   State& state_;
   Shared& shared_;
 };
@@ -157,6 +164,11 @@ ExecutionReport run_schedule(const Schedule& schedule, const std::vector<StageCa
   });
 
   Shared shared;
+  std::map<int, std::mutex> group_turns;
+  auto turn_of = [&](int s) -> std::mutex* {
+    if (static_cast<size_t>(s) >= options.stage_groups.size() || options.stage_groups[static_cast<size_t>(s)] < 0) return nullptr;
+    return &group_turns[options.stage_groups[static_cast<size_t>(s)]];
+  };
   std::vector<StageBody::State> states(static_cast<size_t>(num_stages));
   for (auto& state : states) {
     state.has_input.assign(static_cast<size_t>(m), false);
@@ -188,7 +200,7 @@ ExecutionReport run_schedule(const Schedule& schedule, const std::vector<StageCa
       const int limit = max_in_flight(schedule.stages[static_cast<size_t>(s)]);
       stage_nodes.push_back(std::make_unique<StageNode>(
           graph, flow::serial,
-          StageBody(schedule, s, stages[static_cast<size_t>(s)], stage_names[static_cast<size_t>(s)], limit,
+          StageBody(schedule, s, stages[static_cast<size_t>(s)], stage_names[static_cast<size_t>(s)], limit, turn_of(s),
                     states[static_cast<size_t>(s)], shared)));
     }
     for (int b = 0; b + 1 < num_stages; ++b) {

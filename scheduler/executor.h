@@ -44,6 +44,10 @@ struct BoundaryCallbacks {
 
 struct ExecutorOptions {
   int max_threads = 0;  // threads the graph may use at once (its task arena); 0 = one per node that may run
+  // Stages with the same group number take turns, one op at a time (they share cores, as the
+  // simulator's shared resource does); -1 or a missing entry: the stage waits for no one. A span
+  // starts when the stage has its turn, so waiting for the group is bubble, not op time.
+  std::vector<int> stage_groups;
   std::vector<std::string> stage_resources;     // names for the events; default "stage s"
   std::vector<std::string> forward_resources;   // per boundary; default "send s->s+1"
   std::vector<std::string> backward_resources;  // per boundary; default "send s+1->s"

@@ -294,8 +294,9 @@ PlannerResult plan_auto(const ModelDesc& model, const HardwareSpec& hw, const Pl
   }
   const double cutoff = per_token(incumbent.back());
   std::vector<Candidate> contenders;
+  // <=, not <: when the incumbent's plans meet their bounds exactly, they must be found again.
   enumerate([&](const Candidate& c) {
-    if (c.lower_bound < cutoff) contenders.push_back(c);
+    if (c.lower_bound <= cutoff * (1.0 + 1e-12)) contenders.push_back(c);
   });
   result.plans = branch_and_bound(std::move(contenders));
   return result;

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "test_util.h"
@@ -65,7 +66,12 @@ TEST_CASE("bad configs exit 2 with the problem named") {
        "model.hidden_dim = 30 is not divisible by model.num_heads = 4"},
       {tiny_config(dir.path() + "/missing.txt"), "missing.txt' cannot be opened"},
       {tiny_config(dir.file("empty.txt", "")), "empty.txt' is empty"},
-      {tiny_config(data) + "stages:\n  - {device: cpu, layers: [embed, head]}\n", "this build trains on one device only"},
+      {tiny_config(data) + "stages:\n  - {device: cpu, layers: [embed, 0]}\n", "the model also has head (missing)"},
+      {tiny_config(data) + "stages:\n  - {device: cpu, layers: [embed, 0]}\n  - {device: cuda:0, layers: [head, head]}\n",
+       "stage 1 is placed on cuda:0, but this pipetrain has no usable CUDA"},
+      {tiny_config(data) + "hardware: rtx2070s-wsl\nstages:\n  - {device: cpu, layers: [embed, 0], cores: 8}\n"
+                           "  - {device: cpu, layers: [head, head]}\n",
+       "stage 1 has cores: 0 (it shares the cores no stage owns), but the other cpu stages own all 8 cores"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     const std::string config = dir.file("bad" + std::to_string(i) + ".yaml", cases[i].first);
@@ -113,6 +119,62 @@ TEST_CASE("train writes metrics and config, and refuses to overwrite a run") {
   CHECK(again.exit_code == 2);
   CHECK(again.output.find("already holds a run") != std::string::npos);
   CHECK_MESSAGE(read_file(out + "/metrics.jsonl") == before, "the earlier run's metrics must survive");
+}
+
+// A stage map from a file trains through the pipeline, prints the measured bubble beside the
+// simulator's, and --trace writes a Chrome trace with one track per stage and per transfer.
+TEST_CASE("train with a stage map and a trace") {
+  ScratchDir dir;
+  const std::string data = dir.file("data.txt", pipetrain::testing::sample_text(200));
+  const std::string config = dir.file("tiny.yaml", tiny_config(data));
+  const std::string map = dir.file("map.yaml", "- {device: cpu, layers: [embed, embed], cores: 1}\n"
+                                               "- {device: cpu, layers: [0, head]}\n");
+  const std::string out = dir.path() + "/run";
+  const CommandResult r = pipetrain_run("train --config " + config + " --stage-map " + map + " --steps 3 --out " + out +
+                                        " --trace " + out + "/trace.json --set train.micro_batches=4 --set train.schedule=gpipe");
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("pipeline: 2 stages, gpipe, 4 micro-batches of 2") != std::string::npos);
+  CHECK(r.output.find("cores: stage 0 owns core 0; stage 1 uses core 1") != std::string::npos);
+  CHECK(r.output.find("predicted by the simulator from the measured op times") != std::string::npos);
+  CHECK(read_file(out + "/config.yaml").find("stages:") != std::string::npos);
+  const auto trace = nlohmann::json::parse(read_file(out + "/trace.json"));
+  std::map<std::string, int> spans_per_track;
+  std::map<std::pair<int, int>, std::string> track_names;
+  for (const auto& e : trace["traceEvents"]) {
+    if (e["ph"] == "M" && e["name"] == "thread_name") track_names[{e["pid"], e["tid"]}] = e["args"]["name"];
+  }
+  for (const auto& e : trace["traceEvents"]) {
+    if (e["ph"] == "X" && e["pid"] == 1) ++spans_per_track[track_names[{e["pid"], e["tid"]}]];
+  }
+  // 3 steps x 4 micro-batches: a forward and a backward each, plus 3 optimizer steps, per stage.
+  CHECK(spans_per_track["stage 0 on cpu[0]"] == 3 * (2 * 4 + 1));
+  CHECK(spans_per_track["stage 1 on cpu"] == 3 * (2 * 4 + 1));
+  CHECK(spans_per_track["send 0->1"] == 3 * 4);
+  CHECK(spans_per_track["send 1->0"] == 3 * 4);
+}
+
+// --auto lets the planner choose; a plan that does not fit is refused with the planner's numbers
+// and remedies, exit 2, before anything is allocated or written.
+TEST_CASE("train --auto, and a plan that does not fit") {
+  ScratchDir dir;
+  const std::string data = dir.file("data.txt", pipetrain::testing::sample_text(200));
+  const std::string config = dir.file("tiny.yaml", tiny_config(data));
+  const CommandResult automatic = pipetrain_run("train --config " + config + " --auto --steps 2 --out " + dir.path() + "/auto");
+  CAPTURE(automatic.output);
+  CHECK(automatic.exit_code == 0);
+  CHECK(automatic.output.find("(chosen by --auto)") != std::string::npos);
+
+  const std::string out = dir.path() + "/huge";
+  const CommandResult huge = pipetrain_run("train --config " + config + " --hardware rtx2070s-wsl --out " + out +
+                                           " --set model.hidden_dim=8192 --set model.num_heads=64 --set model.num_layers=64"
+                                           " --set model.intermediate_size=32768");
+  CAPTURE(huge.output);
+  CHECK(huge.exit_code == 2);
+  CHECK(huge.output.find("does not fit") != std::string::npos);
+  CHECK(huge.output.find("GiB") != std::string::npos);
+  CHECK(huge.output.find("nothing was allocated") != std::string::npos);
+  CHECK_MESSAGE(!std::ifstream(out + "/metrics.jsonl").good(), "a refused run must not create outputs");
 }
 
 // doctor reports BLAS, threads and memory, and exits 0.

@@ -62,7 +62,7 @@ TEST_CASE("weights, gradients and optimizer bytes are exact") {
 }
 
 // Activations follow the schedule: GPipe holds M micro-batches, 1F1B min(M, S - s); checkpointing
-// holds only stage inputs plus one micro-batch being recomputed.
+// holds each layer's input per micro-batch in flight, plus the one layer being recomputed.
 TEST_CASE("activations by schedule and checkpointing") {
   const ModelConfig m = small_model(6);
   const ModelDesc desc = describe_model(m);
@@ -90,8 +90,7 @@ TEST_CASE("activations by schedule and checkpointing") {
   for (int s = 0; s < 3; ++s) CHECK(ckpt.stages[s].activations < one_f.stages[s].activations);
   const RangeCosts r1 = prefix.range(3, 5);
   CHECK(ckpt.stages[1].activations ==
-        2 * tokens * r1.input_bytes_per_token + tokens * (r1.input_bytes_per_token_sum + r1.max_layer_bytes_per_token) +
-            r1.max_transient_bytes_fixed);
+        2 * tokens * r1.input_bytes_per_token_sum + tokens * r1.max_layer_bytes_per_token + r1.max_transient_bytes_fixed);
 }
 
 // The in-flight rule of the estimate agrees with the schedules the executor runs.

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "scheduler/executor.h"
+#include "scheduler/timeline.h"
 
 using namespace pipetrain;
 
@@ -199,4 +200,55 @@ TEST_CASE("callback counts must match the schedule") {
   Recorder rec(2, 2);
   CHECK_THROWS_AS(run_schedule(make_schedule(ScheduleKind::kGPipe, 3, 2), rec.callbacks(), plain_boundaries(3), {}),
                   std::invalid_argument);
+}
+
+// The measured-timeline helpers read a simulated timeline back into the timings that made it: the
+// bubble is the simulator's own, and median op times are the durations it was given.
+TEST_CASE("timeline: bubble and median op times round-trip through the simulator") {
+  const Schedule schedule = make_schedule(ScheduleKind::kOneFOneB, 3, 8);
+  const std::vector<StageTiming> timings = {{1.0, 2.0, 0.0, "cpu"}, {1.5, 3.0, 0.0, "cpu[1]"}, {0.5, 1.0, 0.0, "cpu"}};
+  const std::vector<TransferTiming> transfers = {{0.1, 0.2, "a->b", "b->a"}, {0.0, 0.0, "", ""}};
+  const SimResult sim = simulate(schedule, timings, transfers, 1000);
+  CHECK(bubble_fraction(sim.events, 3) == doctest::Approx(sim.bubble_fraction));
+  CHECK(pipeline_seconds(sim.events) == doctest::Approx(sim.pipeline_seconds));
+  const OpTimes times = median_op_times({sim.events, sim.events}, 3, {"cpu", "cpu[1]", "cpu"});
+  for (int s = 0; s < 3; ++s) {
+    CHECK(times.stages[s].forward_seconds == doctest::Approx(timings[s].forward_seconds));
+    CHECK(times.stages[s].backward_seconds == doctest::Approx(timings[s].backward_seconds));
+  }
+  CHECK(times.transfers[0].forward_seconds == doctest::Approx(0.1));
+  CHECK(times.transfers[0].backward_seconds == doctest::Approx(0.2));
+  CHECK(times.transfers[0].forward_resource == "a->b");
+  CHECK(times.transfers[1].forward_resource.empty());
+  const SimResult again = simulate(schedule, times.stages, times.transfers, 1000);
+  CHECK(again.step_seconds == doctest::Approx(sim.step_seconds));
+  // Equal stages, no transfers: the textbook bubble (S-1)/(M+S-1).
+  const std::vector<StageTiming> equal(3, StageTiming{1.0, 2.0, 0.0, ""});
+  std::vector<StageTiming> own = equal;
+  for (int s = 0; s < 3; ++s) own[s].resource = "r" + std::to_string(s);
+  const SimResult textbook = simulate(make_schedule(ScheduleKind::kGPipe, 3, 8), own, {TransferTiming{}, TransferTiming{}}, 1);
+  CHECK(bubble_fraction(textbook.events, 3) == doctest::Approx(2.0 / 10.0));
+}
+
+// Stages in one group take turns (they share cores): their spans never overlap, while a stage of
+// its own still runs beside them.
+TEST_CASE("stages of one group take turns; others run beside them") {
+  Recorder rec(3, 8);
+  rec.op_time = std::chrono::milliseconds(2);
+  ExecutorOptions options;
+  options.stage_groups = {0, -1, 0};
+  const ExecutionReport report =
+      run_schedule(make_schedule(ScheduleKind::kOneFOneB, 3, 8), rec.callbacks(), plain_boundaries(3), options);
+  CHECK(rec.dependency_errors == 0);
+  int overlaps_in_group = 0, overlaps_with_stage_1 = 0;
+  for (const SimEvent& a : report.events) {
+    for (const SimEvent& b : report.events) {
+      if (&a == &b || a.kind > EventKind::kBackward || b.kind > EventKind::kBackward) continue;
+      const bool overlap = a.start < b.end && b.start < a.end;
+      if (overlap && a.stage == 0 && b.stage == 2) ++overlaps_in_group;
+      if (overlap && a.stage == 0 && b.stage == 1) ++overlaps_with_stage_1;
+    }
+  }
+  CHECK(overlaps_in_group == 0);
+  CHECK_MESSAGE(overlaps_with_stage_1 > 0, "a stage outside the group is not held back by it");
 }

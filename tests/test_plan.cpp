@@ -176,7 +176,7 @@ TEST_CASE("plan refuses bad input with exit 2") {
                   " --stage-map " + gpu);
   CHECK(r.exit_code == 2);
   CHECK(r.output.find("stage 0 names device 'cuda:0', which hardware 'c' does not have") != std::string::npos);
-  r = run_command(kBinary + " plan --hardware rtx2070s-wsl");
+  r = run_command(kBinary + " plan --hardware rtx2070s-wsl --set stages=none");
   CHECK(r.exit_code == 2);
   CHECK(r.output.find("no stage map") != std::string::npos);
   const std::string good = dir.file("good.yaml", "- {device: cpu, layers: [embed, 1]}\n- {device: cuda:0, layers: [2, head]}\n");

@@ -162,10 +162,15 @@ TEST_CASE("planner optimality against brute force") {
                                          {"cpu + gpu", cpu_gpu_box(), 3},
                                          {"tight vram", tight_gpu, 4},
                                          {"tight ram", tight_ram, 3}}) {
-    CAPTURE(c.name);
+    const std::string name = c.name;
+    CAPTURE(name);
     const ModelDesc model = describe_model(small_model(c.layers));
     const PlannerResult r = plan_auto(model, c.hw, base, PlannerChoices{});
     const double reference = brute_force_best(model, c.hw, base, PlannerChoices{});
+    CAPTURE(r.candidates);
+    CAPTURE(r.feasible);
+    CAPTURE(r.simulated);
+    CAPTURE(reference);
     REQUIRE(!r.plans.empty());
     const Plan& best = r.plans.front();
     CHECK(best.memory.fits);
@@ -227,6 +232,7 @@ TEST_CASE("assign_cores: owned cores, the shared pool, and BLAS threads") {
   CHECK(mixed.groups[1].cpus == std::vector<int>{1, 2, 3});
   CHECK(mixed.groups[1].stages == std::vector<int>{0, 2});
   CHECK(mixed.blas_threads == 1);
+  CHECK(mixed.groups[1].intra_op_threads == 3);
   CHECK(mixed.compute_threads == 4);
   CHECK(describe_cores(mixed) == "stage 1 owns core 0; stages 0,2 share cores 1,2,3; OpenBLAS 1 thread");
 
@@ -234,6 +240,7 @@ TEST_CASE("assign_cores: owned cores, the shared pool, and BLAS threads") {
   CoreAssignment gpu = assign_cores(make_stage_map({"cpu", "cuda:0", "cpu"}, {1, 3, 5}), hw);
   CHECK(gpu.group_of_stage == std::vector<int>{0, -1, 0});
   CHECK(gpu.blas_threads == 4);
+  CHECK(gpu.groups[0].intra_op_threads == 1);
 
   CoreAssignment owned = assign_cores(make_stage_map({"cpu", "cpu"}, {2, 5}, {1, 3}), hw);
   CHECK(owned.groups[1].cpus == std::vector<int>{1, 2, 3});

@@ -1,4 +1,4 @@
-// runtime/trainer: the reference trainer learns, is bit-for-bit repeatable, and its gradient
+// runtime/trainer: the default job learns; the reference trainer is bit-for-bit repeatable, and its gradient
 // accumulation, clipping and learning-rate schedule do what they say.
 #include <doctest/doctest.h>
 #include <torch/torch.h>
@@ -6,7 +6,9 @@
 #include <cmath>
 
 #include "runtime/config.h"
+#include "runtime/hardware_config.h"
 #include "runtime/lr_schedule.h"
+#include "runtime/pipeline_trainer.h"
 #include "runtime/threads.h"
 #include "runtime/trainer.h"
 #include "stages/optim.h"
@@ -16,7 +18,7 @@ using namespace pipetrain;
 namespace {
 
 RunConfig small_run(std::vector<std::string> overrides = {}) {
-  std::vector<std::string> all = {"model.hidden_dim=32",      "model.num_layers=2",     "model.num_heads=2",
+  std::vector<std::string> all = {"stages=none", "model.hidden_dim=32",      "model.num_layers=2",     "model.num_heads=2",
                                   "model.intermediate_size=64", "model.seq_len=32",     "train.micro_batch_size=4",
                                   "train.micro_batches=2",    "train.steps=6",          "train.eval_batches=2"};
   all.insert(all.end(), overrides.begin(), overrides.end());
@@ -96,11 +98,12 @@ TEST_CASE("AdamW and SGD with momentum both learn") {
   }
 }
 
-// The default config, trained for a few hundred steps, lowers validation loss by at least 30%.
+// The default job (the default config through its three pipeline stages), trained for a few
+// hundred steps, lowers validation loss by at least 30%.
 TEST_CASE("the default config learns") {
   const RunConfig run = parse_run_config(default_config_text(), "default config");
-  apply_threads(choose_threads(run.train.intra_op_threads, run.train.blas_threads, 2));
-  ReferenceTrainer trainer(run, torch::kCPU);
+  REQUIRE(run.stages.num_stages() == 3);
+  PipelineTrainer trainer(run, load_hardware("this-machine"), /*keep_trace=*/false);
   std::vector<StepRecord> records;
   const RunSummary summary = run_training(trainer, [&](const StepRecord& r) { records.push_back(r); });
   CHECK(summary.steps == run.train.steps);
@@ -111,5 +114,8 @@ TEST_CASE("the default config learns") {
     CHECK(std::isfinite(r.loss));
     CHECK(r.tokens_per_s > 0);
     CHECK(r.peak_rss_bytes > 0);
+    REQUIRE(r.bubble.has_value());
+    CHECK(*r.bubble >= 0.0);
+    CHECK(*r.bubble < 1.0);
   }
 }

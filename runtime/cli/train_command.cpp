@@ -15,9 +15,15 @@
 #include "memory/param_count.h"
 #include "runtime/cli/commands.h"
 #include "runtime/config.h"
+#include "runtime/devices.h"
+#include "runtime/hardware_config.h"
+#include "runtime/pipeline_trainer.h"
+#include "runtime/plan_report.h"
+#include "runtime/trace.h"
 #include "runtime/metrics.h"
 #include "runtime/threads.h"
 #include "runtime/trainer.h"
+#include "scheduler/remedies.h"
 
 namespace pipetrain::cli {
 namespace {
@@ -46,6 +52,30 @@ void make_dirs(const std::string& path) {
   }
 }
 
+// The whole model as one stage on the CPU: what a config without a stage map trains.
+StageMap single_cpu_stage(const ModelConfig& model) {
+  return StageMap{{StageSpec{"cpu", 0, model.num_model_layers() - 1, 0}}};
+}
+
+// --auto may choose among the shapes whose devices this build and machine can run.
+std::vector<std::vector<std::string>> runnable_shapes(const HardwareSpec& hardware) {
+  std::vector<std::vector<std::string>> shapes;
+  for (const auto& shape : default_shapes(hardware)) {
+    bool runnable = true;
+    for (const std::string& device : shape) {
+      if (device != "cpu" && (device.rfind("cuda:", 0) != 0 || std::stoi(device.substr(5)) >= cuda_device_count())) runnable = false;
+    }
+    if (runnable) shapes.push_back(shape);
+  }
+  return shapes;
+}
+
+std::string ms(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.2f ms", seconds * 1e3);
+  return text;
+}
+
 bool exists(const std::string& path) {
   struct stat info {};
   return ::stat(path.c_str(), &info) == 0;
@@ -55,17 +85,24 @@ bool exists(const std::string& path) {
 
 int train_command(int argc, char** argv) {
   cxxopts::Options options("pipetrain train",
-                           "Trains a model on one device (the reference trainer). With no --config it trains the "
-                           "default config (configs/default.yaml) on the licence texts every Debian system ships.");
+                           "Trains a model through a pipeline of stages (a stage map, or --auto), or on one CPU stage "
+                           "when none is given. The plan is checked against the memory budgets before anything is "
+                           "allocated. With no --config it trains the default config (configs/default.yaml) on the "
+                           "licence texts every Debian system ships.");
   options.add_options()
-      ("c,config", "YAML config with sections model, train, data", cxxopts::value<std::string>())
+      ("c,config", "YAML config with sections model, train, data, hardware, stages", cxxopts::value<std::string>())
+      ("stage-map", "YAML stage map file; overrides the config's stages", cxxopts::value<std::string>())
+      ("auto", "let the planner choose the stage boundaries, schedule, checkpointing and core split")
+      ("hardware", "hardware preset or YAML file for the plan's budgets (default: the config's)", cxxopts::value<std::string>())
+      ("gpu-stages-on-cpu", "run stages placed on cuda:N on the CPU when this build or machine has no such GPU (warns)")
       ("steps", "optimizer steps (overrides train.steps)", cxxopts::value<int64_t>())
       ("o,out", "output directory for metrics.jsonl and config.yaml (default: runs/<date-time>)",
        cxxopts::value<std::string>())
-      ("set", "override one config key, e.g. --set train.lr=1e-3 (repeatable)",
+      ("trace", "write a Chrome trace-event JSON timeline (Perfetto) of every step to this file", cxxopts::value<std::string>())
+      ("set", "override one config key, e.g. --set train.lr=1e-3, or --set stages=none for one stage (repeatable)",
        cxxopts::value<std::vector<std::string>>())
       ("overwrite", "allow --out to name a directory that already holds a run")
-      ("print-config", "print the resolved config and exit")
+      ("print-config", "print the resolved config (with the stage map that would run) and exit")
       ("h,help", "show this help");
   const auto args = options.parse(argc, argv);
   if (args.count("help")) {
@@ -79,11 +116,41 @@ int train_command(int argc, char** argv) {
   std::vector<std::string> overrides;
   if (args.count("set")) overrides = args["set"].as<std::vector<std::string>>();
   if (args.count("steps")) overrides.push_back("train.steps=" + std::to_string(args["steps"].as<int64_t>()));
-  const RunConfig run = load_run_config(args.count("config") ? std::optional<std::string>(args["config"].as<std::string>()) : std::nullopt, overrides);
-  if (!run.stages.stages.empty()) {
-    throw InputError(run.source + " has a `stages:` stage map, but this build trains on one device only (pipelined "
-                     "training is the next issue); remove `stages:` to train, or check the map with `pipetrain plan`");
+  RunConfig run = load_run_config(args.count("config") ? std::optional<std::string>(args["config"].as<std::string>()) : std::nullopt, overrides);
+
+  // The stage map: --stage-map, --auto, the config's, or the whole model as one CPU stage.
+  const bool automatic = args.count("auto") > 0;
+  if (automatic && args.count("stage-map")) throw InputError("give either --auto or --stage-map, not both");
+  std::vector<std::string> warnings;
+  PlanRequest request;
+  request.model = run.model;
+  request.hardware = load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware);
+  request.options.micro_batch_size = run.train.micro_batch_size;
+  request.options.micro_batches = static_cast<int>(run.train.micro_batches);
+  request.options.schedule = run.train.schedule;
+  request.options.checkpointing = run.train.checkpointing;
+  request.options.optimizer = run.train.optimizer;
+  if (automatic) {
+    // The planner chooses where and how, never what is computed: the global batch stays the config's.
+    request.choices.micro_batch_counts = {request.options.micro_batches};
+    request.choices.shapes = runnable_shapes(request.hardware);
+  } else {
+    StageMap map = args.count("stage-map") ? load_stage_map_file(args["stage-map"].as<std::string>(), run.model)
+                                           : (run.stages.stages.empty() ? single_cpu_stage(run.model) : run.stages);
+    map = place_stages(map, args.count("gpu-stages-on-cpu") > 0, &warnings);
+    validate_stage_map(map, run.model, request.hardware);
+    request.map = map;
   }
+  const PlanOutcome outcome = run_plan(request);
+  if (!outcome.fits) {
+    std::fprintf(stderr, "%s", format_plan_text(request, outcome, suggest_remedies(request, outcome)).c_str());
+    throw InputError("the plan does not fit hardware '" + request.hardware.name +
+                     "' (above: need against budget per device, and what would fit); nothing was allocated");
+  }
+  const Plan& plan = outcome.plans.front();
+  run.stages = plan.map;
+  run.train.schedule = plan.options.schedule;
+  run.train.checkpointing = plan.options.checkpointing;
   if (args.count("print-config")) {
     std::printf("%s", to_yaml(run).c_str());
     return 0;
@@ -96,11 +163,8 @@ int train_command(int argc, char** argv) {
                      "); choose another --out, or pass --overwrite to replace it");
   }
 
-  const ThreadChoice threads = choose_threads(run.train.intra_op_threads, run.train.blas_threads, usable_cores());
-  apply_threads(threads);
-
   // Everything that can be refused is checked before the output directory is touched.
-  ReferenceTrainer trainer(run, torch::kCPU);
+  PipelineTrainer trainer(run, request.hardware, args.count("trace") > 0);
   make_dirs(out_dir);
   {
     std::ofstream config_out(out_dir + "/config.yaml", std::ios::trunc);
@@ -109,28 +173,75 @@ int train_command(int argc, char** argv) {
   }
   MetricsWriter metrics(metrics_path);
 
-  std::printf("pipetrain train: %s, %lld parameters, %lld layers, %s on cpu\n", run.source.c_str(),
+  for (const std::string& w : warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  std::printf("pipetrain train: %s, %lld parameters, %lld layers, %s\n", run.source.c_str(),
               static_cast<long long>(total_param_count(run.model)), static_cast<long long>(run.model.num_layers),
               dtype_name(run.model.dtype).c_str());
   std::printf("data: %lld bytes in %zu file(s), %lld training and %lld validation windows of %lld tokens\n",
               static_cast<long long>(trainer.corpus().total_bytes()), run.data.files.size(),
               static_cast<long long>(trainer.corpus().num_train_windows()),
               static_cast<long long>(trainer.corpus().num_val_windows()), static_cast<long long>(run.model.seq_len));
-  std::printf("threads: %d intra-op, %d BLAS (%s)\n", intra_op_threads(), blas_threads(), threads.reason.c_str());
+  std::printf("pipeline: %d stage%s, %s, %lld micro-batches of %lld%s%s\n", trainer.num_stages(),
+              trainer.num_stages() == 1 ? "" : "s", schedule_kind_name(run.train.schedule).c_str(),
+              static_cast<long long>(run.train.micro_batches), static_cast<long long>(run.train.micro_batch_size),
+              run.train.checkpointing ? ", activation checkpointing" : "", automatic ? " (chosen by --auto)" : "");
+  for (int s = 0; s < trainer.num_stages(); ++s) {
+    const StageSpec& st = run.stages.stages[static_cast<size_t>(s)];
+    const StageMemory& mem = plan.memory.stages[static_cast<size_t>(s)];
+    std::printf("  stage %d: %-20s on %-7s %s planned\n", s, describe_range(run.model, st.first, st.last).c_str(),
+                st.device.c_str(),
+                format_gib(mem.weights + mem.grads + mem.optimizer + mem.activations + mem.buffers).c_str());
+  }
+  std::printf("cores: %s\n", describe_cores(trainer.cores()).c_str());
+  for (const DeviceMemory& d : plan.memory.devices) {
+    if (d.need_bytes > 0) {
+      std::printf("memory: %s needs %s of %s budget (hardware '%s')\n", d.name.c_str(), format_gib(d.need_bytes).c_str(),
+                  format_gib(d.budget_bytes).c_str(), request.hardware.name.c_str());
+    }
+  }
   std::printf("metrics: %s\n", metrics_path.c_str());
   std::fflush(stdout);
 
   ProgressLine progress(stderr, run.train.steps, run.train.log_interval);
-  const RunSummary summary = run_training(trainer, [&](const StepRecord& record) {
-    metrics.write(record);
-    progress.update(record);
-  });
+  RunSummary summary;
+  try {
+    summary = run_training(trainer, [&](const StepRecord& record) {
+      metrics.write(record);
+      progress.update(record);
+    });
+  } catch (...) {
+    progress.finish();
+    if (args.count("trace")) write_chrome_trace(args["trace"].as<std::string>(), {{"measured", trainer.trace_events()}});
+    throw;
+  }
   progress.finish();
 
   const double drop = 100.0 * (summary.initial_val_loss - summary.final_val_loss) / summary.initial_val_loss;
   std::printf("done: %lld steps in %.1f s, median %.0f tokens/s; validation loss %.4f -> %.4f (%.1f%% lower)\n",
               static_cast<long long>(summary.steps), summary.seconds, summary.median_tokens_per_s,
               summary.initial_val_loss, summary.final_val_loss, drop);
+  const PipelineSummary pipe = trainer.summary();
+  if (pipe.steps_measured > 0) {
+    std::printf("pipeline (median of %d steps): bubble %.3f measured, %.3f predicted by the simulator from the measured "
+                "op times; forward+backward span %s measured, %s predicted\n",
+                pipe.steps_measured, pipe.measured_bubble, pipe.predicted_bubble,
+                ms(pipe.measured_pipeline_seconds).c_str(), ms(pipe.predicted_pipeline_seconds).c_str());
+    for (int s = 0; s < trainer.num_stages(); ++s) {
+      const StageTiming& t = pipe.op_times.stages[static_cast<size_t>(s)];
+      std::printf("  stage %d on %-7s forward %s, backward %s, optimizer %s\n", s, t.resource.c_str(),
+                  ms(t.forward_seconds).c_str(), ms(t.backward_seconds).c_str(), ms(t.optimizer_seconds).c_str());
+    }
+    std::printf("  the planner predicted %.0f tokens/s from hardware '%s' rates\n", plan.predicted.tokens_per_s,
+                request.hardware.name.c_str());
+  }
+  if (args.count("trace")) {
+    const std::string trace_path = args["trace"].as<std::string>();
+    const int64_t tokens = run.train.micro_batch_size * run.train.micro_batches * run.model.seq_len;
+    const SimResult predicted = simulate(trainer.schedule(), pipe.op_times.stages, pipe.op_times.transfers, tokens);
+    write_chrome_trace(trace_path, {{"measured", trainer.trace_events()},
+                                    {"predicted: one step, simulated from the median op times", predicted.events}});
+    std::printf("trace written to %s (open it in https://ui.perfetto.dev)\n", trace_path.c_str());
+  }
   std::printf("metrics written to %s\n", metrics_path.c_str());
   return 0;
 }

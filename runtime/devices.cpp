@@ -1,0 +1,57 @@
+#include "runtime/devices.h"
+
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include "memory/errors.h"
+
+namespace pipetrain {
+
+bool cuda_available() { return torch::cuda::is_available(); }
+
+int cuda_device_count() { return cuda_available() ? static_cast<int>(torch::cuda::device_count()) : 0; }
+
+std::string torch_build_description() {
+  const int gpus = cuda_device_count();
+  std::string text = std::string("LibTorch ") + TORCH_VERSION;
+  if (gpus == 0) return text + ", CUDA not available";
+  return text + " with CUDA, " + std::to_string(gpus) + " GPU" + (gpus == 1 ? "" : "s");
+}
+
+StageMap place_stages(const StageMap& map, bool gpu_stages_on_cpu, std::vector<std::string>* warnings) {
+  StageMap placed = map;
+  const int gpus = cuda_device_count();
+  for (size_t s = 0; s < placed.stages.size(); ++s) {
+    StageSpec& st = placed.stages[s];
+    if (st.device == "cpu") continue;
+    int index = -1;
+    if (st.device.rfind("cuda:", 0) == 0) {
+      try {
+        size_t used = 0;
+        index = std::stoi(st.device.substr(5), &used);
+        if (used != st.device.size() - 5) index = -1;
+      } catch (const std::exception&) {
+        index = -1;
+      }
+    }
+    if (index < 0) throw InputError("stage " + std::to_string(s) + " names device '" + st.device + "'; devices are cpu and cuda:N");
+    if (index < gpus) continue;
+    const std::string why = gpus == 0 ? "this pipetrain has no usable CUDA (" + torch_build_description() + ")"
+                                      : "this machine has " + std::to_string(gpus) + " GPU(s)";
+    if (!gpu_stages_on_cpu) {
+      throw InputError("stage " + std::to_string(s) + " is placed on " + st.device + ", but " + why +
+                       "; place it on cpu, or pass --gpu-stages-on-cpu to run GPU stages on the CPU");
+    }
+    if (warnings != nullptr) {
+      warnings->push_back("stage " + std::to_string(s) + " was placed on " + st.device + ", but " + why +
+                          ": it runs on the CPU (--gpu-stages-on-cpu), sharing the CPU stages' pool of cores");
+    }
+    st.device = "cpu";
+    st.cores = 0;
+  }
+  return placed;
+}
+
+torch::Device torch_device(const std::string& name) { return torch::Device(name); }
+
+}  // namespace pipetrain

@@ -1,0 +1,88 @@
+#include "scheduler/timeline.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace pipetrain {
+namespace {
+
+double median_of(std::vector<double> values) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  const size_t mid = values.size() / 2;
+  return values.size() % 2 == 1 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
+}
+
+bool is_compute(EventKind kind) { return kind == EventKind::kForward || kind == EventKind::kBackward; }
+
+}  // namespace
+
+double pipeline_seconds(const std::vector<SimEvent>& events) {
+  double first = 0.0, last = 0.0;
+  bool any = false;
+  for (const SimEvent& e : events) {
+    if (!is_compute(e.kind)) continue;
+    first = any ? std::min(first, e.start) : e.start;
+    last = any ? std::max(last, e.end) : e.end;
+    any = true;
+  }
+  return any ? last - first : 0.0;
+}
+
+double bubble_fraction(const std::vector<SimEvent>& events, int num_stages) {
+  const double span = pipeline_seconds(events);
+  if (span <= 0.0 || num_stages < 1) return 0.0;
+  double compute = 0.0;
+  for (const SimEvent& e : events) {
+    if (is_compute(e.kind)) compute += e.end - e.start;
+  }
+  return 1.0 - compute / (static_cast<double>(num_stages) * span);
+}
+
+OpTimes median_op_times(const std::vector<std::vector<SimEvent>>& steps, int num_stages,
+                        const std::vector<std::string>& stage_resources) {
+  if (static_cast<int>(stage_resources.size()) != num_stages) {
+    throw std::invalid_argument("median_op_times: one resource per stage");
+  }
+  const size_t s_count = static_cast<size_t>(num_stages);
+  const size_t b_count = s_count > 0 ? s_count - 1 : 0;
+  std::vector<std::vector<double>> forward(s_count), backward(s_count), optimizer(s_count);
+  std::vector<std::vector<double>> send_forward(b_count), send_backward(b_count);
+  OpTimes out;
+  out.stages.resize(s_count);
+  out.transfers.resize(b_count);
+  for (const auto& events : steps) {
+    for (const SimEvent& e : events) {
+      const double seconds = e.end - e.start;
+      if (e.stage < 0 || e.stage >= num_stages) continue;
+      const size_t s = static_cast<size_t>(e.stage);
+      switch (e.kind) {
+        case EventKind::kForward: forward[s].push_back(seconds); break;
+        case EventKind::kBackward: backward[s].push_back(seconds); break;
+        case EventKind::kOptimizer: optimizer[s].push_back(seconds); break;
+        case EventKind::kSendActivation:
+          if (s < b_count) {
+            send_forward[s].push_back(seconds);
+            out.transfers[s].forward_resource = e.resource;
+          }
+          break;
+        case EventKind::kSendGradient:
+          if (s >= 1) {
+            send_backward[s - 1].push_back(seconds);
+            out.transfers[s - 1].backward_resource = e.resource;
+          }
+          break;
+      }
+    }
+  }
+  for (size_t s = 0; s < s_count; ++s) {
+    out.stages[s] = {median_of(forward[s]), median_of(backward[s]), median_of(optimizer[s]), stage_resources[s]};
+  }
+  for (size_t b = 0; b < b_count; ++b) {
+    out.transfers[b].forward_seconds = median_of(send_forward[b]);
+    out.transfers[b].backward_seconds = median_of(send_backward[b]);
+  }
+  return out;
+}
+
+}  // namespace pipetrain

@@ -1,0 +1,131 @@
+#include "stages/stage.h"
+
+#include <torch/autograd.h>
+#include <torch/optim/optimizer.h>
+
+#include <stdexcept>
+
+#include "stages/optim.h"
+
+namespace pipetrain {
+
+Stage::Stage(const ModelConfig& model, int64_t first, int64_t last, uint64_t seed, const StageOptions& options)
+    : first_(first), last_(last), num_model_layers_(model.num_model_layers()), options_(options) {
+  layers_ = LayerRange(model, first, last, seed);
+  layers_->to(options_.device);
+  layers_->train();
+  params_ = layers_->parameters();
+  optimizer_ = make_optimizer(layers_->named_parameters(), options_.optimizer);
+}
+
+Stage::~Stage() = default;
+
+torch::Tensor Stage::prepare_input(const torch::Tensor& input) const {
+  // Token ids need no gradient; an activation becomes a leaf whose gradient is what we send back.
+  if (is_first()) return input;
+  return input.detach().requires_grad_(true);
+}
+
+Stage::Saved Stage::take(int k) {
+  auto it = stash_.find(k);
+  if (it == stash_.end()) {
+    throw std::logic_error("stage " + std::to_string(first_) + ".." + std::to_string(last_) + ": backward of micro-batch " +
+                           std::to_string(k) + " without its forward");
+  }
+  Saved saved = std::move(it->second);
+  stash_.erase(it);
+  return saved;
+}
+
+torch::Tensor Stage::forward(int k, const torch::Tensor& input) {
+  if (is_last()) throw std::logic_error("the last stage's forward is forward_loss");
+  Saved saved;
+  saved.input = prepare_input(input);
+  torch::Tensor output;
+  if (options_.checkpointing) {
+    output = forward_keeping_layer_inputs(saved);
+  } else {
+    saved.output = layers_->forward(saved.input);
+    output = saved.output.detach();
+  }
+  stash_[k] = std::move(saved);
+  return output;
+}
+
+double Stage::forward_loss(int k, const torch::Tensor& input, const torch::Tensor& targets, double loss_divisor) {
+  if (!is_last()) throw std::logic_error("forward_loss on a stage that does not end in the head");
+  Saved saved;
+  saved.input = prepare_input(input);
+  saved.targets = targets;
+  saved.loss_divisor = loss_divisor;
+  double value = 0.0;
+  if (options_.checkpointing) {
+    torch::NoGradGuard no_grad;
+    value = lm_loss(forward_keeping_layer_inputs(saved), targets).item<double>();
+  } else {
+    const torch::Tensor loss = lm_loss(layers_->forward(saved.input), targets);
+    value = loss.item<double>();
+    saved.output = loss / loss_divisor;
+  }
+  stash_[k] = std::move(saved);
+  return value;
+}
+
+torch::Tensor Stage::forward_keeping_layer_inputs(Saved& saved) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = saved.input;
+  for (const auto& layer : layers_->layers()) {
+    saved.layer_inputs.push_back(x.detach());
+    x = layer->forward(x);
+  }
+  return x;
+}
+
+torch::Tensor Stage::backward(int k, const torch::Tensor& grad_output) {
+  Saved saved = take(k);
+  if (!is_last() && !grad_output.defined()) throw std::logic_error("backward of a middle stage without an output gradient");
+  if (saved.output.defined()) {
+    if (is_last()) saved.output.backward();
+    else saved.output.backward(grad_output);
+    return is_first() ? torch::Tensor() : saved.input.grad();
+  }
+  // Checkpointing: recompute one layer at a time from its kept input, last layer first, and carry
+  // the gradient down; only that layer's activations exist at once.
+  const auto& layers = layers_->layers();
+  torch::Tensor grad = grad_output;
+  for (size_t i = layers.size(); i-- > 0;) {
+    const bool token_ids = is_first() && i == 0;
+    torch::Tensor x = token_ids ? saved.layer_inputs[i] : saved.layer_inputs[i].requires_grad_(true);
+    torch::Tensor y = layers[i]->forward(x);
+    if (is_last() && i + 1 == layers.size()) {
+      (lm_loss(y, saved.targets) / saved.loss_divisor).backward();
+    } else {
+      y.backward(grad);
+    }
+    grad = token_ids ? torch::Tensor() : x.grad();
+    saved.layer_inputs[i] = torch::Tensor();
+  }
+  return grad;
+}
+
+torch::Tensor Stage::infer(const torch::Tensor& input) {
+  torch::NoGradGuard no_grad;
+  return layers_->forward(input);
+}
+
+void Stage::zero_grad() { optimizer_->zero_grad(); }
+
+double Stage::grad_squared_norm() const { return pipetrain::grad_squared_norm(params_); }
+
+void Stage::scale_grads(double scale) { pipetrain::scale_grads(params_, scale); }
+
+void Stage::step(double lr) {
+  set_lr(*optimizer_, lr);
+  optimizer_->step();
+}
+
+void Stage::clear_stash() { stash_.clear(); }
+
+std::vector<torch::Tensor> Stage::parameters() const { return params_; }
+
+}  // namespace pipetrain

@@ -1,0 +1,103 @@
+// A pipeline stage: a contiguous layer range on one device, its optimizer, and the stash of what
+// each in-flight micro-batch saved for backward.
+//
+// forward(k, x) takes the previous stage's activation (tokens on the first stage) and returns the
+// activation to send on, without autograd history: stages meet only through tensors, which is what
+// lets a transfer move them between devices. The graph from the stage's input to its output stays
+// in the stash until backward(k, dL/d(output)) consumes it and returns dL/d(input). The last stage
+// ends in the loss (forward_loss), divided by M so that the M micro-batches' gradients add up to
+// the mean, exactly as the reference trainer's accumulation does.
+//
+// With activation checkpointing a micro-batch keeps only each layer's input between forward and
+// backward (forward runs without a graph); backward recomputes one layer at a time from its input,
+// last layer first, and differentiates it: one extra forward per micro-batch, and only one layer's
+// activations exist at once (memory/estimate.h has the formula).
+//
+//   Stage stage(model, /*first=*/1, /*last=*/4, seed, {torch::kCPU, /*checkpointing=*/false, optimizer});
+//   torch::Tensor act = stage.forward(k, input);        // send to the next stage
+//   torch::Tensor grad_in = stage.backward(k, grad_out); // send to the previous stage
+//   stage.step(lr);                                     // after the global norm and clipping
+#pragma once
+
+#include <torch/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "memory/model_config.h"
+#include "memory/optimizer_config.h"
+#include "stages/model.h"
+
+namespace torch::optim {
+class Optimizer;
+}
+
+namespace pipetrain {
+
+struct StageOptions {
+  torch::Device device = torch::kCPU;
+  bool checkpointing = false;
+  OptimizerConfig optimizer;
+};
+
+class Stage {
+ public:
+  Stage(const ModelConfig& model, int64_t first, int64_t last, uint64_t seed, const StageOptions& options);
+  ~Stage();
+  Stage(const Stage&) = delete;
+  Stage& operator=(const Stage&) = delete;
+
+  bool is_first() const { return first_ == 0; }
+  bool is_last() const { return last_ == num_model_layers_ - 1; }
+  int64_t first() const { return first_; }
+  int64_t last() const { return last_; }
+  torch::Device device() const { return options_.device; }
+
+  // Forward of micro-batch k (not the last stage). Returns the activation for the next stage.
+  torch::Tensor forward(int k, const torch::Tensor& input);
+  // Forward of micro-batch k on the last stage: the mean loss over its tokens (unscaled). Backward
+  // will differentiate loss / loss_divisor.
+  double forward_loss(int k, const torch::Tensor& input, const torch::Tensor& targets, double loss_divisor);
+  // Backward of micro-batch k: grad_output is dL/d(output) (undefined on the last stage). Returns
+  // dL/d(input), undefined on the first stage. Parameter gradients accumulate.
+  torch::Tensor backward(int k, const torch::Tensor& grad_output);
+
+  // No gradients, no stash: for validation.
+  torch::Tensor infer(const torch::Tensor& input);
+
+  void zero_grad();
+  double grad_squared_norm() const;  // Σ ||grad||² over this stage's parameters
+  void scale_grads(double scale);
+  void step(double lr);
+  // Drops every stashed micro-batch (after a failed step, so the next starts clean).
+  void clear_stash();
+
+  size_t in_flight() const { return stash_.size(); }
+  std::vector<torch::Tensor> parameters() const;
+  LayerRange& layers() { return layers_; }
+
+ private:
+  struct Saved {
+    torch::Tensor input;    // what the stage received (requires grad unless it is the first stage)
+    torch::Tensor output;   // with its graph; undefined under checkpointing
+    std::vector<torch::Tensor> layer_inputs;  // checkpointing: each layer's input, without a graph
+    torch::Tensor targets;  // last stage
+    double loss_divisor = 1.0;
+  };
+  torch::Tensor prepare_input(const torch::Tensor& input) const;
+  torch::Tensor forward_keeping_layer_inputs(Saved& saved);
+  Saved take(int k);
+
+  int64_t first_;
+  int64_t last_;
+  int64_t num_model_layers_;
+  StageOptions options_;
+  LayerRange layers_{nullptr};
+  std::vector<torch::Tensor> params_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::map<int, Saved> stash_;
+};
+
+}  // namespace pipetrain
