@@ -11,6 +11,7 @@
 #include "memory/machine_probe.h"
 #include "memory/stage_map.h"
 #include "runtime/devices.h"
+#include "runtime/host_allocator.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/threads.h"
 #include "scheduler/executor.h"
@@ -217,6 +218,8 @@ StepRecord PipelineTrainer::train_step() {
   const int64_t rows = t.micro_batch_size * t.micro_batches;
   const TokenBatch batch = to_token_batch(corpus_.next_train_batch(rows), rows, run_.model.seq_len, torch::kCPU);
 
+  // Process-wide, so set every step: another trainer in this process may have changed it.
+  set_blas_threads(run_.train.blas_threads > 0 ? static_cast<int>(run_.train.blas_threads) : cores_.blas_threads);
   for (auto& stage : stages_) stage->zero_grad();
   std::vector<double> losses(static_cast<size_t>(t.micro_batches), 0.0);
   try {
@@ -252,6 +255,7 @@ StepRecord PipelineTrainer::train_step() {
     step_timelines_.back().push_back(e);
   }
   ++steps_done_;
+  HostCachingAllocator::end_step();
 
   StepRecord record;
   record.step = steps_done_;
@@ -305,6 +309,7 @@ PipelineSummary PipelineTrainer::summary() const {
   const SimResult predicted = simulate(schedule_, out.op_times.stages, out.op_times.transfers, tokens);
   out.predicted_bubble = predicted.bubble_fraction;
   out.predicted_pipeline_seconds = predicted.pipeline_seconds;
+  out.predicted_step_seconds = predicted.step_seconds;
   return out;
 }
 

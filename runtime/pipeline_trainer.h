@@ -47,6 +47,7 @@ struct PipelineSummary {
   double measured_pipeline_seconds = 0.0;  // median: first op start to last backward end
   double predicted_bubble = 0.0;        // the simulator, replaying the schedule with the median op times
   double predicted_pipeline_seconds = 0.0;
+  double predicted_step_seconds = 0.0;  // with each stage's optimizer step after its last backward
   OpTimes op_times;
 };
 

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "memory/machine_probe.h"
+#include "runtime/host_allocator.h"
 #include "runtime/lr_schedule.h"
 #include "stages/optim.h"
 
@@ -58,6 +59,7 @@ StepRecord ReferenceTrainer::train_step() {
   set_lr(*optimizer_, lr);
   optimizer_->step();
   ++steps_done_;
+  HostCachingAllocator::end_step();
 
   StepRecord record;
   record.step = steps_done_;

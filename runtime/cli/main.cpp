@@ -9,6 +9,7 @@
 
 #include "memory/errors.h"
 #include "runtime/cli/commands.h"
+#include "runtime/host_allocator.h"
 
 namespace {
 
@@ -30,6 +31,8 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
+  // Before any tensor exists: resident memory then follows what training holds (runtime/host_allocator.h).
+  pipetrain::HostCachingAllocator::install();
   try {
     if (command == "train") return pipetrain::cli::train_command(argc - 1, argv + 1);
     if (command == "doctor") return pipetrain::cli::doctor_command(argc - 1, argv + 1);
