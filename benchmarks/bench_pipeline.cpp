@@ -80,10 +80,11 @@ std::vector<int> parse_counts(const std::string& text) {
 }
 
 // Child process: one pipeline at M micro-batches; peak RSS and counted allocations against the plan.
-int memory_probe(ScheduleKind schedule, int micro_batches) {
+int memory_probe(ScheduleKind schedule, bool checkpointing, int micro_batches) {
   CpuAllocCounter::install();
   const int64_t rss_before = current_rss_bytes();
   RunConfig run = benchmark_run(micro_batches, schedule);
+  run.train.checkpointing = checkpointing;
   run.stages = two_halves();
   const HardwareSpec hw = this_host();
   PipelineTrainer trainer(run, hw, false);
@@ -99,6 +100,7 @@ int memory_probe(ScheduleKind schedule, int micro_batches) {
   options.micro_batches = micro_batches;
   options.micro_batch_size = run.train.micro_batch_size;
   options.optimizer = run.train.optimizer;
+  options.checkpointing = checkpointing;
   const MemoryEstimate estimate = estimate_memory(describe_model(run.model), hw, run.stages, options);
   int64_t estimated_total = 0, estimated_activations = 0;
   for (const StageMemory& s : estimate.stages) {
@@ -106,6 +108,7 @@ int memory_probe(ScheduleKind schedule, int micro_batches) {
     estimated_activations += s.activations;
   }
   const nlohmann::json out = {{"schedule", schedule_kind_name(schedule)},
+                              {"checkpointing", checkpointing},
                               {"micro_batches", micro_batches},
                               {"peak_rss_delta_bytes", rss_peak},
                               {"estimated_total_bytes", estimated_total},
@@ -116,9 +119,9 @@ int memory_probe(ScheduleKind schedule, int micro_batches) {
   return 0;
 }
 
-nlohmann::json run_child(const std::string& self, ScheduleKind schedule, int micro_batches) {
-  const std::string command = self + " --memory-probe " + schedule_kind_name(schedule) + " --micro-batches " +
-                              std::to_string(micro_batches);
+nlohmann::json run_child(const std::string& self, ScheduleKind schedule, bool checkpointing, int micro_batches) {
+  const std::string command = self + " --memory-probe " + schedule_kind_name(schedule) + (checkpointing ? "+ckpt" : "") +
+                              " --micro-batches " + std::to_string(micro_batches);
   std::FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) throw std::runtime_error("cannot run " + command);
   std::string text;
@@ -149,10 +152,17 @@ int main(int argc, char** argv) {
   if (!std::getenv("PIPETRAIN_GLIBC_MALLOC")) HostCachingAllocator::install();
   const std::vector<int> counts = parse_counts(args["micro-batches"].as<std::string>());
   if (args.count("memory-probe")) {
-    return memory_probe(parse_schedule_kind(args["memory-probe"].as<std::string>()), counts.back());
+    std::string probe = args["memory-probe"].as<std::string>();
+    const bool checkpointing = probe.size() > 5 && probe.substr(probe.size() - 5) == "+ckpt";
+    if (checkpointing) probe.resize(probe.size() - 5);
+    return memory_probe(parse_schedule_kind(probe), checkpointing, counts.back());
   }
   const int rounds = args["rounds"].as<int>();
   const int warmup = args["warmup"].as<int>();
+  if (rounds < 1 || warmup < 0) {
+    std::fprintf(stderr, "error: --rounds must be at least 1 and --warmup at least 0\n");
+    return 2;
+  }
   const int cores = usable_cores();
   const ThreadChoice best = choose_threads(0, 0, cores);
   const HardwareSpec hw = this_host();
@@ -233,16 +243,25 @@ int main(int argc, char** argv) {
   // Memory at the largest M, each schedule in a process of its own (peak RSS is per process).
   nlohmann::json memory = nlohmann::json::array();
   std::printf("\nmemory at M=%d (2 stages x 1 core; child processes):\n", counts.back());
-  std::printf("%-6s %16s %16s %7s %18s %18s %7s\n", "", "peak RSS delta", "planned total", "ratio", "counted act. peak",
+  std::printf("%-11s %16s %16s %7s %18s %18s %7s\n", "", "peak RSS delta", "planned total", "ratio", "counted act. peak",
               "planned act.", "ratio");
-  for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB}) {
-    const nlohmann::json m = run_child(argv[0], kind, counts.back());
-    const double rss = m["peak_rss_delta_bytes"].get<double>(), planned = m["estimated_total_bytes"].get<double>();
-    const double act = m["counted_activation_peak_bytes"].get<double>(), planned_act = m["estimated_activation_bytes"].get<double>();
-    std::printf("%-6s %12.1f MiB %12.1f MiB %7.3f %14.1f MiB %14.1f MiB %7.3f\n", schedule_kind_name(kind).c_str(),
-                rss / 1048576.0, planned / 1048576.0, rss / planned, act / 1048576.0, planned_act / 1048576.0,
-                act / planned_act);
-    memory.push_back(m);
+  auto print_row = [](const std::string& label, double rss, double planned, double act, double planned_act) {
+    std::printf("%-11s %12.1f MiB %12.1f MiB %7.3f %14.1f MiB %14.1f MiB %7.3f\n", label.c_str(), rss / 1048576.0,
+                planned / 1048576.0, rss / planned, act / 1048576.0, planned_act / 1048576.0, act / planned_act);
+  };
+  for (bool checkpointing : {false, true}) {
+    for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB}) {
+      const nlohmann::json m = run_child(argv[0], kind, checkpointing, counts.back());
+      print_row(schedule_kind_name(kind) + (checkpointing ? "+ckpt" : ""), m["peak_rss_delta_bytes"].get<double>(),
+                m["estimated_total_bytes"].get<double>(), m["counted_activation_peak_bytes"].get<double>(),
+                m["estimated_activation_bytes"].get<double>());
+      memory.push_back(m);
+    }
+    // What the schedule changes, with the process's fixed overhead (libraries' buffers, threads) cancelled.
+    const size_t g = memory.size() - 2, o = memory.size() - 1;
+    const auto delta = [&](const char* key) { return memory[g][key].get<double>() - memory[o][key].get<double>(); };
+    print_row(checkpointing ? "diff+ckpt" : "diff", delta("peak_rss_delta_bytes"), delta("estimated_total_bytes"),
+              delta("counted_activation_peak_bytes"), delta("estimated_activation_bytes"));
   }
 
   if (args.count("csv")) std::ofstream(args["csv"].as<std::string>()) << csv.str();
