@@ -8,6 +8,18 @@
 #include "memory/param_count.h"
 
 namespace pipetrain {
+
+PlanRequest plan_request_for(const RunConfig& run, const HardwareSpec& hardware) {
+  PlanRequest request;
+  request.model = run.model;
+  request.hardware = hardware;
+  request.options.micro_batch_size = run.train.micro_batch_size;
+  request.options.micro_batches = static_cast<int>(run.train.micro_batches);
+  request.options.schedule = run.train.schedule;
+  request.options.checkpointing = run.train.checkpointing;
+  request.options.optimizer = run.train.optimizer;
+  return request;
+}
 namespace {
 
 std::string options_line(const PlanOptions& o) {

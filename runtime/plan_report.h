@@ -7,9 +7,14 @@
 #include <string>
 #include <vector>
 
+#include "runtime/config.h"
 #include "scheduler/remedies.h"
 
 namespace pipetrain {
+
+// The planning request a run's config makes: its model, micro-batching, schedule, checkpointing and
+// optimizer on `hardware`, with no stage map yet (the caller sets request.map, or leaves it to plan_auto).
+PlanRequest plan_request_for(const RunConfig& run, const HardwareSpec& hardware);
 
 std::string format_plan_text(const PlanRequest& request, const PlanOutcome& outcome, const std::vector<Remedy>& remedies);
 nlohmann::ordered_json plan_to_json(const PlanRequest& request, const PlanOutcome& outcome,

@@ -60,14 +60,8 @@ int plan_command(int argc, char** argv) {
   if (args.count("set")) overrides = args["set"].as<std::vector<std::string>>();
   const RunConfig run = load_run_config(args.count("config") ? std::optional<std::string>(args["config"].as<std::string>()) : std::nullopt, overrides);
 
-  PlanRequest request;
-  request.model = run.model;
-  request.hardware = load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware);
-  request.options.micro_batch_size = run.train.micro_batch_size;
-  request.options.micro_batches = static_cast<int>(run.train.micro_batches);
-  request.options.schedule = run.train.schedule;
-  request.options.checkpointing = run.train.checkpointing;
-  request.options.optimizer = run.train.optimizer;
+  PlanRequest request =
+      plan_request_for(run, load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware));
   request.choices.runners_up = args["runners-up"].as<int>();
   if (args.count("schedule")) {
     request.options.schedule = parse_schedule_kind(args["schedule"].as<std::string>());

@@ -122,14 +122,8 @@ int train_command(int argc, char** argv) {
   const bool automatic = args.count("auto") > 0;
   if (automatic && args.count("stage-map")) throw InputError("give either --auto or --stage-map, not both");
   std::vector<std::string> warnings;
-  PlanRequest request;
-  request.model = run.model;
-  request.hardware = load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware);
-  request.options.micro_batch_size = run.train.micro_batch_size;
-  request.options.micro_batches = static_cast<int>(run.train.micro_batches);
-  request.options.schedule = run.train.schedule;
-  request.options.checkpointing = run.train.checkpointing;
-  request.options.optimizer = run.train.optimizer;
+  PlanRequest request =
+      plan_request_for(run, load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware));
   if (automatic) {
     // The planner chooses where and how, never what is computed: the global batch stays the config's.
     request.choices.micro_batch_counts = {request.options.micro_batches};
