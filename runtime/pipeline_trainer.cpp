@@ -134,7 +134,7 @@ std::vector<torch::Tensor> PipelineTrainer::parameters() const {
   return all;
 }
 
-void PipelineTrainer::run_step_ops(const TokenBatch& batch, std::vector<double>& losses) {
+std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std::vector<double>& losses) {
   const int num = num_stages();
   const int m = static_cast<int>(run_.train.micro_batches);
   const int64_t mbs = run_.train.micro_batch_size;
@@ -199,17 +199,9 @@ void PipelineTrainer::run_step_ops(const TokenBatch& batch, std::vector<double>&
   options.stage_groups = cores_.group_of_stage;
   options.forward_resources = forward_resources_;
   options.backward_resources = backward_resources_;
-  const double step_offset = std::chrono::duration<double>(Clock::now() - created_).count();
   const ExecutionReport report = run_schedule(schedule_, callbacks, boundaries, options);
   last_max_in_flight_ = report.max_in_flight;
-  step_timelines_.push_back(report.events);
-  if (keep_trace_) {
-    for (SimEvent e : report.events) {
-      e.start += step_offset;
-      e.end += step_offset;
-      trace_events_.push_back(e);
-    }
-  }
+  return report.events;
 }
 
 StepRecord PipelineTrainer::train_step() {
@@ -222,8 +214,10 @@ StepRecord PipelineTrainer::train_step() {
   set_blas_threads(run_.train.blas_threads > 0 ? static_cast<int>(run_.train.blas_threads) : cores_.blas_threads);
   for (auto& stage : stages_) stage->zero_grad();
   std::vector<double> losses(static_cast<size_t>(t.micro_batches), 0.0);
+  const double step_offset = std::chrono::duration<double>(Clock::now() - created_).count();
+  std::vector<SimEvent> timeline;
   try {
-    run_step_ops(batch, losses);
+    timeline = run_step_ops(batch, losses);
   } catch (...) {
     // No optimizer steps after a failed step; drop what the micro-batches left behind.
     for (auto& stage : stages_) {
@@ -239,20 +233,30 @@ StepRecord PipelineTrainer::train_step() {
   const double grad_norm = std::sqrt(squared);
   const double scale = clip_scale(grad_norm, t.grad_clip);
   const double lr = lr_at_step(t.optimizer.lr, t.min_lr_ratio, t.warmup_steps, t.steps, steps_done_);
+  const std::vector<std::string> resources = stage_resources();
   for (int s = 0; s < num_stages(); ++s) {
-    const double begin = std::chrono::duration<double>(Clock::now() - created_).count();
+    const double begin = std::chrono::duration<double>(Clock::now() - created_).count() - step_offset;
     {
       OpScope scope(*this, s);
       stages_[static_cast<size_t>(s)]->scale_grads(scale);
       stages_[static_cast<size_t>(s)]->step(lr);
     }
-    const double end = std::chrono::duration<double>(Clock::now() - created_).count();
-    SimEvent e{EventKind::kOptimizer, s, -1, stage_resources()[static_cast<size_t>(s)], begin, end};
-    if (keep_trace_) trace_events_.push_back(e);
-    const double step_offset = std::chrono::duration<double>(start - created_).count();
-    e.start -= step_offset;
-    e.end -= step_offset;
-    step_timelines_.back().push_back(e);
+    const double end = std::chrono::duration<double>(Clock::now() - created_).count() - step_offset;
+    timeline.push_back({EventKind::kOptimizer, s, -1, resources[static_cast<size_t>(s)], begin, end});
+  }
+  if (keep_trace_ && steps_done_ < kMaxTraceSteps) {
+    for (SimEvent e : timeline) {
+      e.start += step_offset;
+      e.end += step_offset;
+      trace_events_.push_back(e);
+    }
+  }
+  const double bubble = bubble_fraction(timeline, num_stages());
+  if (steps_done_ == 0) {
+    first_step_timeline_ = std::move(timeline);
+  } else {
+    step_timelines_.push_back(std::move(timeline));
+    if (step_timelines_.size() > kSummarySteps) step_timelines_.pop_front();
   }
   ++steps_done_;
   HostCachingAllocator::end_step();
@@ -267,7 +271,7 @@ StepRecord PipelineTrainer::train_step() {
   record.step_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   record.tokens_per_s = static_cast<double>(rows * run_.model.seq_len) / record.step_seconds;
   record.peak_rss_bytes = peak_rss_bytes();
-  record.bubble = bubble_fraction(step_timelines_.back(), num_stages());
+  record.bubble = bubble;
   return record;
 }
 
@@ -292,9 +296,8 @@ double PipelineTrainer::validation_loss() {
 PipelineSummary PipelineTrainer::summary() const {
   PipelineSummary out;
   // The first step warms up allocators and caches; it is left out when there are others.
-  const size_t skip = step_timelines_.size() > 1 ? 1 : 0;
-  const std::vector<std::vector<SimEvent>> steps(step_timelines_.begin() + static_cast<std::ptrdiff_t>(skip),
-                                                 step_timelines_.end());
+  std::vector<std::vector<SimEvent>> steps(step_timelines_.begin(), step_timelines_.end());
+  if (steps.empty() && steps_done_ > 0) steps.push_back(first_step_timeline_);
   out.steps_measured = static_cast<int>(steps.size());
   if (steps.empty()) return out;
   std::vector<double> bubbles, spans;

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -74,14 +75,18 @@ class PipelineTrainer : public Trainer {
   // Per stage, the most micro-batches in flight during the last step.
   const std::vector<int>& last_max_in_flight() const { return last_max_in_flight_; }
 
-  // Every span of every step so far, on one clock (seconds since the trainer was built), with each
-  // stage's optimizer step; empty unless keep_trace. For --trace.
+  // Every span of the first kMaxTraceSteps steps, on one clock (seconds since the trainer was
+  // built), with each stage's optimizer step; empty unless keep_trace. For --trace.
+  static constexpr int64_t kMaxTraceSteps = 2000;
   const std::vector<SimEvent>& trace_events() const { return trace_events_; }
+  // Medians over the last kSummarySteps steps, leaving out the first (warm-up) when there are others.
+  static constexpr size_t kSummarySteps = 200;
   PipelineSummary summary() const;
 
  private:
   class OpScope;
-  void run_step_ops(const TokenBatch& batch, std::vector<double>& losses);
+  // Runs the schedule; returns its spans on the step's clock.
+  std::vector<SimEvent> run_step_ops(const TokenBatch& batch, std::vector<double>& losses);
 
   RunConfig run_;
   HardwareSpec hardware_;
@@ -96,7 +101,9 @@ class PipelineTrainer : public Trainer {
   bool keep_trace_;
   std::chrono::steady_clock::time_point created_;
   std::vector<SimEvent> trace_events_;
-  std::vector<std::vector<SimEvent>> step_timelines_;  // per step, on the step's own clock
+  // Per step, on the step's own clock: the first step (warm-up) apart, then the latest ones.
+  std::vector<SimEvent> first_step_timeline_;
+  std::deque<std::vector<SimEvent>> step_timelines_;
   std::vector<int> last_max_in_flight_;
 };
 
