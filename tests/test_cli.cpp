@@ -177,6 +177,28 @@ TEST_CASE("train --auto, and a plan that does not fit") {
   CHECK_MESSAGE(!std::ifstream(out + "/metrics.jsonl").good(), "a refused run must not create outputs");
 }
 
+// A run that diverges ends with one error naming the stage, op and micro-batch, exit 1, and keeps
+// the metrics of the steps it finished.
+TEST_CASE("a diverging run stops with the failing stage named") {
+  ScratchDir dir;
+  const std::string data = dir.file("data.txt", pipetrain::testing::sample_text(200));
+  const std::string config = dir.file("tiny.yaml", tiny_config(data));
+  const std::string out = dir.path() + "/run";
+  const CommandResult r = pipetrain_run("train --config " + config + " --steps 20 --out " + out +
+                                        " --set train.optimizer=sgd --set train.lr=1e6 --set train.grad_clip=0"
+                                        " --set train.warmup_steps=0");
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK(r.output.find("error: stage 0 (cpu, embed..head) failed in forward of micro-batch 0 at step") != std::string::npos);
+  CHECK(r.output.find("nan (try a lower train.lr)") != std::string::npos);
+  std::ifstream metrics(out + "/metrics.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(metrics, line)) ++lines;
+  CHECK(lines >= 1);
+  CHECK(lines < 20);
+}
+
 // doctor reports BLAS, threads and memory, and exits 0.
 TEST_CASE("doctor reports the machine") {
   const CommandResult r = pipetrain_run("doctor");
