@@ -12,6 +12,13 @@ double DeviceSpec::flops_per_s_with(int n) const {
   return one + (flops_per_s - one) * static_cast<double>(n - 1) / static_cast<double>(cores - 1);
 }
 
+const LayerTimes* MeasuredTimes::find(const std::string& device, int cores) const {
+  for (const LayerTimes& e : entries) {
+    if (e.device == device && e.cores == cores) return &e;
+  }
+  return nullptr;
+}
+
 bool HardwareSpec::has_device(const std::string& device_name) const {
   for (const DeviceSpec& d : devices) {
     if (d.name == device_name) return true;
@@ -89,6 +96,28 @@ void validate_hardware(const HardwareSpec& hw) {
     if (hw.link("cpu", d.name) == nullptr || hw.link(d.name, "cpu") == nullptr) {
       throw InputError(where + ": GPU '" + d.name + "' needs links cpu->" + d.name + " and " + d.name + "->cpu");
     }
+  }
+  for (const LayerTimes& e : hw.measured.entries) {
+    const std::string key = "measured." + e.device + "[cores " + std::to_string(e.cores) + "]";
+    if (!hw.has_device(e.device)) {
+      throw InputError(where + ": " + key + " names a device that is not listed (devices: " + hw.device_names() + ")");
+    }
+    const DeviceSpec& d = hw.device(e.device);
+    if (d.kind == DeviceKind::kCpu && (e.cores < 1 || e.cores > d.cores)) {
+      fail(key + ".cores must be in [1, " + std::to_string(d.cores) + "]", e.cores);
+    }
+    if (e.forward_seconds.empty() || e.backward_seconds.size() != e.forward_seconds.size() ||
+        e.optimizer_seconds.size() != e.forward_seconds.size()) {
+      throw InputError(where + ": " + key + " needs forward, backward and optimizer times for the same layers (got " +
+                       std::to_string(e.forward_seconds.size()) + ", " + std::to_string(e.backward_seconds.size()) +
+                       ", " + std::to_string(e.optimizer_seconds.size()) + ")");
+    }
+    for (const auto* list : {&e.forward_seconds, &e.backward_seconds, &e.optimizer_seconds}) {
+      for (double t : *list) {
+        if (!(t >= 0.0 && t < 1e6)) fail(key + " has a time that is not a duration in seconds", t);
+      }
+    }
+    if (hw.measured.find(e.device, e.cores) != &e) throw InputError(where + ": " + key + " appears twice");
   }
 }
 

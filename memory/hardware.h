@@ -42,12 +42,31 @@ struct LinkSpec {
   double latency_s = 0.0;
 };
 
+// Per-layer times measured on this machine (pipetrain profile) for one model and micro-batch size:
+// one entry per device and core count a stage may compute with. The planner sums them over a
+// stage's layers instead of dividing FLOPs by a rate.
+struct LayerTimes {
+  std::string device;  // "cpu", "cuda:0"
+  int cores = 0;       // CPU: the cores the stage computes with; 0 for a GPU
+  std::vector<double> forward_seconds;    // per layer of the layer list, one micro-batch
+  std::vector<double> backward_seconds;   // per layer, one micro-batch (no recomputation)
+  std::vector<double> optimizer_seconds;  // per layer, one optimizer step over its parameters
+};
+
+struct MeasuredTimes {
+  std::string model_key;  // profile_key() of the model and micro-batch size they were measured for
+  std::vector<LayerTimes> entries;
+  // nullptr when there is no entry for that device and core count.
+  const LayerTimes* find(const std::string& device, int cores) const;
+};
+
 struct HardwareSpec {
   std::string name;
   std::string source;  // where it came from: a preset file, or "probed"
   std::vector<DeviceSpec> devices;
   std::vector<LinkSpec> links;
   int64_t pinned_bytes = 0;  // page-locked host memory the OS lets us have (WSL2 limits it)
+  MeasuredTimes measured;    // empty unless loaded from a profile
 
   bool has_device(const std::string& name) const;
   // Throws InputError listing the known devices when `name` is not one of them.

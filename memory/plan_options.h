@@ -23,7 +23,7 @@ struct PlanOptions {
   ScheduleKind schedule = ScheduleKind::kOneFOneB;
   int micro_batches = 8;          // M per optimizer step
   int64_t micro_batch_size = 4;   // sequences per micro-batch
-  bool checkpointing = false;     // keep only each stage's input; recompute the rest in backward
+  bool checkpointing = false;     // keep only each layer's input; recompute a layer at a time in backward
   int ring_slots = 2;             // pinned staging buffers per cross-device boundary and direction
   OptimizerConfig optimizer;
 };

@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -40,7 +41,100 @@ int64_t gib_to_bytes(double gib, const std::string& key, const std::string& sour
   return static_cast<int64_t>(gib * kGiB);
 }
 
+std::vector<double> read_milliseconds(const YAML::Node& node, const std::string& key, const std::string& source) {
+  if (!node || !node.IsSequence()) throw InputError(source + ": " + key + " must be a list of milliseconds");
+  std::vector<double> seconds;
+  for (size_t i = 0; i < node.size(); ++i) {
+    try {
+      seconds.push_back(node[i].as<double>() * 1e-3);
+    } catch (const YAML::Exception&) {
+      throw InputError(source + ": " + key + "[" + std::to_string(i) + "] must be a number of milliseconds");
+    }
+  }
+  return seconds;
+}
+
+// measured: {model: KEY, times: [{device, cores, forward_ms: [...], backward_ms: [...], optimizer_ms: [...]}]}
+MeasuredTimes parse_measured(const YAML::Node& node, const std::string& source) {
+  Section m(node, "measured", source);
+  MeasuredTimes out;
+  m.read_string("model", out.model_key);
+  m.read_node("times");
+  m.reject_unknown_keys();
+  const YAML::Node times = node["times"];
+  if (!times || !times.IsSequence()) throw InputError(source + ": measured.times must be a list");
+  for (size_t i = 0; i < times.size(); ++i) {
+    const std::string where = "measured.times[" + std::to_string(i) + "]";
+    Section t(times[i], where, source);
+    LayerTimes e;
+    int64_t cores = 0;
+    t.read_string("device", e.device);
+    t.read_int("cores", cores);
+    t.read_node("forward_ms");
+    t.read_node("backward_ms");
+    t.read_node("optimizer_ms");
+    t.reject_unknown_keys();
+    e.cores = static_cast<int>(std::clamp<int64_t>(cores, -1, 1 << 20));
+    e.forward_seconds = read_milliseconds(times[i]["forward_ms"], where + ".forward_ms", source);
+    e.backward_seconds = read_milliseconds(times[i]["backward_ms"], where + ".backward_ms", source);
+    e.optimizer_seconds = read_milliseconds(times[i]["optimizer_ms"], where + ".optimizer_ms", source);
+    out.entries.push_back(std::move(e));
+  }
+  return out;
+}
+
 }  // namespace
+
+std::string hardware_to_yaml(const HardwareSpec& hw) {
+  YAML::Emitter out;
+  out.SetDoublePrecision(6);
+  out << YAML::BeginMap;
+  out << YAML::Key << "name" << YAML::Value << hw.name;
+  out << YAML::Key << "pinned_memory_gib" << YAML::Value << static_cast<double>(hw.pinned_bytes) / kGiB;
+  out << YAML::Key << "devices" << YAML::Value << YAML::BeginSeq;
+  for (const DeviceSpec& d : hw.devices) {
+    out << YAML::BeginMap << YAML::Key << "name" << YAML::Value << d.name;
+    out << YAML::Key << "memory_gib" << YAML::Value << static_cast<double>(d.memory_bytes) / kGiB;
+    out << YAML::Key << "reserved_gib" << YAML::Value << static_cast<double>(d.reserved_bytes) / kGiB;
+    out << YAML::Key << "safety_margin" << YAML::Value << d.safety_margin;
+    out << YAML::Key << "allocator_slack" << YAML::Value << d.allocator_slack;
+    out << YAML::Key << "flops_per_s" << YAML::Value << d.flops_per_s;
+    if (d.kind == DeviceKind::kCpu) {
+      out << YAML::Key << "single_core_flops_per_s" << YAML::Value << d.single_core_flops_per_s;
+      out << YAML::Key << "cores" << YAML::Value << d.cores;
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+  out << YAML::Key << "links" << YAML::Value << YAML::BeginSeq;
+  for (const LinkSpec& l : hw.links) {
+    out << YAML::Flow << YAML::BeginMap << YAML::Key << "from" << YAML::Value << l.from << YAML::Key << "to"
+        << YAML::Value << l.to << YAML::Key << "bandwidth_gb_per_s" << YAML::Value << l.bytes_per_s / 1e9
+        << YAML::Key << "latency_us" << YAML::Value << l.latency_s * 1e6 << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+  if (!hw.measured.entries.empty()) {
+    out << YAML::Key << "measured" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "model" << YAML::Value << hw.measured.model_key;
+    out << YAML::Key << "times" << YAML::Value << YAML::BeginSeq;
+    for (const LayerTimes& e : hw.measured.entries) {
+      auto ms = [](const std::vector<double>& seconds) {
+        std::vector<double> v;
+        for (double t : seconds) v.push_back(t * 1e3);
+        return v;
+      };
+      out << YAML::BeginMap << YAML::Key << "device" << YAML::Value << e.device << YAML::Key << "cores" << YAML::Value
+          << e.cores;
+      out << YAML::Key << "forward_ms" << YAML::Value << YAML::Flow << ms(e.forward_seconds);
+      out << YAML::Key << "backward_ms" << YAML::Value << YAML::Flow << ms(e.backward_seconds);
+      out << YAML::Key << "optimizer_ms" << YAML::Value << YAML::Flow << ms(e.optimizer_seconds);
+      out << YAML::EndMap;
+    }
+    out << YAML::EndSeq << YAML::EndMap;
+  }
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
 
 std::vector<std::string> hardware_preset_names() {
   std::vector<std::string> names;
@@ -61,6 +155,7 @@ HardwareSpec parse_hardware(const std::string& yaml_text, const std::string& sou
   hw.pinned_bytes = gib_to_bytes(pinned_gib, "pinned_memory_gib", source);
   top.read_node("devices");
   top.read_node("links");
+  top.read_node("measured");
   top.reject_unknown_keys();
   if (hw.name.empty()) throw InputError(source + ": hardware needs a name");
 
@@ -114,6 +209,7 @@ HardwareSpec parse_hardware(const std::string& yaml_text, const std::string& sou
       hw.links.push_back(link);
     }
   }
+  if (const YAML::Node measured = root["measured"]) hw.measured = parse_measured(measured, source);
   validate_hardware(hw);
   return hw;
 }

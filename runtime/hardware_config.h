@@ -24,6 +24,8 @@ std::vector<std::string> hardware_preset_names();
 // A preset name, "this-machine", or a path to a YAML file. Validated; InputError names the problem.
 HardwareSpec load_hardware(const std::string& name_or_path);
 HardwareSpec parse_hardware(const std::string& yaml_text, const std::string& source);
+// The hardware as YAML that parse_hardware reads back (a profile: pipetrain profile writes these).
+std::string hardware_to_yaml(const HardwareSpec& hardware);
 
 // Probes RAM (capped by a cgroup limit), cores, GPUs through the driver, and measures the CPU's
 // GEMM rate on all cores and on one (about a second).

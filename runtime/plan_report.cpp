@@ -1,5 +1,7 @@
 #include "runtime/plan_report.h"
 
+#include "scheduler/cost_model.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -50,6 +52,18 @@ std::string map_line(const ModelConfig& model, const StageMap& map) {
 
 }  // namespace
 
+std::string time_source(const ModelConfig& model, const HardwareSpec& hardware, const PlanOptions& options) {
+  if (StageTimer(model, hardware, options).uses_measured_times()) {
+    return "measured per-layer times (" + hardware.source + ")";
+  }
+  std::string text = "FLOPs over the sustained rates of hardware '" + hardware.name + "'";
+  if (!hardware.measured.entries.empty()) {
+    text += " (its measured times are for " + hardware.measured.model_key + ", not " +
+            profile_key(model, options.micro_batch_size) + ": run `pipetrain profile` for this model)";
+  }
+  return text;
+}
+
 std::string format_plan_text(const PlanRequest& request, const PlanOutcome& outcome, const std::vector<Remedy>& remedies) {
   const ModelConfig& m = request.model;
   std::string out;
@@ -68,6 +82,7 @@ std::string format_plan_text(const PlanRequest& request, const PlanOutcome& outc
   out += "options: " + options_line(plan.options) + "\n\n";
   out += format_memory_table(plan.memory, m, request.hardware, plan.map);
   out += "\npredicted: " + prediction_line(plan) + "\n";
+  out += "times: " + time_source(m, request.hardware, request.options) + "\n";
   if (outcome.fits && outcome.plans.size() > 1) {
     out += "\nrunners-up:\n";
     for (size_t i = 1; i < outcome.plans.size(); ++i) {

@@ -16,6 +16,10 @@ namespace pipetrain {
 // optimizer on `hardware`, with no stage map yet (the caller sets request.map, or leaves it to plan_auto).
 PlanRequest plan_request_for(const RunConfig& run, const HardwareSpec& hardware);
 
+// Where the predicted op times come from: "measured per-layer times (profile.yaml)", or FLOPs over the
+// hardware's rates, saying why a profile's measurements do not apply when there is one.
+std::string time_source(const ModelConfig& model, const HardwareSpec& hardware, const PlanOptions& options);
+
 std::string format_plan_text(const PlanRequest& request, const PlanOutcome& outcome, const std::vector<Remedy>& remedies);
 nlohmann::ordered_json plan_to_json(const PlanRequest& request, const PlanOutcome& outcome,
                                     const std::vector<Remedy>& remedies);

@@ -2,13 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
-#include <fstream>
 #include <map>
 
-#include "memory/errors.h"
+#include "runtime/atomic_file.h"
 
 namespace pipetrain {
 namespace {
@@ -62,15 +58,7 @@ std::string chrome_trace_json(const std::vector<Timeline>& timelines) {
 }
 
 void write_chrome_trace(const std::string& path, const std::vector<Timeline>& timelines) {
-  const std::string temporary = path + ".partial";
-  {
-    std::ofstream out(temporary, std::ios::trunc);
-    out << chrome_trace_json(timelines);
-    if (!out) throw InputError("cannot write the trace '" + temporary + "': " + std::strerror(errno));
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    throw InputError("cannot move the trace into place at '" + path + "': " + std::strerror(errno));
-  }
+  write_file_atomically(path, chrome_trace_json(timelines));
 }
 
 }  // namespace pipetrain

@@ -2,6 +2,53 @@
 
 namespace pipetrain {
 
+std::string profile_key(const ModelConfig& model, int64_t micro_batch_size) {
+  return "V" + std::to_string(model.vocab_size) + " H" + std::to_string(model.hidden_dim) + " L" +
+         std::to_string(model.num_layers) + " A" + std::to_string(model.num_heads) + " I" +
+         std::to_string(model.intermediate_size) + " T" + std::to_string(model.seq_len) + " " + dtype_name(model.dtype) +
+         " b" + std::to_string(micro_batch_size);
+}
+
+StageTimer::StageTimer(const ModelConfig& model, const HardwareSpec& hardware, const PlanOptions& options)
+    : model_(model), hardware_(hardware), options_(options), prefix_(describe_model(model)) {
+  if (hardware.measured.model_key != profile_key(model, options.micro_batch_size)) return;
+  const size_t layers = static_cast<size_t>(model.num_model_layers());
+  for (const LayerTimes& e : hardware.measured.entries) {
+    if (e.forward_seconds.size() != layers) continue;
+    Sums sums{e.device, e.cores, {0.0}, {0.0}, {0.0}};
+    for (size_t i = 0; i < layers; ++i) {
+      sums.forward.push_back(sums.forward.back() + e.forward_seconds[i]);
+      sums.backward.push_back(sums.backward.back() + e.backward_seconds[i]);
+      sums.optimizer.push_back(sums.optimizer.back() + e.optimizer_seconds[i]);
+    }
+    sums_.push_back(std::move(sums));
+  }
+}
+
+const StageTimer::Sums* StageTimer::find(const std::string& device, int cores) const {
+  const bool cpu = hardware_.device(device).kind == DeviceKind::kCpu;
+  for (const Sums& s : sums_) {
+    if (s.device == device && (!cpu || s.cores == cores)) return &s;
+  }
+  return nullptr;
+}
+
+StageTiming StageTimer::time(const std::string& device, int cores, int64_t first, int64_t last,
+                             bool checkpointing) const {
+  if (const Sums* s = find(device, cores)) {
+    const size_t a = static_cast<size_t>(first), b = static_cast<size_t>(last) + 1;
+    StageTiming t;
+    t.forward_seconds = s->forward[b] - s->forward[a];
+    t.backward_seconds = s->backward[b] - s->backward[a] + (checkpointing ? t.forward_seconds : 0.0);
+    t.optimizer_seconds = s->optimizer[b] - s->optimizer[a];
+    return t;
+  }
+  PlanOptions o = options_;
+  o.checkpointing = checkpointing;
+  const DeviceSpec& d = hardware_.device(device);
+  return stage_timing(prefix_.range(first, last), model_, d, "", d.kind == DeviceKind::kCpu ? cores : 0, o);
+}
+
 std::string stage_resource(const StageSpec& stage, int index, const HardwareSpec& hardware) {
   const DeviceSpec& device = hardware.device(stage.device);
   if (device.kind == DeviceKind::kCpu && stage.cores > 0) return "cpu[" + std::to_string(index) + "]";
@@ -47,12 +94,14 @@ std::vector<StageTiming> stage_timings(const LayerPrefix& prefix, const ModelCon
   int owned = 0;
   for (const StageSpec& st : map.stages) owned += st.cores;
   const int pool = hw.device("cpu").cores - owned;
+  (void)prefix;
+  const StageTimer timer(model, hw, options);
   std::vector<StageTiming> out;
   for (int s = 0; s < map.num_stages(); ++s) {
     const StageSpec& st = map.stages[static_cast<size_t>(s)];
     const bool cpu = hw.device(st.device).kind == DeviceKind::kCpu;
-    out.push_back(stage_timing(prefix.range(st.first, st.last), model, hw.device(st.device),
-                               stage_resource(st, s, hw), cpu && st.cores == 0 ? pool : st.cores, options));
+    out.push_back(timer.time(st.device, cpu && st.cores == 0 ? pool : st.cores, st.first, st.last, options.checkpointing));
+    out.back().resource = stage_resource(st, s, hw);
   }
   return out;
 }

@@ -7,7 +7,9 @@
 //              the cores no stage owns, at that pool's rate (scheduler/cores.h)
 //   transfer = boundary bytes / link bandwidth + latency, on the link's own resource
 //              ("cpu->cuda:0" is H2D, "cuda:0->cpu" is D2H); CPU to CPU is a free hand-off.
-// A measured profile (pipetrain profile, a later issue) replaces the FLOP-based durations.
+// A measured profile (pipetrain profile: hardware.measured, per-layer times for this model and
+// micro-batch size, per device and core count) replaces the FLOP-based durations: a stage's op time
+// is then the sum of its layers' measured times, and its optimizer step too.
 #pragma once
 
 #include <vector>
@@ -19,6 +21,35 @@
 #include "scheduler/simulator.h"
 
 namespace pipetrain {
+
+// Which model and micro-batch size measured times belong to: "V256 H256 L4 A4 I1024 T128 float32 b2".
+std::string profile_key(const ModelConfig& model, int64_t micro_batch_size);
+
+// Stage durations from measured per-layer times when the hardware has them for this model, device
+// and core count; from FLOPs / rate otherwise.
+class StageTimer {
+ public:
+  StageTimer(const ModelConfig& model, const HardwareSpec& hardware, const PlanOptions& options);
+  // True when the hardware's measured times are for this model and micro-batch size.
+  bool uses_measured_times() const { return !sums_.empty(); }
+  // Layers [first, last] on `device`, computing with `cores` (a CPU stage's own cores, or the size of
+  // the pool it shares; ignored for a GPU). The resource is left empty.
+  StageTiming time(const std::string& device, int cores, int64_t first, int64_t last, bool checkpointing) const;
+
+ private:
+  struct Sums {
+    std::string device;
+    int cores;
+    std::vector<double> forward, backward, optimizer;  // prefix sums, size layers + 1
+  };
+  const Sums* find(const std::string& device, int cores) const;
+
+  const ModelConfig& model_;
+  const HardwareSpec& hardware_;
+  PlanOptions options_;
+  LayerPrefix prefix_;
+  std::vector<Sums> sums_;
+};
 
 StageTiming stage_timing(const RangeCosts& range, const ModelConfig& model, const DeviceSpec& device,
                          const std::string& resource, int cores, const PlanOptions& options);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <functional>
 #include <queue>
 
@@ -133,6 +134,7 @@ PlannerResult plan_auto(const ModelDesc& model, const HardwareSpec& hw, const Pl
   const auto counts = choices.micro_batch_counts.empty() ? std::vector<int>{1, 2, 4, 8, 16, 32} : choices.micro_batch_counts;
   const auto checkpointing = choices.checkpointing.empty() ? std::vector<bool>{false, true} : choices.checkpointing;
   const double tokens = static_cast<double>(base.micro_batch_size * cfg.seq_len);
+  const StageTimer timer(cfg, hw, base);
 
   std::vector<ShapeInfo> infos;
   for (const auto& shape : shapes) {
@@ -227,13 +229,12 @@ PlannerResult plan_auto(const ModelDesc& model, const HardwareSpec& hw, const Pl
             std::fill(work.begin(), work.end(), 0.0);
             double trip = transfer_trip;
             for (int st = 0; st < num_stages; ++st) {
-              const RangeCosts& r = ranges[static_cast<size_t>(st)];
               const DeviceSpec& dev = *info.specs[static_cast<size_t>(st)];
               const int cores = info.splits[split][static_cast<size_t>(st)];
-              const double rate = dev.flops_per_s_with(cores > 0 ? cores : dev.cores);
-              const double seconds =
-                  (2.0 * r.forward_flops_per_token + r.backward_flops_per_token - (ckpt ? 0.0 : r.forward_flops_per_token)) *
-                  tokens / rate;
+              const int64_t first = st == 0 ? 0 : last[static_cast<size_t>(st - 1)] + 1;
+              const StageTiming t = timer.time(dev.name, cores > 0 ? cores : dev.cores, first,
+                                               last[static_cast<size_t>(st)], ckpt);
+              const double seconds = t.forward_seconds + t.backward_seconds;
               work[static_cast<size_t>(info.resource[split][static_cast<size_t>(st)])] += seconds;
               trip += seconds;
             }
@@ -268,7 +269,12 @@ PlannerResult plan_auto(const ModelDesc& model, const HardwareSpec& hw, const Pl
       const std::vector<int64_t> last(c.last.begin(), c.last.begin() + static_cast<int64_t>(info.devices.size()));
       best.push_back(evaluate_plan(model, hw, make_stage_map(info.devices, last, info.splits[c.split]), po));
       ++result.simulated;
-      std::stable_sort(best.begin(), best.end(), [&](const Plan& a, const Plan& b) { return per_token(a) < per_token(b); });
+      // Equal speed: the plan with fewer stages is the simpler one to run.
+      std::stable_sort(best.begin(), best.end(), [&](const Plan& a, const Plan& b) {
+        const double ta = per_token(a), tb = per_token(b);
+        if (std::abs(ta - tb) > 1e-12 * std::max(ta, tb)) return ta < tb;
+        return a.map.num_stages() < b.map.num_stages();
+      });
       if (best.size() > keep) best.pop_back();
     }
     return best;

@@ -8,5 +8,6 @@ namespace pipetrain::cli {
 int train_command(int argc, char** argv);
 int doctor_command(int argc, char** argv);
 int plan_command(int argc, char** argv);
+int profile_command(int argc, char** argv);
 
 }  // namespace pipetrain::cli

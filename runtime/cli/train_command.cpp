@@ -187,6 +187,7 @@ int train_command(int argc, char** argv) {
                 format_gib(mem.weights + mem.grads + mem.optimizer + mem.activations + mem.buffers).c_str());
   }
   std::printf("cores: %s\n", describe_cores(trainer.cores()).c_str());
+  std::printf("plan times: %s\n", time_source(run.model, request.hardware, plan.options).c_str());
   for (const DeviceMemory& d : plan.memory.devices) {
     if (d.need_bytes > 0) {
       std::printf("memory: %s needs %s of %s budget (hardware '%s')\n", d.name.c_str(), format_gib(d.need_bytes).c_str(),
@@ -225,8 +226,8 @@ int train_command(int argc, char** argv) {
       std::printf("  stage %d on %-7s forward %s, backward %s, optimizer %s\n", s, t.resource.c_str(),
                   ms(t.forward_seconds).c_str(), ms(t.backward_seconds).c_str(), ms(t.optimizer_seconds).c_str());
     }
-    std::printf("  the planner predicted %.0f tokens/s from hardware '%s' rates\n", plan.predicted.tokens_per_s,
-                request.hardware.name.c_str());
+    std::printf("  the planner predicted %.0f tokens/s from %s\n", plan.predicted.tokens_per_s,
+                time_source(run.model, request.hardware, plan.options).c_str());
   }
   if (args.count("trace")) {
     const std::string trace_path = args["trace"].as<std::string>();

@@ -1,0 +1,92 @@
+#include <cxxopts.hpp>
+
+#include <cstdio>
+#include <sstream>
+
+#include "memory/errors.h"
+#include "runtime/atomic_file.h"
+#include "runtime/cli/commands.h"
+#include "runtime/config.h"
+#include "runtime/hardware_config.h"
+#include "runtime/profile.h"
+#include "scheduler/cost_model.h"
+
+namespace pipetrain::cli {
+
+int profile_command(int argc, char** argv) {
+  cxxopts::Options options("pipetrain profile",
+                           "Measures every layer's forward, backward and optimizer step on this machine (the CPU with "
+                           "each core count a stage may get), and the CPU's GEMM rate, for a config's model and "
+                           "micro-batch size. Writes a hardware file that `plan --hardware FILE` and `train --auto "
+                           "--hardware FILE` use instead of FLOP rates.");
+  options.add_options()
+      ("c,config", "YAML config whose model and train.micro_batch_size are profiled (default: the default config)",
+       cxxopts::value<std::string>())
+      ("set", "override one config key, e.g. --set train.micro_batch_size=4 (repeatable)",
+       cxxopts::value<std::vector<std::string>>())
+      ("o,out", "the profile to write", cxxopts::value<std::string>()->default_value("profile.yaml"))
+      ("repeats", "measured repetitions per layer (the median is kept)", cxxopts::value<int>()->default_value("5"))
+      ("cores", "core counts to measure, e.g. 1,2 (default: 1 to all usable cores)", cxxopts::value<std::string>())
+      ("h,help", "show this help");
+  const auto args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::printf("%s\n", options.help().c_str());
+    return 0;
+  }
+  if (!args.unmatched().empty()) {
+    throw InputError("unexpected argument '" + args.unmatched().front() + "' (try `pipetrain profile --help`)");
+  }
+  std::vector<std::string> overrides = {"stages=none"};  // a profile is per layer: the stage map plays no part
+  if (args.count("set")) {
+    for (const std::string& o : args["set"].as<std::vector<std::string>>()) overrides.push_back(o);
+  }
+  const RunConfig run =
+      load_run_config(args.count("config") ? std::optional<std::string>(args["config"].as<std::string>()) : std::nullopt, overrides);
+  ProfileOptions profile;
+  profile.repeats = args["repeats"].as<int>();
+  if (profile.repeats < 1 || profile.repeats > 1000) {
+    throw InputError("--repeats must be between 1 and 1000, got " + std::to_string(profile.repeats));
+  }
+  if (args.count("cores")) {
+    std::stringstream in(args["cores"].as<std::string>());
+    std::string item;
+    while (std::getline(in, item, ',')) {
+      try {
+        profile.core_counts.push_back(std::stoi(item));
+      } catch (const std::exception&) {
+        throw InputError("--cores takes core counts like 1,2; got '" + item + "'");
+      }
+    }
+  }
+  profile.progress = [](const std::string& line) {
+    std::fprintf(stderr, "  %s\n", line.c_str());
+    std::fflush(stderr);
+  };
+  const std::string out = args["out"].as<std::string>();
+  std::printf("profiling %s for micro-batches of %lld (%s)\n", run.source.c_str(),
+              static_cast<long long>(run.train.micro_batch_size),
+              profile_key(run.model, run.train.micro_batch_size).c_str());
+  std::fflush(stdout);
+  const HardwareSpec hw = profile_this_machine(run.model, run.train.micro_batch_size, run.train.optimizer, profile);
+  write_file_atomically(out, "# pipetrain profile of this machine: per-layer times measured for model " +
+                                 hw.measured.model_key + "\n" + hardware_to_yaml(hw));
+  const DeviceSpec& cpu = hw.device("cpu");
+  std::printf("GEMM: %.1f GFLOP/s on %d cores, %.1f on one\n", cpu.flops_per_s / 1e9, cpu.cores,
+              cpu.single_core_flops_per_s / 1e9);
+  for (const LayerTimes& e : hw.measured.entries) {
+    double f = 0.0, b = 0.0, o = 0.0;
+    for (size_t i = 0; i < e.forward_seconds.size(); ++i) {
+      f += e.forward_seconds[i];
+      b += e.backward_seconds[i];
+      o += e.optimizer_seconds[i];
+    }
+    std::printf("whole model on cpu with %d core%s: forward %.2f ms, backward %.2f ms, optimizer %.2f ms per micro-batch\n",
+                e.cores, e.cores == 1 ? "" : "s", f * 1e3, b * 1e3, o * 1e3);
+  }
+  std::printf("GPUs: not profiled (%s)\n", hw.first_gpu() ? "the CUDA stage is the next issue" : "none here");
+  std::printf("wrote %s; use it with `pipetrain plan --auto --hardware %s` or `pipetrain train --auto --hardware %s`\n",
+              out.c_str(), out.c_str(), out.c_str());
+  return 0;
+}
+
+}  // namespace pipetrain::cli

@@ -1,0 +1,40 @@
+// pipetrain profile: what each layer of a model costs on this machine, measured.
+//
+// For the model and micro-batch size of a run, every layer's forward, backward and optimizer step is
+// timed (median of `repeats` after `warmup`) on the CPU with each core count a CPU stage may get,
+// threaded and pinned as a stage with that many cores would be (scheduler/cores.h): all cores as one
+// group (1 intra-op thread, OpenBLAS on every core), fewer as one of several groups (intra-op
+// threads = cores, OpenBLAS 1). The result is this machine's hardware description with the measured
+// times attached (HardwareSpec::measured) and its GEMM rates measured; written as YAML it is a
+// hardware file that `plan --hardware` and `train --auto --hardware` read, so the planner sums
+// measured layer times instead of dividing FLOPs by a rate.
+//
+//   HardwareSpec hw = profile_this_machine(run.model, run.train.micro_batch_size, run.train.optimizer, {});
+//   write_file_atomically("profile.yaml", hardware_to_yaml(hw));
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "memory/hardware.h"
+#include "memory/model_config.h"
+#include "memory/optimizer_config.h"
+
+namespace pipetrain {
+
+struct ProfileOptions {
+  int repeats = 5;
+  int warmup = 2;
+  std::vector<int> core_counts;  // empty: 1 .. usable cores
+  std::function<void(const std::string&)> progress;  // one line per layer measured
+};
+
+// One device and core count: per-layer times in seconds.
+LayerTimes measure_layer_times(const ModelConfig& model, int64_t micro_batch_size, const OptimizerConfig& optimizer,
+                               int cores, int total_cores, const ProfileOptions& options);
+
+HardwareSpec profile_this_machine(const ModelConfig& model, int64_t micro_batch_size, const OptimizerConfig& optimizer,
+                                  const ProfileOptions& options);
+
+}  // namespace pipetrain

@@ -1,0 +1,115 @@
+// runtime/profile: per-layer times measured on this machine, written as a hardware file that reads
+// back the same, refused when malformed, and used by the planner.
+#include <doctest/doctest.h>
+
+#include "memory/errors.h"
+#include "runtime/config.h"
+#include "runtime/hardware_config.h"
+#include "runtime/profile.h"
+#include "scheduler/cost_model.h"
+#include "scheduler/planner.h"
+#include "test_util.h"
+
+using namespace pipetrain;
+
+namespace {
+
+const std::string kBinary = PIPETRAIN_BINARY;
+
+ModelConfig tiny_model() {
+  return parse_run_config(default_config_text(), "default config",
+                          {"stages=none", "model.hidden_dim=32", "model.num_layers=2", "model.num_heads=2",
+                           "model.intermediate_size=64", "model.seq_len=16"})
+      .model;
+}
+
+std::string profile_yaml(const std::string& times) {
+  return "name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2}\n"
+         "measured:\n  model: \"" + profile_key(tiny_model(), 2) + "\"\n  times:\n" + times;
+}
+
+}  // namespace
+
+// Measuring a tiny model gives a positive time per layer for every core count asked, and the whole
+// hardware description round-trips through YAML unchanged (times to the microsecond).
+TEST_CASE("a measured profile round-trips through its YAML") {
+  ProfileOptions options;
+  options.repeats = 2;
+  options.warmup = 1;
+  options.core_counts = {1};
+  int lines = 0;
+  options.progress = [&](const std::string&) { ++lines; };
+  const ModelConfig model = tiny_model();
+  const HardwareSpec hw = profile_this_machine(model, 2, OptimizerConfig{}, options);
+  REQUIRE(hw.measured.entries.size() == 1);
+  const LayerTimes& e = hw.measured.entries[0];
+  CHECK(e.cores == 1);
+  CHECK(e.forward_seconds.size() == static_cast<size_t>(model.num_model_layers()));
+  CHECK(lines == model.num_model_layers());
+  for (size_t i = 0; i < e.forward_seconds.size(); ++i) {
+    CHECK(e.forward_seconds[i] > 0.0);
+    CHECK(e.backward_seconds[i] > 0.0);
+    CHECK(e.optimizer_seconds[i] > 0.0);
+  }
+  CHECK(hw.measured.model_key == profile_key(model, 2));
+
+  const HardwareSpec back = parse_hardware(hardware_to_yaml(hw), "round trip");
+  CHECK(back.name == hw.name);
+  CHECK(back.device("cpu").cores == hw.device("cpu").cores);
+  CHECK(back.device("cpu").memory_bytes == doctest::Approx(static_cast<double>(hw.device("cpu").memory_bytes)).epsilon(1e-5));
+  CHECK(back.device("cpu").flops_per_s == doctest::Approx(hw.device("cpu").flops_per_s).epsilon(1e-5));
+  CHECK(back.measured.model_key == hw.measured.model_key);
+  REQUIRE(back.measured.entries.size() == 1);
+  for (size_t i = 0; i < e.forward_seconds.size(); ++i) {
+    CHECK(back.measured.entries[0].forward_seconds[i] == doctest::Approx(e.forward_seconds[i]).epsilon(1e-5));
+    CHECK(back.measured.entries[0].backward_seconds[i] == doctest::Approx(e.backward_seconds[i]).epsilon(1e-5));
+  }
+  // The planner now takes its times from the measurements.
+  PlanOptions o;
+  o.micro_batch_size = 2;
+  CHECK(StageTimer(model, back, o).uses_measured_times());
+}
+
+// Malformed measurements are refused with the key named.
+TEST_CASE("a malformed profile is refused") {
+  const std::string row = "[1, 2, 3, 4]";
+  CHECK_NOTHROW(parse_hardware(profile_yaml("    - {device: cpu, cores: 1, forward_ms: " + row + ", backward_ms: " + row +
+                                            ", optimizer_ms: " + row + "}\n"),
+                               "ok.yaml"));
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"    - {device: cpu, cores: 1, forward_ms: [1, x], backward_ms: [1, 2], optimizer_ms: [1, 2]}\n",
+       "measured.times[0].forward_ms[1] must be a number of milliseconds"},
+      {"    - {device: cpu, cores: 1, forward_ms: 3, backward_ms: [1], optimizer_ms: [1]}\n",
+       "measured.times[0].forward_ms must be a list of milliseconds"},
+      {"    - {device: cpu, cores: 1, forward_ms: [1], backward_ms: [1], optimizer_ms: [1], speed: 2}\n",
+       "unknown key"},
+      {"    - {device: cpu, cores: 5, forward_ms: [1], backward_ms: [1], optimizer_ms: [1]}\n",
+       "cores must be in [1, 2]"},
+      {"    - {device: cpu, cores: 1, forward_ms: [1, 2], backward_ms: [1], optimizer_ms: [1, 2]}\n",
+       "needs forward, backward and optimizer times for the same layers"},
+      {"    - {device: cpu, cores: 1, forward_ms: [-1], backward_ms: [1], optimizer_ms: [1]}\n", "not a duration"},
+  };
+  for (const auto& [times, message] : cases) {
+    CAPTURE(times);
+    CHECK_THROWS_WITH_AS(parse_hardware(profile_yaml(times), "bad.yaml"), doctest::Contains(message.c_str()), InputError);
+  }
+}
+
+// The command writes a profile that `plan --hardware` reads, and says where it wrote it.
+TEST_CASE("pipetrain profile writes a hardware file plan can use") {
+  testing::ScratchDir dir;
+  const std::string out = dir.path() + "/profile.yaml";
+  const std::string model = " --set model.hidden_dim=32 --set model.num_layers=2 --set model.num_heads=2"
+                            " --set model.intermediate_size=64 --set model.seq_len=16";
+  const auto r = testing::run_command(kBinary + " profile --repeats 2 --cores 1 --out " + out + model);
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("wrote " + out) != std::string::npos);
+  const auto plan = testing::run_command(kBinary + " plan --auto --hardware " + out + " --set stages=none" + model);
+  CAPTURE(plan.output);
+  CHECK(plan.exit_code == 0);
+  CHECK(plan.output.find("measured per-layer times") != std::string::npos);
+  const auto bad = testing::run_command(kBinary + " profile --cores 0 --out " + out + model);
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.output.find("cannot profile with 0 cores") != std::string::npos);
+}
