@@ -4,7 +4,8 @@
 // timed (median of `repeats` after `warmup`) on the CPU with each core count a CPU stage may get,
 // threaded and pinned as a stage with that many cores would be (scheduler/cores.h): all cores as one
 // group (1 intra-op thread, OpenBLAS on every core), fewer as one of several groups (intra-op
-// threads = cores, OpenBLAS 1). The result is this machine's hardware description with the measured
+// threads = cores, OpenBLAS 1) with the other groups busy: copies of the measurement run side by
+// side on the other cores, as the pipeline's stages do, since they share memory bandwidth and caches. The result is this machine's hardware description with the measured
 // times attached (HardwareSpec::measured) and its GEMM rates measured; written as YAML it is a
 // hardware file that `plan --hardware` and `train --auto --hardware` read, so the planner sums
 // measured layer times instead of dividing FLOPs by a rate.

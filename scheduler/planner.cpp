@@ -34,22 +34,6 @@ std::vector<std::vector<std::string>> default_shapes(const HardwareSpec& hw) {
   return shapes;
 }
 
-namespace {
-
-constexpr size_t kMaxAutoStages = 8;
-constexpr size_t kFirstPassCandidates = 64;
-
-struct Candidate {
-  double lower_bound;  // seconds per micro-batch, a bound on step_seconds / micro_batches
-  uint16_t shape;
-  uint16_t split;
-  uint8_t schedule;
-  uint8_t checkpointing;
-  int32_t micro_batches;
-  std::array<int32_t, kMaxAutoStages> last;  // last layer of each stage
-  bool operator<(const Candidate& other) const { return lower_bound < other.lower_bound; }
-};
-
 // Giving CPU stages their own cores: every split of all the CPU's cores among them, plus sharing.
 // (Leaving cores idle never helps: a stage's rate grows with its cores.)
 std::vector<std::vector<int>> core_splits(const std::vector<std::string>& shape, const HardwareSpec& hw, bool choose) {
@@ -76,6 +60,22 @@ std::vector<std::vector<int>> core_splits(const std::vector<std::string>& shape,
   if (cores >= static_cast<int>(cpu_stages.size())) assign(0, cores);
   return splits;
 }
+
+namespace {
+
+constexpr size_t kMaxAutoStages = 8;
+constexpr size_t kFirstPassCandidates = 64;
+
+struct Candidate {
+  double lower_bound;  // seconds per micro-batch, a bound on step_seconds / micro_batches
+  uint16_t shape;
+  uint16_t split;
+  uint8_t schedule;
+  uint8_t checkpointing;
+  int32_t micro_batches;
+  std::array<int32_t, kMaxAutoStages> last;  // last layer of each stage
+  bool operator<(const Candidate& other) const { return lower_bound < other.lower_bound; }
+};
 
 // Per shape, what does not depend on the boundaries: devices, resources per core split, links.
 struct ShapeInfo {

@@ -49,6 +49,11 @@ struct PlannerChoices {
 // The shapes tried when none is given: CPU only, GPU only, and CPU -> GPU -> CPU with its halves.
 std::vector<std::vector<std::string>> default_shapes(const HardwareSpec& hardware);
 
+// The core splits plan_auto tries for a shape: all CPU stages sharing the CPU, and (when `choose`
+// and there are two or more CPU stages) every split of all its cores among them.
+std::vector<std::vector<int>> core_splits(const std::vector<std::string>& shape, const HardwareSpec& hardware,
+                                          bool choose);
+
 struct PlannerResult {
   std::vector<Plan> plans;  // best first; empty when nothing fits
   int64_t candidates = 0;   // enumerated

@@ -5,10 +5,12 @@
 set -euo pipefail
 
 # libopenblas0-pthread: Debian's LibTorch uses the reference BLAS otherwise (15x slower here).
+# gnuplot-nox: `pipetrain bench` draws its throughput plot with it (without it, bench skips the plot).
 packages=(
   cmake ninja-build g++ pkg-config
   libtorch-dev libopenblas0-pthread
   libtbb-dev libcxxopts-dev doctest-dev libyaml-cpp-dev nlohmann-json3-dev
+  gnuplot-nox
 )
 
 missing=()

@@ -2,6 +2,9 @@
 // back the same, refused when malformed, and used by the planner.
 #include <doctest/doctest.h>
 
+#include <fstream>
+#include <sstream>
+
 #include "memory/errors.h"
 #include "runtime/config.h"
 #include "runtime/hardware_config.h"
@@ -112,4 +115,40 @@ TEST_CASE("pipetrain profile writes a hardware file plan can use") {
   const auto bad = testing::run_command(kBinary + " profile --cores 0 --out " + out + model);
   CHECK(bad.exit_code == 2);
   CHECK(bad.output.find("cannot profile with 0 cores") != std::string::npos);
+}
+
+// pipetrain bench on given stage maps: a row per split, the reference and the naive baseline, CSV
+// and JSON written, the verdict lines printed; bad --splits are exit 2.
+TEST_CASE("pipetrain bench measures the given splits with both baselines") {
+  testing::ScratchDir dir;
+  const std::string data = dir.file("data.txt", testing::sample_text(200));
+  const std::string one = dir.file("one.yaml", "- {device: cpu, layers: [embed, head]}\n");
+  const std::string two = dir.file("two.yaml", "- {device: cpu, layers: [embed, 0], cores: 1}\n- {device: cpu, layers: [1, head], cores: 1}\n");
+  const std::string model = " --set model.hidden_dim=32 --set model.num_layers=2 --set model.num_heads=2"
+                            " --set model.intermediate_size=64 --set model.seq_len=16 --set train.micro_batches=4"
+                            " --set data.files=[" + data + "] --hardware rtx2070s-wsl";
+  const std::string out = dir.path() + "/bench";
+  const auto r = testing::run_command(kBinary + " bench --splits " + one + "," + two + " --steps 2 --warmup 1 --out " + out + model);
+  CAPTURE(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("planner's choice:") != std::string::npos);
+  CHECK(r.output.find("against its naive run") != std::string::npos);
+  std::ifstream csv(out + "/bench.csv");
+  std::string line;
+  std::vector<std::string> rows;
+  while (std::getline(csv, line)) rows.push_back(line);
+  REQUIRE(rows.size() >= 5);  // header, reference, two splits, naive (and the planner's choice when it is neither)
+  CHECK(rows[0].rfind("kind,split,schedule,micro_batches", 0) == 0);
+  CHECK(rows[1].rfind("reference,", 0) == 0);
+  CHECK(rows.back().rfind("naive,", 0) == 0);
+  std::ifstream json_file(out + "/bench.json");
+  std::stringstream json_text;
+  json_text << json_file.rdbuf();
+  CHECK(json_text.str().find("\"pipelined_over_naive\"") != std::string::npos);
+
+  const auto bad = testing::run_command(kBinary + " bench --splits top:0 --out " + out + model);
+  CHECK(bad.exit_code == 2);
+  const auto missing = testing::run_command(kBinary + " bench --splits " + dir.path() + "/nope.yaml --out " + out + model);
+  CHECK(missing.exit_code == 2);
+  CHECK(missing.output.find("nope.yaml") != std::string::npos);
 }

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "memory/errors.h"
+#include "scheduler/bench_splits.h"
 #include "scheduler/schedule.h"
 
 using namespace pipetrain;
@@ -67,4 +68,49 @@ TEST_CASE("bad schedule requests") {
   CHECK_THROWS_WITH_AS(make_schedule(ScheduleKind::kGPipe, 2, -1), doctest::Contains("got -1"), InputError);
   CHECK_THROWS_WITH_AS(parse_schedule_kind("pipedream"), doctest::Contains("'pipedream'"), InputError);
   CHECK(parse_schedule_kind("1f1b") == ScheduleKind::kOneFOneB);
+}
+
+// pipetrain bench's split enumeration: every boundary of every shape, each core split; capped
+// evenly; the naive version of a split shares all cores.
+TEST_CASE("bench enumerates every split, and caps evenly") {
+  ModelConfig model;
+  model.num_layers = 2;  // layers embed, 0, 1, head
+  model.hidden_dim = 64;
+  model.num_heads = 4;
+  model.intermediate_size = 256;
+  model.seq_len = 32;
+  HardwareSpec hw;
+  hw.name = "box";
+  DeviceSpec cpu;
+  cpu.name = "cpu";
+  cpu.memory_bytes = int64_t{8} << 30;
+  cpu.flops_per_s = 1e10;
+  cpu.cores = 2;
+  hw.devices = {cpu};
+  const SplitList all = every_split(model, hw, {{"cpu"}, {"cpu", "cpu"}}, 0);
+  // 1 one-stage split; 3 boundaries x (shared, 1+1 cores) two-stage splits.
+  REQUIRE(all.total == 7);
+  REQUIRE(all.maps.size() == 7);
+  CHECK(split_label(model, all.maps[0]) == "cpu embed..head");
+  CHECK(split_label(model, all.maps[1]) == "cpu embed | cpu block 0..head");
+  CHECK(split_label(model, all.maps[2]) == "cpu[1c] embed | cpu[1c] block 0..head");
+  CHECK(split_label(model, all.maps[6]) == "cpu[1c] embed..block 1 | cpu[1c] head");
+  const SplitList capped = every_split(model, hw, {{"cpu"}, {"cpu", "cpu"}}, 3);
+  CHECK(capped.total == 7);
+  REQUIRE(capped.maps.size() == 3);
+  CHECK(split_label(model, capped.maps[0]) == split_label(model, all.maps[0]));
+  CHECK(split_label(model, capped.maps[1]) == split_label(model, all.maps[3]));
+  CHECK(split_label(model, capped.maps[2]) == split_label(model, all.maps[6]));
+  CHECK(split_label(model, naive_version(all.maps[2], hw)) == "cpu embed | cpu block 0..head");
+}
+
+// Bench statistics: warm-up steps are left out, then the median; nothing left is an error.
+TEST_CASE("bench statistics exclude warm-up and take the median") {
+  const StepStats s = summarize_steps({5.0, 0.5, 0.3, 0.4, 9.0}, 1000, 1);
+  CHECK(s.measured == 4);
+  CHECK(s.median_step_seconds == doctest::Approx(0.45));  // of 0.3 0.4 0.5 9.0
+  CHECK(s.median_tokens_per_s == doctest::Approx(1000 / 0.45));
+  CHECK(summarize_steps({2.0, 1.0, 3.0}, 10, 0).median_step_seconds == 2.0);
+  CHECK_THROWS_AS(summarize_steps({1.0, 2.0}, 10, 2), std::invalid_argument);
+  CHECK_THROWS_AS(summarize_steps({}, 10, 0), std::invalid_argument);
 }

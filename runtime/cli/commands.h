@@ -9,5 +9,6 @@ int train_command(int argc, char** argv);
 int doctor_command(int argc, char** argv);
 int plan_command(int argc, char** argv);
 int profile_command(int argc, char** argv);
+int bench_command(int argc, char** argv);
 
 }  // namespace pipetrain::cli

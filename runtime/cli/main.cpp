@@ -19,6 +19,7 @@ void print_usage(std::FILE* out) {
                "commands:\n"
                "  train    train a model (no --config: the default config on the bundled default data)\n"
                "  plan     size every stage against the memory budgets, predict speed, choose a split (--auto)\n"
+               "  bench    measure tokens/s per split against the planner's prediction\n"
                "  profile  measure each layer's time on this machine; write a hardware profile for plan and train\n"
                "  doctor   check LibTorch, CUDA, BLAS, threads and memory on this machine\n\n"
                "`pipetrain <command> --help` lists a command's options.\n");
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
     if (command == "doctor") return pipetrain::cli::doctor_command(argc - 1, argv + 1);
     if (command == "plan") return pipetrain::cli::plan_command(argc - 1, argv + 1);
     if (command == "profile") return pipetrain::cli::profile_command(argc - 1, argv + 1);
+    if (command == "bench") return pipetrain::cli::bench_command(argc - 1, argv + 1);
     std::fprintf(stderr, "error: unknown command '%s' (try `pipetrain --help`)\n", command.c_str());
     return 2;
   } catch (const pipetrain::InputError& e) {

@@ -1,0 +1,80 @@
+#include "scheduler/bench_splits.h"
+
+#include <algorithm>
+#include <functional>
+#include <stdexcept>
+
+#include "scheduler/planner.h"
+
+namespace pipetrain {
+
+SplitList every_split(const ModelConfig& model, const HardwareSpec& hardware,
+                      const std::vector<std::vector<std::string>>& shapes, size_t cap) {
+  const int64_t n = model.num_model_layers();
+  std::vector<StageMap> all;
+  for (const auto& shape : shapes) {
+    const int s = static_cast<int>(shape.size());
+    if (s < 1 || s > n) continue;
+    const auto splits = core_splits(shape, hardware, /*choose=*/true);
+    std::vector<int64_t> last(static_cast<size_t>(s));
+    std::function<void(int, int64_t)> cut = [&](int i, int64_t first) {
+      if (i == s - 1) {
+        last[static_cast<size_t>(i)] = n - 1;
+        for (const auto& cores : splits) all.push_back(make_stage_map(shape, last, cores));
+        return;
+      }
+      for (int64_t end = first; end <= n - (s - i); ++end) {
+        last[static_cast<size_t>(i)] = end;
+        cut(i + 1, end + 1);
+      }
+    };
+    cut(0, 0);
+  }
+  SplitList out;
+  out.total = all.size();
+  if (cap == 0 || all.size() <= cap) {
+    out.maps = std::move(all);
+    return out;
+  }
+  for (size_t k = 0; k < cap; ++k) {
+    const size_t index = cap == 1 ? 0 : k * (all.size() - 1) / (cap - 1);
+    out.maps.push_back(all[index]);
+  }
+  return out;
+}
+
+StageMap naive_version(const StageMap& map, const HardwareSpec& hardware) {
+  StageMap naive = map;
+  for (StageSpec& st : naive.stages) {
+    if (hardware.device(st.device).kind == DeviceKind::kCpu) st.cores = 0;
+  }
+  return naive;
+}
+
+std::string split_label(const ModelConfig& model, const StageMap& map) {
+  std::string label;
+  for (int s = 0; s < map.num_stages(); ++s) {
+    const StageSpec& st = map.stages[static_cast<size_t>(s)];
+    if (!label.empty()) label += " | ";
+    label += st.device + (st.cores > 0 ? "[" + std::to_string(st.cores) + "c]" : "") + " " +
+             describe_range(model, st.first, st.last);
+  }
+  return label;
+}
+
+StepStats summarize_steps(const std::vector<double>& step_seconds, int64_t tokens_per_step, int warmup) {
+  if (warmup < 0 || static_cast<size_t>(warmup) >= step_seconds.size()) {
+    throw std::invalid_argument("summarize_steps: " + std::to_string(step_seconds.size()) + " steps leave none after " +
+                                std::to_string(warmup) + " warm-up steps");
+  }
+  std::vector<double> kept(step_seconds.begin() + warmup, step_seconds.end());
+  std::sort(kept.begin(), kept.end());
+  const size_t mid = kept.size() / 2;
+  StepStats out;
+  out.measured = static_cast<int>(kept.size());
+  out.median_step_seconds = kept.size() % 2 == 1 ? kept[mid] : 0.5 * (kept[mid - 1] + kept[mid]);
+  out.median_tokens_per_s = static_cast<double>(tokens_per_step) / out.median_step_seconds;
+  return out;
+}
+
+}  // namespace pipetrain
