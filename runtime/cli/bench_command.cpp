@@ -14,6 +14,7 @@
 #include "memory/model_desc.h"
 #include "runtime/atomic_file.h"
 #include "runtime/bench.h"
+#include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/config.h"
 #include "runtime/cpu_alloc_counter.h"
@@ -25,16 +26,6 @@
 
 namespace pipetrain::cli {
 namespace {
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> items;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    if (!item.empty()) items.push_back(item);
-  }
-  return items;
-}
 
 bool same_map(const StageMap& a, const StageMap& b) {
   if (a.num_stages() != b.num_stages()) return false;
@@ -87,20 +78,10 @@ int bench_command(int argc, char** argv) {
       ("warmup", "unmeasured steps per case first", cxxopts::value<int>()->default_value("1"))
       ("o,out", "directory for bench.csv, bench.json, bench.gp and bench.png", cxxopts::value<std::string>()->default_value("bench"))
       ("h,help", "show this help");
-  const auto args = options.parse(argc, argv);
-  if (args.count("help")) {
-    std::printf("%s\n", options.help().c_str());
-    return 0;
-  }
-  if (!args.unmatched().empty()) {
-    throw InputError("unexpected argument '" + args.unmatched().front() + "' (try `pipetrain bench --help`)");
-  }
-  std::vector<std::string> overrides = {"stages=none"};  // the splits come from --splits
-  if (args.count("set")) {
-    for (const std::string& o : args["set"].as<std::vector<std::string>>()) overrides.push_back(o);
-  }
-  const RunConfig run =
-      load_run_config(args.count("config") ? std::optional<std::string>(args["config"].as<std::string>()) : std::nullopt, overrides);
+  const auto parsed = parse_command(options, argc, argv, "bench");
+  if (!parsed) return 0;
+  const cxxopts::ParseResult& args = *parsed;
+  const RunConfig run = config_from_args(args, {"stages=none"});  // the splits come from --splits
   const HardwareSpec hw = load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware);
   const int steps = args["steps"].as<int>(), warmup = args["warmup"].as<int>();
   if (steps < 1 || warmup < 0) throw InputError("--steps must be at least 1 and --warmup at least 0");

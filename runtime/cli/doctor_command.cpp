@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "memory/machine_probe.h"
+#include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/config.h"
 #include "runtime/doctor.h"
@@ -16,12 +17,9 @@ int doctor_command(int argc, char** argv) {
   options.add_options()
       ("config", "show the thread choice for this config's train section", cxxopts::value<std::string>())
       ("h,help", "show this help");
-  const auto args = options.parse(argc, argv);
-  if (args.count("help")) {
-    std::printf("%s\n", options.help().c_str());
-    return 0;
-  }
-  const RunConfig run = load_run_config(args.count("config") ? std::optional<std::string>(args["config"].as<std::string>()) : std::nullopt, {});
+  const auto parsed = parse_command(options, argc, argv, "doctor");
+  if (!parsed) return 0;
+  const RunConfig run = config_from_args(*parsed);
   const ThreadChoice threads = choose_threads(run.train.intra_op_threads, run.train.blas_threads, usable_cores());
   print_report(examine_machine(threads), stdout);
   return 0;

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "memory/errors.h"
+#include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/config.h"
 #include "runtime/hardware_config.h"
@@ -12,16 +13,6 @@
 
 namespace pipetrain::cli {
 namespace {
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> items;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    if (!item.empty()) items.push_back(item);
-  }
-  return items;
-}
 
 }  // namespace
 
@@ -48,17 +39,10 @@ int plan_command(int argc, char** argv) {
       ("set", "override one config key, e.g. --set model.num_layers=24 (repeatable)", cxxopts::value<std::vector<std::string>>())
       ("json", "print the plan as JSON")
       ("h,help", "show this help");
-  const auto args = options.parse(argc, argv);
-  if (args.count("help")) {
-    std::printf("%s\n", options.help().c_str());
-    return 0;
-  }
-  if (!args.unmatched().empty()) {
-    throw InputError("unexpected argument '" + args.unmatched().front() + "' (try `pipetrain plan --help`)");
-  }
-  std::vector<std::string> overrides;
-  if (args.count("set")) overrides = args["set"].as<std::vector<std::string>>();
-  const RunConfig run = load_run_config(args.count("config") ? std::optional<std::string>(args["config"].as<std::string>()) : std::nullopt, overrides);
+  const auto parsed = parse_command(options, argc, argv, "plan");
+  if (!parsed) return 0;
+  const cxxopts::ParseResult& args = *parsed;
+  const RunConfig run = config_from_args(args);
 
   PlanRequest request =
       plan_request_for(run, load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware));

@@ -5,6 +5,7 @@
 
 #include "memory/errors.h"
 #include "runtime/atomic_file.h"
+#include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/config.h"
 #include "runtime/hardware_config.h"
@@ -28,29 +29,17 @@ int profile_command(int argc, char** argv) {
       ("repeats", "measured repetitions per layer (the median is kept)", cxxopts::value<int>()->default_value("5"))
       ("cores", "core counts to measure, e.g. 1,2 (default: 1 to all usable cores)", cxxopts::value<std::string>())
       ("h,help", "show this help");
-  const auto args = options.parse(argc, argv);
-  if (args.count("help")) {
-    std::printf("%s\n", options.help().c_str());
-    return 0;
-  }
-  if (!args.unmatched().empty()) {
-    throw InputError("unexpected argument '" + args.unmatched().front() + "' (try `pipetrain profile --help`)");
-  }
-  std::vector<std::string> overrides = {"stages=none"};  // a profile is per layer: the stage map plays no part
-  if (args.count("set")) {
-    for (const std::string& o : args["set"].as<std::vector<std::string>>()) overrides.push_back(o);
-  }
-  const RunConfig run =
-      load_run_config(args.count("config") ? std::optional<std::string>(args["config"].as<std::string>()) : std::nullopt, overrides);
+  const auto parsed = parse_command(options, argc, argv, "profile");
+  if (!parsed) return 0;
+  const cxxopts::ParseResult& args = *parsed;
+  const RunConfig run = config_from_args(args, {"stages=none"});  // a profile is per layer: no stage map
   ProfileOptions profile;
   profile.repeats = args["repeats"].as<int>();
   if (profile.repeats < 1 || profile.repeats > 1000) {
     throw InputError("--repeats must be between 1 and 1000, got " + std::to_string(profile.repeats));
   }
   if (args.count("cores")) {
-    std::stringstream in(args["cores"].as<std::string>());
-    std::string item;
-    while (std::getline(in, item, ',')) {
+    for (const std::string& item : split_list(args["cores"].as<std::string>())) {
       try {
         profile.core_counts.push_back(std::stoi(item));
       } catch (const std::exception&) {

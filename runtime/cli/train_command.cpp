@@ -13,6 +13,7 @@
 #include "memory/errors.h"
 #include "memory/machine_probe.h"
 #include "memory/param_count.h"
+#include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/config.h"
 #include "runtime/devices.h"
@@ -104,19 +105,12 @@ int train_command(int argc, char** argv) {
       ("overwrite", "allow --out to name a directory that already holds a run")
       ("print-config", "print the resolved config (with the stage map that would run) and exit")
       ("h,help", "show this help");
-  const auto args = options.parse(argc, argv);
-  if (args.count("help")) {
-    std::printf("%s\n", options.help().c_str());
-    return 0;
-  }
-  if (!args.unmatched().empty()) {
-    throw InputError("unexpected argument '" + args.unmatched().front() + "' (try `pipetrain train --help`)");
-  }
-
-  std::vector<std::string> overrides;
-  if (args.count("set")) overrides = args["set"].as<std::vector<std::string>>();
-  if (args.count("steps")) overrides.push_back("train.steps=" + std::to_string(args["steps"].as<int64_t>()));
-  RunConfig run = load_run_config(args.count("config") ? std::optional<std::string>(args["config"].as<std::string>()) : std::nullopt, overrides);
+  const auto parsed = parse_command(options, argc, argv, "train");
+  if (!parsed) return 0;
+  const cxxopts::ParseResult& args = *parsed;
+  std::vector<std::string> after;
+  if (args.count("steps")) after.push_back("train.steps=" + std::to_string(args["steps"].as<int64_t>()));
+  RunConfig run = config_from_args(args, {}, after);
 
   // The stage map: --stage-map, --auto, the config's, or the whole model as one CPU stage.
   const bool automatic = args.count("auto") > 0;
