@@ -101,6 +101,11 @@ void validate(const RunConfig& run) {
   require_positive(t.eval_interval, "train.eval_interval", src);
   require_positive(t.eval_batches, "train.eval_batches", src);
   require_positive(t.log_interval, "train.log_interval", src);
+  if (t.checkpoint_interval < 0) {
+    throw InputError(src + ": train.checkpoint_interval must be >= 0 (0: only at the end), got " +
+                     std::to_string(t.checkpoint_interval));
+  }
+  require_positive(t.keep_checkpoints, "train.keep_checkpoints", src);
   const OptimizerConfig& o = t.optimizer;
   if (!(o.lr > 0.0)) {
     std::ostringstream out;
@@ -208,6 +213,8 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   train.read_int("eval_interval", t.eval_interval);
   train.read_int("eval_batches", t.eval_batches);
   train.read_int("log_interval", t.log_interval);
+  train.read_int("checkpoint_interval", t.checkpoint_interval);
+  train.read_int("keep_checkpoints", t.keep_checkpoints);
   train.read_int("seed", t.seed);
   std::string schedule = schedule_kind_name(t.schedule);
   train.read_string("schedule", schedule);
@@ -287,6 +294,8 @@ std::string to_yaml(const RunConfig& run) {
   out << YAML::Key << "eval_interval" << YAML::Value << t.eval_interval;
   out << YAML::Key << "eval_batches" << YAML::Value << t.eval_batches;
   out << YAML::Key << "log_interval" << YAML::Value << t.log_interval;
+  out << YAML::Key << "checkpoint_interval" << YAML::Value << t.checkpoint_interval;
+  out << YAML::Key << "keep_checkpoints" << YAML::Value << t.keep_checkpoints;
   out << YAML::Key << "seed" << YAML::Value << t.seed;
   out << YAML::Key << "schedule" << YAML::Value << schedule_kind_name(t.schedule);
   out << YAML::Key << "checkpointing" << YAML::Value << t.checkpointing;

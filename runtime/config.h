@@ -31,6 +31,8 @@ struct TrainConfig {
   int64_t eval_interval = 50;
   int64_t eval_batches = 8;
   int64_t log_interval = 10;
+  int64_t checkpoint_interval = 100;  // steps between checkpoints (and one at the end); 0: only at the end
+  int64_t keep_checkpoints = 2;       // the newest this many stay on disk
   int64_t seed = 1234;
   ScheduleKind schedule = ScheduleKind::kOneFOneB;  // pipeline schedule (with a stage map)
   bool checkpointing = false;                       // activation checkpointing per stage

@@ -126,6 +126,18 @@ std::vector<std::string> PipelineTrainer::stage_resources() const {
   return names;
 }
 
+void PipelineTrainer::restore_progress(int64_t steps_done, const DataPosition& position) {
+  steps_done_ = steps_done;
+  corpus_.set_position(position);
+}
+
+Stage& PipelineTrainer::stage_of_layer(int64_t layer) {
+  for (auto& stage : stages_) {
+    if (layer >= stage->first() && layer <= stage->last()) return *stage;
+  }
+  throw std::logic_error("no stage holds layer " + std::to_string(layer));
+}
+
 std::vector<torch::Tensor> PipelineTrainer::parameters() const {
   std::vector<torch::Tensor> all;
   for (const auto& stage : stages_) {

@@ -64,6 +64,11 @@ class PipelineTrainer : public Trainer {
   const RunConfig& config() const override { return run_; }
   ByteCorpus& corpus() override { return corpus_; }
 
+  // Continue from a checkpoint: `steps_done` steps taken, the data stream at `position`.
+  void restore_progress(int64_t steps_done, const DataPosition& position);
+  // The stage that holds layer `layer` of the model's layer list.
+  Stage& stage_of_layer(int64_t layer);
+
   int num_stages() const { return static_cast<int>(stages_.size()); }
   Stage& stage(int s) { return *stages_[static_cast<size_t>(s)]; }
   const Schedule& schedule() const { return schedule_; }

@@ -69,3 +69,62 @@ void scale_grads(const std::vector<torch::Tensor>& params, double scale) {
 }
 
 }  // namespace pipetrain
+
+namespace pipetrain {
+namespace {
+
+std::string state_key(const torch::Tensor& param) { return c10::guts::to_string(param.unsafeGetTensorImpl()); }
+
+const torch::Tensor& find_state(const std::vector<std::pair<std::string, torch::Tensor>>& state, const std::string& key,
+                                const torch::Tensor& like) {
+  for (const auto& [name, tensor] : state) {
+    if (name != key) continue;
+    if (like.defined() && !tensor.sizes().equals(like.sizes())) {
+      throw std::runtime_error("optimizer state '" + key + "' has shape " + c10::str(tensor.sizes()) + ", the parameter " +
+                               c10::str(like.sizes()));
+    }
+    return tensor;
+  }
+  throw std::runtime_error("optimizer state '" + key + "' is missing");
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, torch::Tensor>> parameter_state(const torch::optim::Optimizer& optimizer,
+                                                                   const torch::Tensor& param) {
+  const auto& states = optimizer.state();
+  const auto it = states.find(state_key(param));
+  if (it == states.end()) return {};
+  if (const auto* adamw = dynamic_cast<const torch::optim::AdamWParamState*>(it->second.get())) {
+    return {{"step", torch::tensor(adamw->step(), torch::kLong)}, {"exp_avg", adamw->exp_avg()},
+            {"exp_avg_sq", adamw->exp_avg_sq()}};
+  }
+  if (const auto* sgd = dynamic_cast<const torch::optim::SGDParamState*>(it->second.get())) {
+    if (!sgd->momentum_buffer().defined()) return {};
+    return {{"momentum_buffer", sgd->momentum_buffer()}};
+  }
+  throw std::runtime_error("parameter_state: an optimizer pipetrain does not make");
+}
+
+void set_parameter_state(torch::optim::Optimizer& optimizer, const torch::Tensor& param,
+                         const std::vector<std::pair<std::string, torch::Tensor>>& state) {
+  const std::string key = state_key(param);
+  if (state.empty()) {
+    optimizer.state().erase(key);
+    return;
+  }
+  torch::NoGradGuard no_grad;
+  if (dynamic_cast<torch::optim::AdamW*>(&optimizer) != nullptr) {
+    auto s = std::make_unique<torch::optim::AdamWParamState>();
+    s->step(find_state(state, "step", torch::Tensor()).item<int64_t>());
+    s->exp_avg(find_state(state, "exp_avg", param).to(param.options()).clone());
+    s->exp_avg_sq(find_state(state, "exp_avg_sq", param).to(param.options()).clone());
+    optimizer.state()[key] = std::move(s);
+    return;
+  }
+  auto s = std::make_unique<torch::optim::SGDParamState>();
+  s->momentum_buffer(find_state(state, "momentum_buffer", param).to(param.options()).clone());
+  optimizer.state()[key] = std::move(s);
+}
+
+}  // namespace pipetrain

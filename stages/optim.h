@@ -14,6 +14,8 @@
 #include <torch/optim/optimizer.h>
 
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "memory/optimizer_config.h"
@@ -35,5 +37,18 @@ double grad_squared_norm(const std::vector<torch::Tensor>& params);
 double clip_scale(double total_norm, double max_norm);
 
 void scale_grads(const std::vector<torch::Tensor>& params, double scale);
+
+}  // namespace pipetrain
+
+namespace pipetrain {
+
+// One parameter's optimizer state as named tensors, for checkpoints: AdamW "step" (a 0-dim int64
+// tensor), "exp_avg", "exp_avg_sq"; SGD "momentum_buffer". Empty before the parameter's first step.
+std::vector<std::pair<std::string, torch::Tensor>> parameter_state(const torch::optim::Optimizer& optimizer,
+                                                                   const torch::Tensor& param);
+// Restores what parameter_state returned (copied into fresh tensors). Throws std::runtime_error
+// naming the key when the state does not fit this optimizer or parameter.
+void set_parameter_state(torch::optim::Optimizer& optimizer, const torch::Tensor& param,
+                         const std::vector<std::pair<std::string, torch::Tensor>>& state);
 
 }  // namespace pipetrain

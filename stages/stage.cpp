@@ -128,4 +128,58 @@ void Stage::clear_stash() { stash_.clear(); }
 
 std::vector<torch::Tensor> Stage::parameters() const { return params_; }
 
+namespace {
+
+const std::shared_ptr<LayerImpl>& layer_at_index(const LayerRange& layers, int64_t layer) {
+  if (layer < layers->first() || layer > layers->last()) {
+    throw std::logic_error("layer " + std::to_string(layer) + " is not in this stage (" + std::to_string(layers->first()) +
+                           ".." + std::to_string(layers->last()) + ")");
+  }
+  return layers->layers()[static_cast<size_t>(layer - layers->first())];
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, torch::Tensor>> Stage::layer_state(int64_t layer) const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : layer_at_index(layers_, layer)->named_parameters()) {
+    out.emplace_back("param/" + item.key(), item.value().detach());
+    for (const auto& [key, tensor] : parameter_state(*optimizer_, item.value())) {
+      out.emplace_back("state/" + item.key() + "/" + key, tensor);
+    }
+  }
+  return out;
+}
+
+void Stage::set_layer_state(int64_t layer, const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
+  torch::NoGradGuard no_grad;
+  size_t used = 0;
+  for (const auto& item : layer_at_index(layers_, layer)->named_parameters()) {
+    const std::string param_name = "param/" + item.key();
+    const std::string state_prefix = "state/" + item.key() + "/";
+    bool found = false;
+    std::vector<std::pair<std::string, torch::Tensor>> state;
+    for (const auto& [name, tensor] : tensors) {
+      if (name == param_name) {
+        if (!tensor.sizes().equals(item.value().sizes())) {
+          throw std::runtime_error(param_name + " has shape " + c10::str(tensor.sizes()) + ", the model's is " +
+                                   c10::str(item.value().sizes()));
+        }
+        item.value().copy_(tensor);
+        found = true;
+        ++used;
+      } else if (name.rfind(state_prefix, 0) == 0) {
+        state.emplace_back(name.substr(state_prefix.size()), tensor);
+        ++used;
+      }
+    }
+    if (!found) throw std::runtime_error(param_name + " is missing");
+    set_parameter_state(*optimizer_, item.value(), state);
+  }
+  if (used != tensors.size()) {
+    throw std::runtime_error(std::to_string(tensors.size() - used) + " tensor(s) belong to no parameter of layer " +
+                             std::to_string(layer));
+  }
+}
+
 }  // namespace pipetrain

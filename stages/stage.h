@@ -74,6 +74,13 @@ class Stage {
   // Drops every stashed micro-batch (after a failed step, so the next starts clean).
   void clear_stash();
 
+  // Layer `layer` (an index of the model's layer list, inside this stage) for a checkpoint: its
+  // parameters as "param/<name>" and their optimizer state as "state/<name>/<key>".
+  std::vector<std::pair<std::string, torch::Tensor>> layer_state(int64_t layer) const;
+  // Restores what layer_state returned, possibly written by a stage of another map; throws
+  // std::runtime_error naming the tensor that is missing, extra or of the wrong shape.
+  void set_layer_state(int64_t layer, const std::vector<std::pair<std::string, torch::Tensor>>& tensors);
+
   size_t in_flight() const { return stash_.size(); }
   std::vector<torch::Tensor> parameters() const;
   LayerRange& layers() { return layers_; }

@@ -1,0 +1,138 @@
+// runtime/checkpoint: k steps, a checkpoint, a new process's k steps give the same losses bit for
+// bit as 2k steps in one run; under another stage map within float tolerance; damaged checkpoints
+// and checkpoints of another model are refused with the file named.
+#include <doctest/doctest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+
+#include "memory/errors.h"
+#include "runtime/checkpoint.h"
+#include "runtime/config.h"
+#include "runtime/pipeline_trainer.h"
+#include "test_util.h"
+
+using namespace pipetrain;
+
+namespace {
+
+constexpr int kSteps = 3;
+
+RunConfig tiny_run(const std::string& data_file, const StageMap& map, std::vector<std::string> more = {}) {
+  std::vector<std::string> overrides = {"stages=none", "model.hidden_dim=32", "model.num_layers=3", "model.num_heads=2",
+                                        "model.intermediate_size=64", "model.seq_len=16", "train.micro_batch_size=2",
+                                        "train.micro_batches=4", "train.steps=20", "train.warmup_steps=2"};
+  overrides.insert(overrides.end(), more.begin(), more.end());
+  RunConfig run = parse_run_config(default_config_text(), "default config", overrides);
+  run.data.files = {data_file};
+  run.stages = map;
+  return run;
+}
+
+HardwareSpec host() {
+  HardwareSpec hw;
+  hw.name = "test host";
+  DeviceSpec cpu;
+  cpu.name = "cpu";
+  cpu.memory_bytes = int64_t{8} << 30;
+  cpu.flops_per_s = 1e10;
+  cpu.cores = 1;
+  hw.devices = {cpu};
+  return hw;
+}
+
+const StageMap kThree = make_stage_map({"cpu", "cpu", "cpu"}, {1, 2, 4});
+const StageMap kTwo = make_stage_map({"cpu", "cpu"}, {2, 4});
+
+std::vector<double> losses(PipelineTrainer& trainer, int steps) {
+  std::vector<double> out;
+  for (int i = 0; i < steps; ++i) out.push_back(trainer.train_step().loss);
+  return out;
+}
+
+void flip_a_byte(const std::string& path, size_t offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  f.read(&c, 1);
+  c = static_cast<char>(c ^ 0x20);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(&c, 1);
+}
+
+}  // namespace
+
+// k steps + checkpoint + resume in a fresh trainer + k steps == 2k steps, bit for bit; and the same
+// checkpoint resumes under another stage map within 1e-6.
+TEST_CASE("resume continues exactly where the run stopped") {
+  testing::ScratchDir dir;
+  const std::string data = dir.file("text.txt", testing::sample_text(300));
+  PipelineTrainer straight(tiny_run(data, kThree), host(), false);
+  const std::vector<double> all = losses(straight, 2 * kSteps);
+
+  PipelineTrainer first(tiny_run(data, kThree), host(), false);
+  losses(first, kSteps);
+  const std::string saved = save_checkpoint(dir.path(), first, tiny_run(data, kThree), 2);
+  CHECK(saved == dir.path() + "/checkpoints/step-00000003");
+
+  const CheckpointInfo newest = newest_checkpoint(dir.path());
+  CHECK(newest.step == kSteps);
+  PipelineTrainer resumed(tiny_run(data, kThree), host(), false);
+  load_checkpoint(newest, resumed);
+  CHECK(resumed.steps_done() == kSteps);
+  const std::vector<double> rest = losses(resumed, kSteps);
+  for (int i = 0; i < kSteps; ++i) CHECK(rest[i] == all[kSteps + i]);
+  const auto a = straight.parameters(), b = resumed.parameters();
+  for (size_t i = 0; i < a.size(); ++i) CHECK(torch::equal(a[i], b[i]));
+
+  PipelineTrainer other_map(tiny_run(data, kTwo), host(), false);
+  load_checkpoint(newest, other_map);
+  const std::vector<double> moved = losses(other_map, kSteps);
+  for (int i = 0; i < kSteps; ++i) CHECK(moved[i] == doctest::Approx(all[kSteps + i]).epsilon(1e-6));
+}
+
+// Only the newest `keep` stay; a half-written one (.partial) is never taken for a checkpoint.
+TEST_CASE("checkpoints keep the newest K and ignore partial ones") {
+  testing::ScratchDir dir;
+  const std::string data = dir.file("text.txt", testing::sample_text(300));
+  const RunConfig run = tiny_run(data, kTwo);
+  PipelineTrainer trainer(run, host(), false);
+  for (int i = 0; i < 3; ++i) {
+    trainer.train_step();
+    save_checkpoint(dir.path(), trainer, run, 2);
+  }
+  CHECK_FALSE(std::ifstream(dir.path() + "/checkpoints/step-00000001/manifest.json").good());
+  CHECK(std::ifstream(dir.path() + "/checkpoints/step-00000002/manifest.json").good());
+  CHECK(std::ifstream(dir.path() + "/checkpoints/step-00000003/manifest.json").good());
+  testing::run_command("mkdir -p " + dir.path() + "/checkpoints/step-00000009.partial");
+  CHECK(newest_checkpoint(dir.path()).step == 3);
+}
+
+// A bit flip or a truncation is caught by the manifest's checksum and size, naming the file; the
+// newest checkpoint that verifies is used instead. Another model's checkpoint is refused.
+TEST_CASE("damaged checkpoints and other models are refused") {
+  testing::ScratchDir dir;
+  const std::string data = dir.file("text.txt", testing::sample_text(300));
+  const RunConfig run = tiny_run(data, kTwo);
+  PipelineTrainer trainer(run, host(), false);
+  trainer.train_step();
+  save_checkpoint(dir.path(), trainer, run, 2);
+  trainer.train_step();
+  const std::string newest = save_checkpoint(dir.path(), trainer, run, 2);
+
+  flip_a_byte(newest + "/layer-0002.pt", 200);
+  CHECK_THROWS_WITH_AS(verify_checkpoint(newest),
+                       doctest::Contains("layer-0002.pt' fails its checksum"), InputError);
+  CHECK(newest_checkpoint(dir.path()).step == 1);  // the older one still verifies
+
+  std::ofstream(dir.path() + "/checkpoints/step-00000001/layer-0001.pt", std::ios::app) << "x";
+  CHECK_THROWS_WITH_AS(newest_checkpoint(dir.path()), doctest::Contains("truncated or replaced"), InputError);
+
+  testing::ScratchDir other_dir;
+  save_checkpoint(other_dir.path(), trainer, run, 1);
+  PipelineTrainer wider(tiny_run(data, kTwo, {"model.hidden_dim=64"}), host(), false);
+  CHECK_THROWS_WITH_AS(load_checkpoint(newest_checkpoint(other_dir.path()), wider),
+                       doctest::Contains("is of model V256 H32 L3"), InputError);
+  testing::ScratchDir empty;
+  CHECK_THROWS_WITH_AS(newest_checkpoint(empty.path()), doctest::Contains("has no checkpoint"), InputError);
+}
