@@ -23,8 +23,32 @@ std::string to_json_line(const StepRecord& r) {
   return line.dump();
 }
 
-MetricsWriter::MetricsWriter(const std::string& path) : path_(path), out_(path, std::ios::trunc) {
+namespace {
+
+// The lines of metrics.jsonl whose step is at most `last_step` (a line that does not parse ends the
+// kept part: it was being written when the run died).
+std::string metrics_up_to(const std::string& path, int64_t last_step) {
+  std::ifstream in(path);
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    try {
+      if (nlohmann::json::parse(line).at("step").get<int64_t>() > last_step) break;
+    } catch (const nlohmann::json::exception&) {
+      break;
+    }
+    kept += line + "\n";
+  }
+  return kept;
+}
+
+}  // namespace
+
+MetricsWriter::MetricsWriter(const std::string& path, std::optional<int64_t> resume_after_step) : path_(path) {
+  const std::string kept = resume_after_step ? metrics_up_to(path, *resume_after_step) : std::string();
+  out_.open(path, std::ios::trunc);
   if (!out_) throw InputError("cannot write metrics to '" + path + "' (is the output directory writable?)");
+  out_ << kept;
+  out_.flush();
 }
 
 void MetricsWriter::write(const StepRecord& record) {

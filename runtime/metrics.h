@@ -30,8 +30,10 @@ std::string to_json_line(const StepRecord& record);
 
 class MetricsWriter {
  public:
-  // Creates (truncates) the file; throws InputError naming the path if it cannot.
-  explicit MetricsWriter(const std::string& path);
+  // Creates (truncates) the file; throws InputError naming the path if it cannot. With
+  // `resume_after_step`, keeps the lines of steps up to it and appends after them instead (a
+  // resumed run: steps after its checkpoint are trained again).
+  explicit MetricsWriter(const std::string& path, std::optional<int64_t> resume_after_step = std::nullopt);
   void write(const StepRecord& record);  // flushed per line: a killed run keeps what it logged
   const std::string& path() const { return path_; }
 

@@ -91,7 +91,8 @@ double median(std::vector<double> values) {
   return values.size() % 2 == 1 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
 }
 
-RunSummary run_training(Trainer& trainer, const std::function<void(const StepRecord&)>& on_step) {
+RunSummary run_training(Trainer& trainer, const std::function<void(const StepRecord&)>& on_step,
+                        const std::function<bool()>& stop) {
   const TrainConfig& t = trainer.config().train;
   const auto start = std::chrono::steady_clock::now();
   RunSummary summary;
@@ -106,6 +107,10 @@ RunSummary run_training(Trainer& trainer, const std::function<void(const StepRec
       summary.final_val_loss = *record.val_loss;
     }
     if (on_step) on_step(record);
+    if (stop && trainer.steps_done() < t.steps && stop()) {
+      summary.stopped = true;
+      break;
+    }
   }
   summary.steps = trainer.steps_done();
   summary.median_tokens_per_s = median(rates);

@@ -76,11 +76,14 @@ struct RunSummary {
   double final_val_loss = 0.0;
   double median_tokens_per_s = 0.0;
   double seconds = 0.0;
+  bool stopped = false;  // `stop` said so before the last step
 };
 
 // Trains for run.train.steps, validating before the first step, every eval_interval steps and
 // after the last; `on_step` sees every record (with val_loss where validation ran).
-RunSummary run_training(Trainer& trainer, const std::function<void(const StepRecord&)>& on_step);
+// `stop`, asked after every step, ends the run early at that step boundary.
+RunSummary run_training(Trainer& trainer, const std::function<void(const StepRecord&)>& on_step,
+                        const std::function<bool()>& stop = nullptr);
 
 double median(std::vector<double> values);
 

@@ -136,3 +136,68 @@ TEST_CASE("damaged checkpoints and other models are refused") {
   testing::ScratchDir empty;
   CHECK_THROWS_WITH_AS(newest_checkpoint(empty.path()), doctest::Contains("has no checkpoint"), InputError);
 }
+
+namespace {
+
+const std::string kBinary = PIPETRAIN_BINARY;
+
+std::vector<std::string> loss_column(const std::string& metrics_path) {
+  std::ifstream in(metrics_path);
+  std::vector<std::string> losses;
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t at = line.find("\"loss\":");
+    losses.push_back(line.substr(at, line.find(',', at) - at));
+  }
+  return losses;
+}
+
+}  // namespace
+
+// The CLI: a run saves every checkpoint_interval steps; SIGTERM finishes the step, saves, and exits
+// 143; --resume continues to the end, and the losses equal an uninterrupted run's, digit for digit.
+TEST_CASE("train saves checkpoints, stops on SIGTERM, and --resume continues exactly") {
+  testing::ScratchDir dir;
+  const std::string data = dir.file("text.txt", testing::sample_text(300));
+  const std::string config = dir.file(
+      "tiny.yaml", "model:\n  hidden_dim: 32\n  num_layers: 2\n  num_heads: 2\n  intermediate_size: 64\n  seq_len: 16\n"
+                   "train:\n  micro_batch_size: 2\n  micro_batches: 2\n  eval_interval: 100\n  eval_batches: 1\n"
+                   "  checkpoint_interval: 3\n  warmup_steps: 2\ndata:\n  files: [" + data + "]\n");
+  const std::string straight = dir.path() + "/straight", resumed = dir.path() + "/resumed";
+  REQUIRE(testing::run_command(kBinary + " train --config " + config + " --steps 9 --out " + straight).exit_code == 0);
+  // The same 9-step run, as if it had died after its step-6 checkpoint (the final one never written).
+  REQUIRE(testing::run_command(kBinary + " train --config " + config + " --steps 9 --out " + resumed).exit_code == 0);
+  CHECK(std::ifstream(resumed + "/checkpoints/step-00000006/manifest.json").good());
+  testing::run_command("rm -rf " + resumed + "/checkpoints/step-00000009");
+  const auto second = testing::run_command(kBinary + " train --resume " + resumed);
+  CAPTURE(second.output);
+  REQUIRE(second.exit_code == 0);
+  CHECK(second.output.find("resumed from " + resumed + "/checkpoints/step-00000006 (step 6 of 9)") != std::string::npos);
+  const auto a = loss_column(straight + "/metrics.jsonl"), b = loss_column(resumed + "/metrics.jsonl");
+  REQUIRE(a.size() == 9);
+  CHECK(a == b);
+
+  // SIGTERM while training: the step finishes, a checkpoint is saved, exit 143, and it resumes.
+  const std::string stopped = dir.path() + "/stopped";
+  const auto killed = testing::run_command("timeout --preserve-status -s TERM 5 " + kBinary + " train --config " + config +
+                                           " --steps 1000000 --out " + stopped);
+  CAPTURE(killed.output);
+  CHECK(killed.exit_code == 143);
+  CHECK(killed.output.find("resume with: pipetrain train --resume " + stopped) != std::string::npos);
+  const CheckpointInfo newest = newest_checkpoint(stopped);
+  CHECK(newest.step >= 1);
+  const auto again = testing::run_command(kBinary + " train --resume " + stopped + " --steps " + std::to_string(newest.step + 2));
+  CAPTURE(again.output);
+  CHECK(again.exit_code == 0);
+  CHECK(loss_column(stopped + "/metrics.jsonl").size() == static_cast<size_t>(newest.step + 2));
+}
+
+// --resume of a directory without a valid checkpoint is exit 2 with the reason, and touches nothing.
+TEST_CASE("resume refuses a run without a valid checkpoint") {
+  testing::ScratchDir dir;
+  const auto r = testing::run_command(kBinary + " train --resume " + dir.path());
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("has no checkpoint") != std::string::npos);
+  const auto both = testing::run_command(kBinary + " train --resume " + dir.path() + " --out " + dir.path() + "/x");
+  CHECK(both.exit_code == 2);
+}

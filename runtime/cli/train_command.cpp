@@ -14,13 +14,16 @@
 #include "memory/machine_probe.h"
 #include "memory/param_count.h"
 #include "runtime/cli/cli_util.h"
+#include "runtime/checkpoint.h"
 #include "runtime/cli/commands.h"
 #include "runtime/config.h"
 #include "runtime/devices.h"
 #include "runtime/hardware_config.h"
 #include "runtime/pipeline_trainer.h"
 #include "runtime/plan_report.h"
+#include "runtime/signals.h"
 #include "runtime/trace.h"
+#include "runtime/atomic_file.h"
 #include "runtime/metrics.h"
 #include "runtime/threads.h"
 #include "runtime/trainer.h"
@@ -102,15 +105,33 @@ int train_command(int argc, char** argv) {
       ("trace", "write a Chrome trace-event JSON timeline (Perfetto) of every step to this file", cxxopts::value<std::string>())
       ("set", "override one config key, e.g. --set train.lr=1e-3, or --set stages=none for one stage (repeatable)",
        cxxopts::value<std::vector<std::string>>())
+      ("resume", "continue the run in this directory from its newest valid checkpoint (its config.yaml; --set, "
+                 "--steps, --stage-map and --auto still apply)", cxxopts::value<std::string>())
       ("overwrite", "allow --out to name a directory that already holds a run")
       ("print-config", "print the resolved config (with the stage map that would run) and exit")
       ("h,help", "show this help");
   const auto parsed = parse_command(options, argc, argv, "train");
   if (!parsed) return 0;
+  StopSignals::install();  // from here a signal stops the run at the next step boundary, with a checkpoint
   const cxxopts::ParseResult& args = *parsed;
   std::vector<std::string> after;
   if (args.count("steps")) after.push_back("train.steps=" + std::to_string(args["steps"].as<int64_t>()));
-  RunConfig run = config_from_args(args, {}, after);
+  const std::optional<std::string> resume_dir =
+      args.count("resume") ? std::optional<std::string>(args["resume"].as<std::string>()) : std::nullopt;
+  std::optional<CheckpointInfo> resume_from;
+  if (resume_dir) {
+    if (args.count("config") || args.count("out")) {
+      throw InputError("--resume continues a run with its own config.yaml and directory; drop --config and --out");
+    }
+    resume_from = newest_checkpoint(*resume_dir);  // verified before anything else happens
+  }
+  RunConfig run = resume_dir ? load_run_config(*resume_dir + "/config.yaml", [&] {
+    std::vector<std::string> overrides;
+    if (args.count("set")) overrides = args["set"].as<std::vector<std::string>>();
+    overrides.insert(overrides.end(), after.begin(), after.end());
+    return overrides;
+  }())
+                             : config_from_args(args, {}, after);
 
   // The stage map: --stage-map, --auto, the config's, or the whole model as one CPU stage.
   const bool automatic = args.count("auto") > 0;
@@ -144,22 +165,24 @@ int train_command(int argc, char** argv) {
     return 0;
   }
 
-  const std::string out_dir = args.count("out") ? args["out"].as<std::string>() : default_out_dir();
+  const std::string out_dir = resume_dir ? *resume_dir : args.count("out") ? args["out"].as<std::string>() : default_out_dir();
   const std::string metrics_path = out_dir + "/metrics.jsonl";
-  if (exists(metrics_path) && !args.count("overwrite")) {
+  if (!resume_dir && exists(metrics_path) && !args.count("overwrite")) {
     throw InputError("'" + out_dir + "' already holds a run (" + metrics_path +
                      "); choose another --out, or pass --overwrite to replace it");
   }
 
   // Everything that can be refused is checked before the output directory is touched.
-  PipelineTrainer trainer(run, request.hardware, args.count("trace") > 0);
-  make_dirs(out_dir);
-  {
-    std::ofstream config_out(out_dir + "/config.yaml", std::ios::trunc);
-    config_out << "# resolved config of this run (" << run.source << ")\n" << to_yaml(run);
-    if (!config_out) throw InputError("cannot write '" + out_dir + "/config.yaml'");
+  if (resume_from && resume_from->step >= run.train.steps) {
+    std::printf("nothing to do: %s is at step %lld of %lld (raise --steps to train on)\n", resume_from->path.c_str(),
+                static_cast<long long>(resume_from->step), static_cast<long long>(run.train.steps));
+    return 0;
   }
-  MetricsWriter metrics(metrics_path);
+  PipelineTrainer trainer(run, request.hardware, args.count("trace") > 0);
+  if (resume_from) load_checkpoint(*resume_from, trainer);
+  make_dirs(out_dir);
+  write_file_atomically(out_dir + "/config.yaml", "# resolved config of this run (" + run.source + ")\n" + to_yaml(run));
+  MetricsWriter metrics(metrics_path, resume_from ? std::optional<int64_t>(resume_from->step) : std::nullopt);
 
   for (const std::string& w : warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   std::printf("pipetrain train: %s, %lld parameters, %lld layers, %s\n", run.source.c_str(),
@@ -189,21 +212,40 @@ int train_command(int argc, char** argv) {
     }
   }
   std::printf("metrics: %s\n", metrics_path.c_str());
+  if (resume_from) {
+    std::printf("resumed from %s (step %lld of %lld)\n", resume_from->path.c_str(),
+                static_cast<long long>(resume_from->step), static_cast<long long>(run.train.steps));
+  }
   std::fflush(stdout);
 
   ProgressLine progress(stderr, run.train.steps, run.train.log_interval);
   RunSummary summary;
+  const auto save = [&] { return save_checkpoint(out_dir, trainer, run, run.train.keep_checkpoints); };
   try {
-    summary = run_training(trainer, [&](const StepRecord& record) {
-      metrics.write(record);
-      progress.update(record);
-    });
+    summary = run_training(
+        trainer,
+        [&](const StepRecord& record) {
+          metrics.write(record);
+          progress.update(record);
+          if (run.train.checkpoint_interval > 0 && record.step % run.train.checkpoint_interval == 0 &&
+              record.step < run.train.steps) {
+            save();
+          }
+        },
+        [] { return StopSignals::requested(); });
   } catch (...) {
     progress.finish();
     if (args.count("trace")) write_chrome_trace(args["trace"].as<std::string>(), {{"measured", trainer.trace_events()}});
     throw;
   }
   progress.finish();
+  const std::string checkpoint = save();
+  if (summary.stopped) {
+    std::printf("stopped by signal %d after step %lld; checkpoint %s\nresume with: pipetrain train --resume %s\n",
+                StopSignals::signal_number(), static_cast<long long>(summary.steps), checkpoint.c_str(), out_dir.c_str());
+    return StopSignals::exit_status();
+  }
+  std::printf("checkpoint: %s\n", checkpoint.c_str());
 
   const double drop = 100.0 * (summary.initial_val_loss - summary.final_val_loss) / summary.initial_val_loss;
   std::printf("done: %lld steps in %.1f s, median %.0f tokens/s; validation loss %.4f -> %.4f (%.1f%% lower)\n",
