@@ -201,3 +201,20 @@ TEST_CASE("resume refuses a run without a valid checkpoint") {
   const auto both = testing::run_command(kBinary + " train --resume " + dir.path() + " --out " + dir.path() + "/x");
   CHECK(both.exit_code == 2);
 }
+
+// The memory guard: past 95% of the CPU budget the run stops at a step boundary with a checkpoint
+// and a message naming the numbers, exit 1, instead of being killed by the OS. (A 0.1 GiB budget:
+// the plan fits, the process itself does not.)
+TEST_CASE("the memory guard stops a run past its budget with a checkpoint") {
+  testing::ScratchDir dir;
+  const std::string hardware = dir.file(
+      "small.yaml", "name: small box\ndevices:\n  - {name: cpu, memory_gib: 0.1, reserved_gib: 0, flops_per_s: 1.0e10, cores: 1}\n");
+  const std::string out = dir.path() + "/run";
+  const auto r = testing::run_command(kBinary + " train --hardware " + hardware +
+                                      " --set stages=none --set model.num_layers=1 --set model.hidden_dim=32"
+                                      " --set model.num_heads=2 --set model.intermediate_size=64 --steps 50 --out " + out);
+  CAPTURE(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK(r.output.find("passed 95% of the cpu budget (0.09 GiB of hardware 'small box') after step 1") != std::string::npos);
+  CHECK(newest_checkpoint(out).step == 1);
+}

@@ -80,6 +80,9 @@ std::string ms(double seconds) {
   return text;
 }
 
+// The memory guard stops a run whose resident memory passes this fraction of the CPU budget.
+constexpr double kMemoryWatermark = 0.95;
+
 bool exists(const std::string& path) {
   struct stat info {};
   return ::stat(path.c_str(), &info) == 0;
@@ -220,6 +223,8 @@ int train_command(int argc, char** argv) {
 
   ProgressLine progress(stderr, run.train.steps, run.train.log_interval);
   RunSummary summary;
+  const int64_t cpu_budget = request.hardware.device("cpu").usable_bytes();
+  int64_t memory_stop_rss = 0;
   const auto save = [&] { return save_checkpoint(out_dir, trainer, run, run.train.keep_checkpoints); };
   try {
     summary = run_training(
@@ -232,7 +237,17 @@ int train_command(int argc, char** argv) {
             save();
           }
         },
-        [] { return StopSignals::requested(); });
+        [&] {
+          if (StopSignals::requested()) return true;
+          // The memory guard: past the watermark of the CPU budget, stop at this step boundary with a
+          // checkpoint rather than be killed by the OS mid-step.
+          const int64_t rss = current_rss_bytes();
+          if (rss > static_cast<int64_t>(kMemoryWatermark * static_cast<double>(cpu_budget))) {
+            memory_stop_rss = rss;
+            return true;
+          }
+          return false;
+        });
   } catch (...) {
     progress.finish();
     if (args.count("trace")) write_chrome_trace(args["trace"].as<std::string>(), {{"measured", trainer.trace_events()}});
@@ -240,6 +255,20 @@ int train_command(int argc, char** argv) {
   }
   progress.finish();
   const std::string checkpoint = save();
+  if (summary.stopped && memory_stop_rss > 0) {
+    int64_t cpu_need = 0;
+    for (const DeviceMemory& d : plan.memory.devices) {
+      if (d.name == "cpu") cpu_need = d.need_bytes;
+    }
+    std::fprintf(stderr,
+                 "error: resident memory %s passed %.0f%% of the cpu budget (%s of hardware '%s') after step %lld; "
+                 "stopped with checkpoint %s before the OS kills the run. The plan needed %s: something outside it "
+                 "grows, or the budget is too tight (resume with: pipetrain train --resume %s)\n",
+                 format_gib(memory_stop_rss).c_str(), 100.0 * kMemoryWatermark, format_gib(cpu_budget).c_str(),
+                 request.hardware.name.c_str(), static_cast<long long>(summary.steps), checkpoint.c_str(),
+                 format_gib(cpu_need).c_str(), out_dir.c_str());
+    return 1;
+  }
   if (summary.stopped) {
     std::printf("stopped by signal %d after step %lld; checkpoint %s\nresume with: pipetrain train --resume %s\n",
                 StopSignals::signal_number(), static_cast<long long>(summary.steps), checkpoint.c_str(), out_dir.c_str());
