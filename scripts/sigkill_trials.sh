@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# SIGKILL at random moments never leaves a newest checkpoint that fails to load.
+#
+# Each trial starts a small training run that saves a checkpoint after every step, kills it with
+# SIGKILL at a random moment (often in the middle of a save), then resumes it: the resume must
+# succeed, and it must start from the newest complete checkpoint directory (step-N, not .partial).
+#
+#   bash scripts/sigkill_trials.sh build/pipetrain [trials]
+set -euo pipefail
+bin="$1"
+trials="${2:-20}"
+work="$(mktemp -d /tmp/pipetrain-sigkill-XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+
+cat > "$work/config.yaml" <<YAML
+model: {hidden_dim: 32, num_layers: 2, num_heads: 2, intermediate_size: 64, seq_len: 16}
+train: {micro_batch_size: 2, micro_batches: 2, eval_interval: 100000, eval_batches: 1, checkpoint_interval: 1, keep_checkpoints: 2}
+data: {files: [/usr/share/common-licenses/GPL-3]}
+hardware: rtx2070s-wsl
+YAML
+
+resumed=0
+for trial in $(seq 1 "$trials"); do
+  out="$work/run$trial"
+  "$bin" train --config "$work/config.yaml" --steps 1000000 --out "$out" > "$work/log$trial" 2>&1 &
+  pid=$!
+  sleep "$(awk -v seed="$RANDOM" 'BEGIN { srand(seed); printf "%.3f", 0.8 + rand() * 1.5 }')"
+  kill -KILL "$pid" 2> /dev/null || true
+  wait "$pid" 2> /dev/null || true
+  newest="$(ls -1 "$out/checkpoints" 2> /dev/null | grep -E '^step-[0-9]+$' | sort | tail -n 1 || true)"
+  if [ -z "$newest" ]; then
+    echo "trial $trial: killed before the first checkpoint"
+    continue
+  fi
+  step=$((10#${newest#step-}))
+  if ! "$bin" train --resume "$out" --steps $((step + 1)) > "$work/resume$trial" 2>&1; then
+    echo "trial $trial: FAILED: resuming after SIGKILL at step $step:" >&2
+    cat "$work/resume$trial" >&2
+    exit 1
+  fi
+  if ! grep -q "resumed from $out/checkpoints/$newest " "$work/resume$trial"; then
+    echo "trial $trial: FAILED: the newest checkpoint $newest did not load:" >&2
+    cat "$work/resume$trial" >&2
+    exit 1
+  fi
+  partial="$(ls -1 "$out/checkpoints" | grep -c partial || true)"
+  echo "trial $trial: killed after step $step ($partial half-written left behind); resumed from $newest"
+  resumed=$((resumed + 1))
+done
+echo "$resumed of $trials trials resumed from their newest checkpoint"
+[ "$resumed" -ge $((trials / 2)) ] || { echo "too few trials reached a checkpoint" >&2; exit 1; }
