@@ -158,6 +158,9 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   }
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) throw InputError(source + ": the top level must be a mapping with sections model, train, data");
+  for (const auto& entry : root) {
+    if (!entry.first.IsScalar()) throw InputError(source + ": a section name must be a name, got " + describe(entry.first));
+  }
   for (const std::string& assignment : overrides) apply_override(root, assignment);
 
   RunConfig run;

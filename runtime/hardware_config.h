@@ -23,6 +23,8 @@ std::vector<std::string> hardware_preset_names();
 
 // A preset name, "this-machine", or a path to a YAML file. Validated; InputError names the problem.
 HardwareSpec load_hardware(const std::string& name_or_path);
+// A preset name or a YAML file (not "this-machine"): what load_hardware does without probing.
+HardwareSpec load_hardware_file_or_preset(const std::string& name_or_path);
 HardwareSpec parse_hardware(const std::string& yaml_text, const std::string& source);
 // The hardware as YAML that parse_hardware reads back (a profile: pipetrain profile writes these).
 std::string hardware_to_yaml(const HardwareSpec& hardware);

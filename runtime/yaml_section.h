@@ -33,6 +33,14 @@ class Section {
     if (node_ && !node_.IsNull() && !node_.IsMap()) {
       throw InputError(source_ + ": section '" + name_ + "' must be a mapping, got " + describe(node_));
     }
+    // Keys are names; a list or mapping as a key (`{[a, b]: 1}`) is refused before any lookup.
+    if (node_ && node_.IsMap()) {
+      for (const auto& entry : node_) {
+        if (!entry.first.IsScalar()) {
+          throw InputError(source_ + ": section '" + name_ + "' has a key that is not a name: " + describe(entry.first));
+        }
+      }
+    }
   }
 
   template <typename T>

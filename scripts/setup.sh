@@ -6,11 +6,13 @@ set -euo pipefail
 
 # libopenblas0-pthread: Debian's LibTorch uses the reference BLAS otherwise (15x slower here).
 # gnuplot-nox: `pipetrain bench` draws its throughput plot with it (without it, bench skips the plot).
+# clang, libclang-rt-14-dev: libFuzzer and the sanitizers for scripts/fuzz.sh (the parsers' fuzz job in CI).
 packages=(
   cmake ninja-build g++ pkg-config
   libtorch-dev libopenblas0-pthread
   libtbb-dev libcxxopts-dev doctest-dev libyaml-cpp-dev nlohmann-json3-dev
   gnuplot-nox
+  clang libclang-rt-14-dev
 )
 
 missing=()

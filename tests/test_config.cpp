@@ -105,3 +105,14 @@ TEST_CASE("missing config file") {
   CHECK_THROWS_WITH_AS(load_run_config_file("/nonexistent/run.yaml"), doctest::Contains("'/nonexistent/run.yaml'"),
                        InputError);
 }
+
+// Found by the fuzzer (scripts/fuzz.sh): a list or mapping used as a key is an InputError naming
+// it, not a yaml-cpp conversion exception (which the CLI would report as a crash, exit 1).
+TEST_CASE("keys that are not names are refused") {
+  CHECK_THROWS_WITH_AS(parse_run_config("[a, b]: 1\n", "k.yaml"), doctest::Contains("a section name must be a name"),
+                       InputError);
+  CHECK_THROWS_WITH_AS(parse_run_config("model: {[x]: 1}\n", "k.yaml"),
+                       doctest::Contains("section 'model' has a key that is not a name"), InputError);
+  CHECK_THROWS_WITH_AS(parse_run_config("data: {files: [/etc/hostname]}\nstages:\n  - {device: cpu, layers: [embed, head], [daehhead]: 0}\n", "k.yaml"),
+                       doctest::Contains("has a key that is not a name"), InputError);
+}
