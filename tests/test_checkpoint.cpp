@@ -218,3 +218,21 @@ TEST_CASE("the memory guard stops a run past its budget with a checkpoint") {
   CHECK(r.output.find("passed 95% of the cpu budget (0.09 GiB of hardware 'small box') after step 1") != std::string::npos);
   CHECK(newest_checkpoint(out).step == 1);
 }
+
+// Two SIGINTs in quick succession: the second exits at once (130) and leaves every complete
+// checkpoint loadable.
+TEST_CASE("a second SIGINT exits at once without corrupting a checkpoint") {
+  testing::ScratchDir dir;
+  const std::string data = dir.file("text.txt", testing::sample_text(300));
+  const std::string config = dir.file(
+      "tiny.yaml", "model:\n  hidden_dim: 32\n  num_layers: 2\n  num_heads: 2\n  intermediate_size: 64\n  seq_len: 16\n"
+                   "train:\n  micro_batch_size: 2\n  micro_batches: 2\n  eval_interval: 100000\n  eval_batches: 1\n"
+                   "  checkpoint_interval: 1\ndata:\n  files: [" + data + "]\nhardware: rtx2070s-wsl\n");
+  const std::string out = dir.path() + "/run";
+  // (timeout: a lost interrupt must fail the test, not hang it)
+  const auto r = testing::run_command("timeout -s KILL 60 sh -c '" + kBinary + " train --config " + config + " --steps 1000000 --out " + out +
+                                      " & p=$!; sleep 2; kill -INT $p; kill -INT $p; wait $p; echo rc=$?'");
+  CAPTURE(r.output);
+  CHECK(r.output.find("rc=130") != std::string::npos);
+  CHECK(newest_checkpoint(out).step >= 1);  // every complete checkpoint still verifies; the newest loads
+}
