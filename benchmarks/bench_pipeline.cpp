@@ -160,7 +160,8 @@ int main(int argc, char** argv) {
   const int rounds = args["rounds"].as<int>();
   const int warmup = args["warmup"].as<int>();
   if (rounds < 1 || warmup < 0) {
-    std::fprintf(stderr, "error: --rounds must be at least 1 and --warmup at least 0\n");
+    std::fprintf(stderr, "error: --rounds must be at least 1 and --warmup at least 0; got --rounds %d --warmup %d\n",
+                 rounds, warmup);
     return 2;
   }
   const int cores = usable_cores();

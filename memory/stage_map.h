@@ -22,12 +22,16 @@ struct StageSpec {
   std::string device;  // compute device, e.g. "cpu", "cuda:0"
   int64_t first = 0;   // index into the layer list (0 = embed, L+1 = head), inclusive
   int64_t last = 0;    // inclusive
-  int cores = 0;       // CPU stages: cores given to this stage; 0 = share the CPU with the other CPU stages
+  int cores = 0;       // CPU stages: cores given to this stage; 0 = share the cores no stage owns
+  bool operator==(const StageSpec& o) const {
+    return device == o.device && first == o.first && last == o.last && cores == o.cores;
+  }
 };
 
 struct StageMap {
   std::vector<StageSpec> stages;
   int num_stages() const { return static_cast<int>(stages.size()); }
+  bool operator==(const StageMap& o) const { return stages == o.stages; }
 };
 
 // "embed" -> 0, "head" -> L+1, "7" -> block 7 = 8. Throws InputError naming the reference.

@@ -3,7 +3,10 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#include <cstdlib>
+
 #include "memory/errors.h"
+#include "scheduler/planner.h"
 
 namespace pipetrain {
 
@@ -50,6 +53,19 @@ StageMap place_stages(const StageMap& map, bool gpu_stages_on_cpu, std::vector<s
     st.cores = 0;
   }
   return placed;
+}
+
+std::vector<std::vector<std::string>> runnable_shapes(const HardwareSpec& hardware) {
+  const int gpus = cuda_device_count();
+  std::vector<std::vector<std::string>> shapes;
+  for (const auto& shape : default_shapes(hardware)) {
+    bool runnable = true;
+    for (const std::string& device : shape) {
+      if (device != "cpu" && (device.rfind("cuda:", 0) != 0 || std::atoi(device.c_str() + 5) >= gpus)) runnable = false;
+    }
+    if (runnable) shapes.push_back(shape);
+  }
+  return shapes;
 }
 
 torch::Device torch_device(const std::string& name) { return torch::Device(name); }

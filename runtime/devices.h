@@ -27,6 +27,9 @@ std::string torch_build_description();
 // The map with every device checked against this build and machine (see above).
 StageMap place_stages(const StageMap& map, bool gpu_stages_on_cpu, std::vector<std::string>* warnings);
 
+// The planner's default shapes (scheduler/planner.h) whose devices this build and machine can run.
+std::vector<std::vector<std::string>> runnable_shapes(const HardwareSpec& hardware);
+
 // "cpu" -> kCPU, "cuda:1" -> {kCUDA, 1}. The name must have passed place_stages.
 torch::Device torch_device(const std::string& name);
 

@@ -10,6 +10,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/config.h"
 #include "runtime/pipeline_trainer.h"
+#include "planner_fixtures.h"
 #include "test_util.h"
 
 using namespace pipetrain;
@@ -29,17 +30,7 @@ RunConfig tiny_run(const std::string& data_file, const StageMap& map, std::vecto
   return run;
 }
 
-HardwareSpec host() {
-  HardwareSpec hw;
-  hw.name = "test host";
-  DeviceSpec cpu;
-  cpu.name = "cpu";
-  cpu.memory_bytes = int64_t{8} << 30;
-  cpu.flops_per_s = 1e10;
-  cpu.cores = 1;
-  hw.devices = {cpu};
-  return hw;
-}
+HardwareSpec host() { return testing::cpu_only_box(1); }
 
 const StageMap kThree = make_stage_map({"cpu", "cpu", "cpu"}, {1, 2, 4});
 const StageMap kTwo = make_stage_map({"cpu", "cpu"}, {2, 4});

@@ -14,6 +14,7 @@
 #include "runtime/pipeline_trainer.h"
 #include "runtime/threads.h"
 #include "runtime/trainer.h"
+#include "planner_fixtures.h"
 #include "test_util.h"
 
 using namespace pipetrain;
@@ -35,17 +36,7 @@ RunConfig tiny_run(const std::string& data_file, int micro_batches, std::vector<
   return run;
 }
 
-HardwareSpec host(int cores) {
-  HardwareSpec hw;
-  hw.name = "test host";
-  DeviceSpec cpu;
-  cpu.name = "cpu";
-  cpu.memory_bytes = int64_t{8} << 30;
-  cpu.flops_per_s = 1e10;
-  cpu.cores = cores;
-  hw.devices = {cpu};
-  return hw;
-}
+HardwareSpec host(int cores) { return testing::cpu_only_box(cores); }
 
 // S stages over the 5 layers, as even as layer counts allow; all on the CPU's shared pool (one core
 // here, so each op computes with one thread like the reference: the comparison is of the mathematics,

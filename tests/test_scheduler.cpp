@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "memory/errors.h"
+#include "planner_fixtures.h"
 #include "scheduler/bench_splits.h"
 #include "scheduler/schedule.h"
 
@@ -79,14 +80,7 @@ TEST_CASE("bench enumerates every split, and caps evenly") {
   model.num_heads = 4;
   model.intermediate_size = 256;
   model.seq_len = 32;
-  HardwareSpec hw;
-  hw.name = "box";
-  DeviceSpec cpu;
-  cpu.name = "cpu";
-  cpu.memory_bytes = int64_t{8} << 30;
-  cpu.flops_per_s = 1e10;
-  cpu.cores = 2;
-  hw.devices = {cpu};
+  const HardwareSpec hw = testing::cpu_only_box(2);
   const SplitList all = every_split(model, hw, {{"cpu"}, {"cpu", "cpu"}}, 0);
   // 1 one-stage split; 3 boundaries x (shared, 1+1 cores) two-stage splits.
   REQUIRE(all.total == 7);

@@ -27,28 +27,6 @@
 namespace pipetrain::cli {
 namespace {
 
-bool same_map(const StageMap& a, const StageMap& b) {
-  if (a.num_stages() != b.num_stages()) return false;
-  for (size_t s = 0; s < a.stages.size(); ++s) {
-    const StageSpec &x = a.stages[s], &y = b.stages[s];
-    if (x.device != y.device || x.first != y.first || x.last != y.last || x.cores != y.cores) return false;
-  }
-  return true;
-}
-
-// Shapes whose devices this build and machine can run.
-std::vector<std::vector<std::string>> runnable(const std::vector<std::vector<std::string>>& shapes) {
-  std::vector<std::vector<std::string>> out;
-  for (const auto& shape : shapes) {
-    if (std::all_of(shape.begin(), shape.end(), [](const std::string& d) {
-          return d == "cpu" || (d.rfind("cuda:", 0) == 0 && std::atoi(d.c_str() + 5) < cuda_device_count());
-        })) {
-      out.push_back(shape);
-    }
-  }
-  return out;
-}
-
 std::string mib(int64_t bytes) {
   char text[32];
   std::snprintf(text, sizeof(text), "%.0f", static_cast<double>(bytes) / 1048576.0);
@@ -84,7 +62,8 @@ int bench_command(int argc, char** argv) {
   const RunConfig run = config_from_args(args, {"stages=none"});  // the splits come from --splits
   const HardwareSpec hw = load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware);
   const int steps = args["steps"].as<int>(), warmup = args["warmup"].as<int>();
-  if (steps < 1 || warmup < 0) throw InputError("--steps must be at least 1 and --warmup at least 0");
+  if (steps < 1 || warmup < 0) throw InputError("--steps must be at least 1 and --warmup at least 0; got --steps " + std::to_string(steps) +
+                     " --warmup " + std::to_string(warmup));
   std::vector<ScheduleKind> schedules = {run.train.schedule};
   if (args.count("schedules")) {
     schedules.clear();
@@ -105,7 +84,7 @@ int bench_command(int argc, char** argv) {
   request.choices.micro_batch_counts = {counts.front()};
   request.choices.schedules = {schedules.front()};
   request.choices.checkpointing = {run.train.checkpointing};
-  request.choices.shapes = runnable(default_shapes(hw));
+  request.choices.shapes = runnable_shapes(hw);
   const std::string splits = args["splits"].as<std::string>();
   std::vector<StageMap> maps;
   if (splits == "all") {
@@ -134,7 +113,7 @@ int bench_command(int argc, char** argv) {
     for (const Plan& p : outcome.plans) maps.push_back(p.map);
   }
   const StageMap choice = outcome.plans.front().map;
-  if (std::none_of(maps.begin(), maps.end(), [&](const StageMap& m) { return same_map(m, choice); })) maps.push_back(choice);
+  if (std::none_of(maps.begin(), maps.end(), [&](const StageMap& m) { return m == choice; })) maps.push_back(choice);
 
   std::vector<BenchCase> cases;
   for (int m : counts) {
@@ -148,7 +127,7 @@ int bench_command(int argc, char** argv) {
         c.map = map;
         c.schedule = kind;
         c.micro_batches = m;
-        c.planner_choice = same_map(map, choice) && kind == schedules.front() && m == counts.front();
+        c.planner_choice = map == choice && kind == schedules.front() && m == counts.front();
         cases.push_back(c);
       }
     }

@@ -61,19 +61,6 @@ StageMap single_cpu_stage(const ModelConfig& model) {
   return StageMap{{StageSpec{"cpu", 0, model.num_model_layers() - 1, 0}}};
 }
 
-// --auto may choose among the shapes whose devices this build and machine can run.
-std::vector<std::vector<std::string>> runnable_shapes(const HardwareSpec& hardware) {
-  std::vector<std::vector<std::string>> shapes;
-  for (const auto& shape : default_shapes(hardware)) {
-    bool runnable = true;
-    for (const std::string& device : shape) {
-      if (device != "cpu" && (device.rfind("cuda:", 0) != 0 || std::stoi(device.substr(5)) >= cuda_device_count())) runnable = false;
-    }
-    if (runnable) shapes.push_back(shape);
-  }
-  return shapes;
-}
-
 std::string ms(double seconds) {
   char text[32];
   std::snprintf(text, sizeof(text), "%.2f ms", seconds * 1e3);
