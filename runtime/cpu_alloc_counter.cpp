@@ -3,6 +3,7 @@
 #include <c10/core/CPUAllocator.h>
 
 #include <atomic>
+#include <cstring>
 #include <mutex>
 
 namespace pipetrain {
@@ -27,7 +28,10 @@ class CountingAllocator final : public c10::Allocator {
  public:
   explicit CountingAllocator(c10::Allocator* wrapped) : wrapped_(wrapped) {}
 
-  c10::DataPtr allocate(size_t n) const override {
+  // LibTorch 1.13's Allocator::allocate is const; from 2.3 it is not, and copy_data is a new pure
+  // virtual. Declaring both forms (without `override`) and copy_data fits either: the one the
+  // found LibTorch declares is the override.
+  c10::DataPtr allocate(size_t n) const {  // NOLINT(modernize-use-override)
     char* base = static_cast<char*>(wrapped_->raw_allocate(n + kHeader));
     *reinterpret_cast<int64_t*>(base) = static_cast<int64_t>(n);
     const int64_t now = g_current.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed) + static_cast<int64_t>(n);
@@ -38,6 +42,8 @@ class CountingAllocator final : public c10::Allocator {
     return {data, data, &delete_counted, c10::Device(c10::DeviceType::CPU)};
   }
 
+  c10::DataPtr allocate(size_t n) { return static_cast<const CountingAllocator*>(this)->allocate(n); }
+  void copy_data(void* dest, const void* src, std::size_t count) const { std::memcpy(dest, src, count); }
   c10::DeleterFnPtr raw_deleter() const override { return &delete_counted; }
 
  private:

@@ -8,6 +8,10 @@
 #include "memory/errors.h"
 #include "scheduler/planner.h"
 
+#if PIPETRAIN_WITH_CUDA
+#include "cuda/cuda_backend.h"
+#endif
+
 namespace pipetrain {
 
 bool cuda_available() { return torch::cuda::is_available(); }
@@ -69,5 +73,56 @@ std::vector<std::vector<std::string>> runnable_shapes(const HardwareSpec& hardwa
 }
 
 torch::Device torch_device(const std::string& name) { return torch::Device(name); }
+
+#if PIPETRAIN_WITH_CUDA
+
+bool built_with_cuda() { return true; }
+
+std::unique_ptr<StageDevice> make_stage_device(torch::Device device, int micro_batches) {
+  if (device.is_cuda()) return cuda_backend::make_stage_device(device, micro_batches);
+  return std::make_unique<StageDevice>();
+}
+
+std::unique_ptr<Transfer> make_transfer(torch::Device from, torch::Device to, const RingSpec& ring, StageDevice* producer,
+                                        EventKind produced_by) {
+  if (from == to) return std::make_unique<HandOff>();
+  if (from.is_cpu() != to.is_cpu()) return cuda_backend::make_transfer(from, to, ring, producer, produced_by);
+  return std::make_unique<DeviceCopy>(from, to);  // GPU to GPU: not a path this version plans
+}
+
+int64_t cap_device_memory(torch::Device device, int64_t bytes) { return cuda_backend::cap_memory(device, bytes); }
+VramReport vram_report(torch::Device device) { return cuda_backend::vram_report(device); }
+void reset_vram_peak(torch::Device device) { cuda_backend::reset_vram_peak(device); }
+double raw_pinned_copy_seconds(torch::Device device, int64_t bytes, bool host_to_device, int reps) {
+  return cuda_backend::raw_pinned_copy_seconds(device, bytes, host_to_device, reps);
+}
+
+#else  // a CPU-only LibTorch: every device is the CPU, or place_stages refused the map
+
+namespace {
+[[noreturn]] void no_cuda(const char* what) {
+  throw std::runtime_error(std::string(what) + " needs CUDA, and this pipetrain was built without it (" +
+                           torch_build_description() + ")");
+}
+}  // namespace
+
+bool built_with_cuda() { return false; }
+
+std::unique_ptr<StageDevice> make_stage_device(torch::Device device, int) {
+  if (device.is_cuda()) no_cuda("a stage on cuda");
+  return std::make_unique<StageDevice>();
+}
+
+std::unique_ptr<Transfer> make_transfer(torch::Device from, torch::Device to, const RingSpec&, StageDevice*, EventKind) {
+  if (from == to) return std::make_unique<HandOff>();
+  return std::make_unique<DeviceCopy>(from, to);
+}
+
+int64_t cap_device_memory(torch::Device, int64_t) { no_cuda("a VRAM cap"); }
+VramReport vram_report(torch::Device) { no_cuda("VRAM statistics"); }
+void reset_vram_peak(torch::Device) { no_cuda("VRAM statistics"); }
+double raw_pinned_copy_seconds(torch::Device, int64_t, bool, int) { no_cuda("a pinned copy"); }
+
+#endif
 
 }  // namespace pipetrain

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <new>
 #include <unordered_map>
@@ -61,10 +62,15 @@ void delete_block(void* data) {
 
 class CachingAllocator final : public c10::Allocator {
  public:
-  c10::DataPtr allocate(size_t n) const override {
+  // LibTorch 1.13's Allocator::allocate is const; from 2.3 it is not, and copy_data is a new pure
+  // virtual. Declaring both forms (without `override`) and copy_data fits either: the one the
+  // found LibTorch declares is the override.
+  c10::DataPtr allocate(size_t n) const {  // NOLINT(modernize-use-override)
     void* data = allocate_data(n);
     return {data, data, &delete_block, c10::Device(c10::DeviceType::CPU)};
   }
+  c10::DataPtr allocate(size_t n) { return static_cast<const CachingAllocator*>(this)->allocate(n); }
+  void copy_data(void* dest, const void* src, std::size_t count) const { std::memcpy(dest, src, count); }
   c10::DeleterFnPtr raw_deleter() const override { return &delete_block; }
 
  private:

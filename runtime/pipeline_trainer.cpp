@@ -5,10 +5,15 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
+#include <tuple>
 
+#include "memory/errors.h"
 #include "memory/machine_probe.h"
+#include "memory/plan_options.h"
 #include "memory/stage_map.h"
 #include "runtime/devices.h"
 #include "runtime/host_allocator.h"
@@ -94,24 +99,59 @@ PipelineTrainer::PipelineTrainer(const RunConfig& run, const HardwareSpec& hardw
   // Explicit thread counts in the config win over the core groups' choice.
   set_blas_threads(run_.train.blas_threads > 0 ? static_cast<int>(run_.train.blas_threads) : cores_.blas_threads);
 
+  // Each GPU's caching allocator is held to the memory the plan was made for, so a large card
+  // stands in for the hardware description's (an 8 GiB reference card on an H100, say).
+  for (const StageSpec& st : run_.stages.stages) {
+    if (st.device == "cpu" || std::find(gpus_.begin(), gpus_.end(), st.device) != gpus_.end()) continue;
+    gpus_.push_back(st.device);
+    cap_device_memory(torch_device(st.device), hardware_.device(st.device).memory_bytes);
+    reset_vram_peak(torch_device(st.device));
+  }
+
   StageOptions options;
   options.checkpointing = run_.train.checkpointing;
   options.optimizer = run_.train.optimizer;
+  const int micro_batches = static_cast<int>(run_.train.micro_batches);
   for (int s = 0; s < run_.stages.num_stages(); ++s) {
     const StageSpec& st = run_.stages.stages[static_cast<size_t>(s)];
     options.device = torch_device(st.device);
     stages_.push_back(std::make_unique<Stage>(run_.model, st.first, st.last, static_cast<uint64_t>(run_.train.seed), options));
+    devices_.push_back(make_stage_device(options.device, micro_batches));
   }
+  // Staging rings as the planner counts them: ring_slots slots of one boundary activation
+  // [micro_batch_size, seq_len, hidden_dim] in FP32, per cross-device boundary and direction.
+  RingSpec ring;
+  ring.slots = PlanOptions().ring_slots;
+  ring.slot_bytes = run_.train.micro_batch_size * run_.model.seq_len * run_.model.hidden_dim * static_cast<int64_t>(sizeof(float));
+  ring.micro_batches = micro_batches;
   for (int b = 0; b + 1 < run_.stages.num_stages(); ++b) {
     const torch::Device from = stages_[static_cast<size_t>(b)]->device();
     const torch::Device to = stages_[static_cast<size_t>(b + 1)]->device();
-    send_forward_.push_back(make_transfer(from, to));
-    send_backward_.push_back(make_transfer(to, from));
+    send_forward_.push_back(make_transfer(from, to, ring, devices_[static_cast<size_t>(b)].get(), EventKind::kForward));
+    send_backward_.push_back(make_transfer(to, from, ring, devices_[static_cast<size_t>(b + 1)].get(), EventKind::kBackward));
     forward_resources_.push_back(send_forward_.back()->resource().empty() ? "send " + std::to_string(b) + "->" + std::to_string(b + 1)
                                                                           : send_forward_.back()->resource());
     backward_resources_.push_back(send_backward_.back()->resource().empty() ? "send " + std::to_string(b + 1) + "->" + std::to_string(b)
                                                                             : send_backward_.back()->resource());
   }
+  if (pinned_bytes() > hardware_.pinned_bytes) {
+    throw InputError("the staging rings need " + std::to_string(pinned_bytes()) + " bytes of pinned memory, but " +
+                     hardware_.name + " allows " + std::to_string(hardware_.pinned_bytes) +
+                     "; use a smaller train.micro_batch_size or fewer CPU/GPU boundaries");
+  }
+}
+
+int64_t PipelineTrainer::pinned_bytes() const {
+  int64_t total = 0;
+  for (const auto& t : send_forward_) total += t->pinned_bytes();
+  for (const auto& t : send_backward_) total += t->pinned_bytes();
+  return total;
+}
+
+std::vector<VramLine> PipelineTrainer::vram() const {
+  std::vector<VramLine> lines;
+  for (const std::string& gpu : gpus_) lines.push_back({gpu, vram_report(torch_device(gpu))});
+  return lines;
 }
 
 PipelineTrainer::~PipelineTrainer() = default;
@@ -170,8 +210,13 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
   std::vector<StageCallbacks> callbacks(static_cast<size_t>(num));
   for (int s = 0; s < num; ++s) {
     Stage& stage = *stages_[static_cast<size_t>(s)];
-    callbacks[static_cast<size_t>(s)].forward = [&, s](int k) {
-      guarded(s, "forward", k, [&] {
+    StageDevice& device = *devices_[static_cast<size_t>(s)];
+    auto on_device = [this, &device](EventKind kind, int k, const std::function<void()>& body) {
+      device.run_op(kind, k, body);
+      if (one_op_at_a_time_) device.synchronize();
+    };
+    callbacks[static_cast<size_t>(s)].forward = [&, s, on_device](int k) {
+      guarded(s, "forward", k, [&] { on_device(EventKind::kForward, k, [&] {
         torch::Tensor x = s == 0 ? batch.inputs.narrow(0, k * mbs, mbs).to(stage.device()) : std::move(act_in[s][k]);
         if (!stage.is_last()) {
           act_out[s][k] = stage.forward(k, x);
@@ -183,13 +228,13 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
           throw std::runtime_error("loss is " + std::to_string(loss) + " (try a lower train.lr)");
         }
         losses[static_cast<size_t>(k)] = loss;
-      });
+      }); });
     };
-    callbacks[static_cast<size_t>(s)].backward = [&, s](int k) {
-      guarded(s, "backward", k, [&] {
+    callbacks[static_cast<size_t>(s)].backward = [&, s, on_device](int k) {
+      guarded(s, "backward", k, [&] { on_device(EventKind::kBackward, k, [&] {
         torch::Tensor g = stage.backward(k, stage.is_last() ? torch::Tensor() : std::move(grad_in[s][k]));
         if (s > 0) grad_out[s][k] = std::move(g);
-      });
+      }); });
     };
   }
   std::vector<BoundaryCallbacks> boundaries(static_cast<size_t>(num - 1));
@@ -208,11 +253,34 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
 
   ExecutorOptions options;
   options.stage_resources = stage_resources();
-  options.stage_groups = cores_.group_of_stage;
+  options.stage_groups = one_op_at_a_time_ ? std::vector<int>(static_cast<size_t>(num), 0) : cores_.group_of_stage;
   options.forward_resources = forward_resources_;
   options.backward_resources = backward_resources_;
-  const ExecutionReport report = run_schedule(schedule_, callbacks, boundaries, options);
+  for (auto& d : devices_) d->begin_step();
+  for (auto& t : send_forward_) t->begin_step();
+  for (auto& t : send_backward_) t->begin_step();
+  ExecutionReport report = run_schedule(schedule_, callbacks, boundaries, options);
   last_max_in_flight_ = report.max_in_flight;
+
+  // What a device timed itself replaces the host's view of it: a GPU op's span is when the GPU ran
+  // it, not when the host launched it; a copy's is when the copy engine moved the bytes.
+  std::map<std::tuple<EventKind, int, int>, DeviceSpan> timed;
+  for (int s = 0; s < num; ++s) {
+    for (const DeviceSpan& d : devices_[static_cast<size_t>(s)]->finish_step()) timed[{d.kind, s, d.micro_batch}] = d;
+  }
+  for (int b = 0; b + 1 < num; ++b) {
+    for (DeviceSpan d : send_forward_[static_cast<size_t>(b)]->finish_step()) timed[{EventKind::kSendActivation, b, d.micro_batch}] = d;
+    for (DeviceSpan d : send_backward_[static_cast<size_t>(b)]->finish_step()) timed[{EventKind::kSendGradient, b + 1, d.micro_batch}] = d;
+  }
+  if (!timed.empty()) {
+    const double origin = std::chrono::duration<double>(report.started.time_since_epoch()).count();
+    for (SimEvent& e : report.events) {
+      const auto it = timed.find({e.kind, e.stage, e.micro_batch});
+      if (it == timed.end()) continue;
+      e.start = it->second.start - origin;
+      e.end = it->second.end - origin;
+    }
+  }
   return report.events;
 }
 
@@ -252,6 +320,7 @@ StepRecord PipelineTrainer::train_step() {
       OpScope scope(*this, s);
       stages_[static_cast<size_t>(s)]->scale_grads(scale);
       stages_[static_cast<size_t>(s)]->step(lr);
+      devices_[static_cast<size_t>(s)]->synchronize();  // a GPU stage's step is done when the GPU is
     }
     const double end = std::chrono::duration<double>(Clock::now() - created_).count() - step_offset;
     timeline.push_back({EventKind::kOptimizer, s, -1, resources[static_cast<size_t>(s)], begin, end});
@@ -313,10 +382,19 @@ PipelineSummary PipelineTrainer::summary() const {
   out.steps_measured = static_cast<int>(steps.size());
   if (steps.empty()) return out;
   std::vector<double> bubbles, spans;
+  std::vector<std::vector<double>> busy(static_cast<size_t>(num_stages()));
   for (const auto& events : steps) {
     bubbles.push_back(bubble_fraction(events, num_stages()));
     spans.push_back(pipeline_seconds(events));
+    std::vector<double> op_seconds(static_cast<size_t>(num_stages()), 0.0);
+    for (const SimEvent& e : events) {
+      if (e.kind == EventKind::kForward || e.kind == EventKind::kBackward) op_seconds[static_cast<size_t>(e.stage)] += e.end - e.start;
+    }
+    for (int s = 0; s < num_stages(); ++s) {
+      busy[static_cast<size_t>(s)].push_back(spans.back() > 0.0 ? op_seconds[static_cast<size_t>(s)] / spans.back() : 0.0);
+    }
   }
+  for (const auto& b : busy) out.stage_busy.push_back(median(b));
   out.measured_bubble = median(bubbles);
   out.measured_pipeline_seconds = median(spans);
   out.op_times = median_op_times(steps, num_stages(), stage_resources());

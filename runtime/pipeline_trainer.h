@@ -30,6 +30,7 @@
 #include "scheduler/cores.h"
 #include "scheduler/schedule.h"
 #include "scheduler/timeline.h"
+#include "runtime/devices.h"
 #include "runtime/trainer.h"
 #include "runtime/transfer.h"
 #include "stages/stage.h"
@@ -50,6 +51,15 @@ struct PipelineSummary {
   double predicted_pipeline_seconds = 0.0;
   double predicted_step_seconds = 0.0;  // with each stage's optimizer step after its last backward
   OpTimes op_times;
+  // Per stage, the median over those steps of its ops' time over the pipeline span: a GPU stage's
+  // busy fraction (its spans are timed on the GPU with CUDA events).
+  std::vector<double> stage_busy;
+};
+
+// A GPU's caching allocator against the planner's estimate for that device.
+struct VramLine {
+  std::string device;
+  VramReport report;
 };
 
 class PipelineTrainer : public Trainer {
@@ -88,6 +98,14 @@ class PipelineTrainer : public Trainer {
   static constexpr size_t kSummarySteps = 200;
   PipelineSummary summary() const;
 
+  // The same stages one op at a time, a GPU op waiting for its own end: the unpipelined way of
+  // running a split, for benchmarks to compare against.
+  void set_one_op_at_a_time(bool on) { one_op_at_a_time_ = on; }
+  // Each GPU the stages use, with its allocator's peaks (since construction) and cap.
+  std::vector<VramLine> vram() const;
+  // Pinned host memory the staging rings hold.
+  int64_t pinned_bytes() const;
+
  private:
   class OpScope;
   // Runs the schedule; returns its spans on the step's clock.
@@ -100,6 +118,9 @@ class PipelineTrainer : public Trainer {
   CoreAssignment cores_;
   std::vector<int> os_cpus_;  // logical core i is the OS's CPU os_cpus_[i]
   std::vector<std::unique_ptr<Stage>> stages_;
+  std::vector<std::unique_ptr<StageDevice>> devices_;  // how each stage's ops run
+  std::vector<std::string> gpus_;                       // distinct GPU names the stages use
+  bool one_op_at_a_time_ = false;
   std::vector<std::unique_ptr<Transfer>> send_forward_, send_backward_;
   std::vector<std::string> forward_resources_, backward_resources_;
   int64_t steps_done_ = 0;

@@ -6,9 +6,4 @@ DeviceCopy::DeviceCopy(torch::Device from, torch::Device to) : to_(to), resource
 
 torch::Tensor DeviceCopy::send(int, const torch::Tensor& tensor) { return tensor.to(to_); }
 
-std::unique_ptr<Transfer> make_transfer(torch::Device from, torch::Device to) {
-  if (from == to) return std::make_unique<HandOff>();
-  return std::make_unique<DeviceCopy>(from, to);
-}
-
 }  // namespace pipetrain

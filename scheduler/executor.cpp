@@ -231,6 +231,7 @@ ExecutionReport run_schedule(const Schedule& schedule, const std::vector<StageCa
 
   ExecutionReport report;
   report.seconds = shared.now();
+  report.started = shared.start;
   for (int s = 0; s < num_stages; ++s) {
     const StageBody::State& state = states[static_cast<size_t>(s)];
     if (state.next != schedule.stages[static_cast<size_t>(s)].size()) {

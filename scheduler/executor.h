@@ -22,6 +22,8 @@
 //   r.events;  // measured spans, same shape as the simulator's
 #pragma once
 
+#include <chrono>
+
 #include <functional>
 #include <string>
 #include <vector>
@@ -57,6 +59,7 @@ struct ExecutionReport {
   std::vector<SimEvent> events;     // seconds since the run started, in completion order
   std::vector<int> max_in_flight;   // per stage, observed
   double seconds = 0.0;             // wall time of the whole run
+  std::chrono::steady_clock::time_point started;  // time 0 of the events
 };
 
 // Throws std::invalid_argument when the callback counts do not match the schedule, and rethrows the

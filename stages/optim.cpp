@@ -3,6 +3,11 @@
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+
 namespace pipetrain {
 namespace {
 
@@ -73,7 +78,22 @@ void scale_grads(const std::vector<torch::Tensor>& params, double scale) {
 namespace pipetrain {
 namespace {
 
-std::string state_key(const torch::Tensor& param) { return c10::guts::to_string(param.unsafeGetTensorImpl()); }
+// LibTorch keys an optimizer's per-parameter state by the parameter's TensorImpl: printed as a
+// string before 2.0, the pointer itself since. Either way the key names the same tensor.
+using StateKey = std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>::key_type;
+
+template <typename Key>
+Key state_key_as(const torch::Tensor& param) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream text;
+    text << param.unsafeGetTensorImpl();
+    return text.str();
+  } else {
+    return static_cast<Key>(param.unsafeGetTensorImpl());
+  }
+}
+
+StateKey state_key(const torch::Tensor& param) { return state_key_as<StateKey>(param); }
 
 const torch::Tensor& find_state(const std::vector<std::pair<std::string, torch::Tensor>>& state, const std::string& key,
                                 const torch::Tensor& like) {
@@ -108,7 +128,7 @@ std::vector<std::pair<std::string, torch::Tensor>> parameter_state(const torch::
 
 void set_parameter_state(torch::optim::Optimizer& optimizer, const torch::Tensor& param,
                          const std::vector<std::pair<std::string, torch::Tensor>>& state) {
-  const std::string key = state_key(param);
+  const StateKey key = state_key(param);
   if (state.empty()) {
     optimizer.state().erase(key);
     return;

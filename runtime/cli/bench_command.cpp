@@ -45,6 +45,7 @@ int bench_command(int argc, char** argv) {
   options.add_options()
       ("c,config", "YAML config (model, train, hardware); default: the default config", cxxopts::value<std::string>())
       ("set", "override one config key (repeatable)", cxxopts::value<std::vector<std::string>>())
+      ("vram-cap-gib", kVramCapHelp, cxxopts::value<double>())
       ("hardware", "hardware preset or file, e.g. a `pipetrain profile` output (default: the config's)",
        cxxopts::value<std::string>())
       ("splits", "all (every boundary choice, capped by --max-splits), top:K (the planner's K best), or stage map "
@@ -60,7 +61,7 @@ int bench_command(int argc, char** argv) {
   if (!parsed) return 0;
   const cxxopts::ParseResult& args = *parsed;
   const RunConfig run = config_from_args(args, {"stages=none"});  // the splits come from --splits
-  const HardwareSpec hw = load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware);
+  const HardwareSpec hw = with_vram_cap(load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware), args);
   const int steps = args["steps"].as<int>(), warmup = args["warmup"].as<int>();
   if (steps < 1 || warmup < 0) throw InputError("--steps must be at least 1 and --warmup at least 0; got --steps " + std::to_string(steps) +
                      " --warmup " + std::to_string(warmup));

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "memory/hardware.h"
 #include "runtime/config.h"
 
 namespace pipetrain::cli {
@@ -20,6 +21,14 @@ std::optional<cxxopts::ParseResult> parse_command(cxxopts::Options& options, int
 // every --set, then `after` applied in that order.
 RunConfig config_from_args(const cxxopts::ParseResult& args, const std::vector<std::string>& before = {},
                            const std::vector<std::string>& after = {});
+
+// --vram-cap-gib: every GPU of `hardware` gets at most that much memory, so plans are made for the
+// smaller card and the run's caching allocator is held to it (an H100 standing in for an 8 GiB
+// card). Without the option the hardware is returned unchanged. A non-positive or non-finite value
+// is an InputError naming it.
+HardwareSpec with_vram_cap(HardwareSpec hardware, const cxxopts::ParseResult& args);
+constexpr const char* kVramCapHelp =
+    "hold every GPU to this many GiB: the plan's budget and the caching allocator's cap (a large GPU stands in for a smaller one)";
 
 // "a,b,,c" -> {"a", "b", "c"}
 std::vector<std::string> split_list(const std::string& text);

@@ -23,6 +23,7 @@ int plan_command(int argc, char** argv) {
                            "nothing fits, with remedies.");
   options.add_options()
       ("c,config", "YAML config (model, train, hardware, stages); default: the default config", cxxopts::value<std::string>())
+      ("vram-cap-gib", kVramCapHelp, cxxopts::value<double>())
       ("hardware", "a preset (" + [] {
          std::string names;
          for (const std::string& n : hardware_preset_names()) names += (names.empty() ? "" : ", ") + n;
@@ -45,7 +46,7 @@ int plan_command(int argc, char** argv) {
   const RunConfig run = config_from_args(args);
 
   PlanRequest request =
-      plan_request_for(run, load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware));
+      plan_request_for(run, with_vram_cap(load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware), args));
   request.choices.runners_up = args["runners-up"].as<int>();
   if (args.count("schedule")) {
     request.options.schedule = parse_schedule_kind(args["schedule"].as<std::string>());

@@ -87,6 +87,7 @@ int train_command(int argc, char** argv) {
       ("c,config", "YAML config with sections model, train, data, hardware, stages", cxxopts::value<std::string>())
       ("stage-map", "YAML stage map file; overrides the config's stages", cxxopts::value<std::string>())
       ("auto", "let the planner choose the stage boundaries, schedule, checkpointing and core split")
+      ("vram-cap-gib", kVramCapHelp, cxxopts::value<double>())
       ("hardware", "hardware preset or YAML file for the plan's budgets (default: the config's)", cxxopts::value<std::string>())
       ("gpu-stages-on-cpu", "run stages placed on cuda:N on the CPU when this build or machine has no such GPU (warns)")
       ("steps", "optimizer steps (overrides train.steps)", cxxopts::value<int64_t>())
@@ -128,7 +129,7 @@ int train_command(int argc, char** argv) {
   if (automatic && args.count("stage-map")) throw InputError("give either --auto or --stage-map, not both");
   std::vector<std::string> warnings;
   PlanRequest request =
-      plan_request_for(run, load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware));
+      plan_request_for(run, with_vram_cap(load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware), args));
   if (automatic) {
     // The planner chooses where and how, never what is computed: the global batch stays the config's.
     request.choices.micro_batch_counts = {request.options.micro_batches};
@@ -275,12 +276,26 @@ int train_command(int argc, char** argv) {
                 ms(pipe.measured_pipeline_seconds).c_str(), ms(pipe.predicted_pipeline_seconds).c_str());
     for (int s = 0; s < trainer.num_stages(); ++s) {
       const StageTiming& t = pipe.op_times.stages[static_cast<size_t>(s)];
-      std::printf("  stage %d on %-7s forward %s, backward %s, optimizer %s\n", s, t.resource.c_str(),
-                  ms(t.forward_seconds).c_str(), ms(t.backward_seconds).c_str(), ms(t.optimizer_seconds).c_str());
+      std::printf("  stage %d on %-7s forward %s, backward %s, optimizer %s; busy %.0f%% of the span%s\n", s,
+                  t.resource.c_str(), ms(t.forward_seconds).c_str(), ms(t.backward_seconds).c_str(),
+                  ms(t.optimizer_seconds).c_str(), 100.0 * pipe.stage_busy[static_cast<size_t>(s)],
+                  run.stages.stages[static_cast<size_t>(s)].device == "cpu" ? "" : " (timed with CUDA events)");
     }
     std::printf("  the planner predicted %.0f tokens/s from %s\n", plan.predicted.tokens_per_s,
                 time_source(run.model, request.hardware, plan.options).c_str());
   }
+  for (const VramLine& v : trainer.vram()) {
+    int64_t planned = 0;
+    for (const DeviceMemory& d : plan.memory.devices) {
+      if (d.name == v.device) planned = d.need_bytes;
+    }
+    std::printf("vram: %s peak %s allocated, %s reserved by the caching allocator; the plan estimated %s; cap %s (card %s)\n",
+                v.device.c_str(), format_gib(v.report.peak_allocated_bytes).c_str(),
+                format_gib(v.report.peak_reserved_bytes).c_str(), format_gib(planned).c_str(),
+                v.report.cap_bytes > 0 ? format_gib(v.report.cap_bytes).c_str() : "none",
+                format_gib(v.report.total_bytes).c_str());
+  }
+  if (trainer.pinned_bytes() > 0) std::printf("staging rings: %s pinned\n", format_gib(trainer.pinned_bytes()).c_str());
   if (args.count("trace")) {
     const std::string trace_path = args["trace"].as<std::string>();
     const int64_t tokens = run.train.micro_batch_size * run.train.micro_batches * run.model.seq_len;

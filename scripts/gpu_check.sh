@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The GPU test and benchmark run, for a CUDA machine (budget: under 8 minutes on 16 cores from a
+# clean copy): builds with CUDA (scripts/build_gpu.sh), runs the GPU tests (stage2 on cuda:0
+# against the CPU reference, the staging rings, the VRAM cap) and the CPU pipeline tests beside
+# them, benchmarks the rings, CPU -> GPU -> CPU pipelining and VRAM under an 8 GiB cap
+# (benchmarks/bench_gpu.cpp), and trains a few steps of the default model with stage2 on the GPU
+# with a Chrome trace. Logs and results go to $1 (default: build-gpu/gpu-check).
+#
+#   bash scripts/gpu_deps.sh fetch             # once, where Debian's registry is reachable
+#   bash scripts/gpu_check.sh [OUT_DIR]         # on the GPU machine
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="${1:-$root/build-gpu/gpu-check}"
+mkdir -p "$out"
+status=0
+step() { echo; echo "== $1 ($(date +%T))"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$out/machine.txt"
+echo "cores: $(nproc)" | tee -a "$out/machine.txt"
+
+step "build"
+start=$(date +%s)
+if ! bash "$root/scripts/build_gpu.sh" -j"$(nproc)" -- -k 0 > "$out/build.log" 2>&1; then
+  grep -E "error|Error|FAILED" "$out/build.log" | head -60
+  tail -30 "$out/build.log"
+  exit 1
+fi
+echo "built in $(( $(date +%s) - start )) s" | tee -a "$out/machine.txt"
+bin="$root/build-gpu"
+"$bin/pipetrain" doctor 2>&1 | tee "$out/doctor.txt"
+
+step "GPU tests and the pipeline tests"
+for t in test_cuda test_pipeline test_executor; do
+  "$bin/tests/$t" 2>&1 | tail -4 | tee "$out/$t.txt" || status=1
+  grep -q "Status: SUCCESS" "$out/$t.txt" || { status=1; "$bin/tests/$t" 2>&1 | grep -B2 -A12 "ERROR" | head -80; }
+done
+
+step "benchmark"
+"$bin/bench_gpu" --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench_gpu.txt" || status=1
+
+step "train: the default model, stage2 on cuda:0, with a trace"
+rm -rf "$out/run"
+data=()
+missing=0
+for f in GPL-3 GPL-2 LGPL-3 LGPL-2.1 Apache-2.0 MPL-2.0 GFDL-1.3 Artistic; do
+  [ -f "/usr/share/common-licenses/$f" ] || missing=1
+done
+if [ "$missing" = 1 ]; then  # the default config's texts are not all here: train on the sources
+  cat "$root"/README.md "$root"/runtime/*.cpp "$root"/scheduler/*.cpp > "$out/text.txt"
+  data=(--set "data.files=[$out/text.txt]")
+fi
+"$bin/pipetrain" train --set train.steps=30 --set train.eval_batches=4 "${data[@]}" \
+  --stage-map "$root/configs/stage_maps/cpu_gpu_cpu.yaml" --out "$out/run" --trace "$out/trace.json" \
+  2>&1 | tee "$out/train.txt" || status=1
+
+step "done: status $status"
+exit $status
