@@ -38,6 +38,7 @@ arch="${TORCH_CUDA_ARCH_LIST:-$("$python" -c 'import torch; c = torch.cuda.get_d
 echo "build_gpu.sh: PyTorch $torch_version (CUDA $torch_cuda), toolkit $cuda_home, C++$std, arch $arch"
 if [ ! -f "$root/build-gpu/build.ninja" ]; then
   TORCH_CUDA_ARCH_LIST="$arch" cmake -S "$root" -B "$root/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_PREFIX_PATH="$prefix_path" -DCUDAToolkit_ROOT="$cuda_home" -DCMAKE_CXX_STANDARD="$std" "${extra[@]}"
+    -DCMAKE_PREFIX_PATH="$prefix_path" -DCUDAToolkit_ROOT="$cuda_home" -DCMAKE_CXX_STANDARD="$std" \
+    -DCMAKE_POLICY_VERSION_MINIMUM=3.5 "${extra[@]}"
 fi
 cmake --build "$root/build-gpu" "$@"
