@@ -29,6 +29,7 @@
 #include "runtime/config.h"
 #include "runtime/devices.h"
 #include "runtime/hardware_config.h"
+#include "runtime/host_allocator.h"
 #include "runtime/pipeline_trainer.h"
 #include "runtime/transfer.h"
 #include "scheduler/planner.h"
@@ -99,14 +100,14 @@ RunConfig model_run(const std::vector<std::string>& more) {
   return parse_run_config(default_config_text(), "bench_gpu model", overrides);
 }
 
-// (2) Pipelined against one op at a time, round-robin.
-nlohmann::json bench_pipelining(const HardwareSpec& hw, int warmup, int steps) {
+// (2) Pipelined against one op at a time, round-robin, for a split of the 8-block model given by
+// its last layers (embed = 0, blocks 1..8, head = 9).
+nlohmann::json bench_pipelining(const HardwareSpec& hw, const std::vector<int64_t>& cuts, int warmup, int steps) {
   RunConfig run = model_run({"model.hidden_dim=512", "model.num_layers=8", "model.num_heads=8",
                              "model.intermediate_size=2048", "model.seq_len=128", "train.micro_batch_size=8",
                              "train.micro_batches=8"});
-  // Layers: embed(0), blocks 1..8, head(9). stage1 = embed + block 1, stage2 = blocks 2..7, stage3 = block 8 + head.
   const int cpu_cores = std::max(1, (hw.device("cpu").cores - 2) / 2);
-  run.stages = make_stage_map({"cpu", "cuda:0", "cpu"}, {1, 7, 9}, {cpu_cores, 0, cpu_cores});
+  run.stages = make_stage_map({"cpu", "cuda:0", "cpu"}, cuts, {cpu_cores, 0, cpu_cores});
   validate_stage_map(run.stages, run.model, hw);
   PipelineTrainer pipelined(run, hw, false);
   PipelineTrainer sequential(run, hw, false);
@@ -120,16 +121,15 @@ nlohmann::json bench_pipelining(const HardwareSpec& hw, int warmup, int steps) {
       tp.push_back(tokens / a.step_seconds);
       ts.push_back(tokens / b.step_seconds);
     }
-    std::printf("  step %d: pipelined %.0f tokens/s (loss %.4f), one op at a time %.0f tokens/s (loss %.4f)\n", i + 1,
-                tokens / a.step_seconds, a.loss, tokens / b.step_seconds, b.loss);
   }
   const PipelineSummary ps = pipelined.summary(), ss = sequential.summary();
   nlohmann::json j;
   j["model"] = {{"hidden", run.model.hidden_dim}, {"blocks", run.model.num_layers}, {"seq", run.model.seq_len},
                 {"micro_batch_size", run.train.micro_batch_size}, {"micro_batches", run.train.micro_batches},
                 {"params", total_param_count(run.model)}};
-  j["split"] = "cpu[" + std::to_string(cpu_cores) + "c] embed..block 1 | cuda:0 blocks 2..7 | cpu[" +
-               std::to_string(cpu_cores) + "c] block 8..head";
+  j["split"] = "cpu[" + std::to_string(cpu_cores) + "c] " + describe_range(run.model, run.stages.stages[0].first, run.stages.stages[0].last) +
+               " | cuda:0 " + describe_range(run.model, run.stages.stages[1].first, run.stages.stages[1].last) + " | cpu[" +
+               std::to_string(cpu_cores) + "c] " + describe_range(run.model, run.stages.stages[2].first, run.stages.stages[2].last);
   j["pipelined_tokens_per_s"] = median_of(tp);
   j["one_op_at_a_time_tokens_per_s"] = median_of(ts);
   j["speedup"] = median_of(tp) / median_of(ts);
@@ -151,10 +151,10 @@ nlohmann::json bench_vram(HardwareSpec hw, int steps) {
   }
   RunConfig run = model_run({"model.hidden_dim=2048", "model.num_layers=16", "model.num_heads=16",
                              "model.intermediate_size=8192", "model.seq_len=128", "train.micro_batch_size=2",
-                             "train.micro_batches=2"});
-  // embed + blocks 1..4 | blocks 5..12 on the GPU | blocks 13..16 + head.
+                             "train.micro_batches=2", "train.lr=3e-4"});
+  // embed + blocks 1..5 | blocks 6..12 on the GPU (what fits the 8 GiB card's budget) | blocks 13..16 + head.
   const int cpu_cores = std::max(1, (hw.device("cpu").cores - 2) / 2);
-  run.stages = make_stage_map({"cpu", "cuda:0", "cpu"}, {4, 12, 17}, {cpu_cores, 0, cpu_cores});
+  run.stages = make_stage_map({"cpu", "cuda:0", "cpu"}, {5, 12, 17}, {cpu_cores, 0, cpu_cores});
   validate_stage_map(run.stages, run.model, hw);
   PlanOptions po;
   po.schedule = run.train.schedule;
@@ -219,6 +219,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_gpu: no usable CUDA (%s)\n", torch_build_description().c_str());
     return 2;
   }
+  HostCachingAllocator::install();  // as pipetrain's main does: large CPU tensors reuse their pages
   const int steps = args["steps"].as<int>(), warmup = args["warmup"].as<int>(), vram_steps = args["vram-steps"].as<int>();
   if (steps < 1 || warmup < 0 || vram_steps < 1) {
     std::fprintf(stderr, "bench_gpu: --steps and --vram-steps must be >= 1 and --warmup >= 0 (got %d, %d, %d)\n", steps,
@@ -244,12 +245,18 @@ int main(int argc, char** argv) {
   }
   std::fflush(stdout);
   std::printf("(2) CPU -> GPU -> CPU pipelined against the same stages one op at a time\n");
-  out["pipelining"] = bench_pipelining(hw, warmup, steps);
-  std::printf("  pipelined %.0f tokens/s, one op at a time %.0f tokens/s: %.2fx; GPU busy %.1f%% against %.1f%%\n",
-              out["pipelining"]["pipelined_tokens_per_s"].get<double>(),
-              out["pipelining"]["one_op_at_a_time_tokens_per_s"].get<double>(), out["pipelining"]["speedup"].get<double>(),
-              100.0 * out["pipelining"]["gpu_busy_pipelined"].get<double>(),
-              100.0 * out["pipelining"]["gpu_busy_one_op_at_a_time"].get<double>());
+  // A block on each CPU stage (the CPU stages set the pace), then the GPU holding every block.
+  for (const std::vector<int64_t>& cuts : {std::vector<int64_t>{1, 7, 9}, std::vector<int64_t>{0, 8, 9}}) {
+    const nlohmann::json j = bench_pipelining(hw, cuts, warmup, steps);
+    std::printf("  %s: pipelined %.0f tokens/s, one op at a time %.0f tokens/s: %.2fx; GPU busy %.1f%% against %.1f%%; "
+                "bubble %.3f (simulator %.3f)\n",
+                j["split"].get<std::string>().c_str(), j["pipelined_tokens_per_s"].get<double>(),
+                j["one_op_at_a_time_tokens_per_s"].get<double>(), j["speedup"].get<double>(),
+                100.0 * j["gpu_busy_pipelined"].get<double>(), 100.0 * j["gpu_busy_one_op_at_a_time"].get<double>(),
+                j["bubble_pipelined"].get<double>(), j["bubble_predicted"].get<double>());
+    std::fflush(stdout);
+    out["pipelining"].push_back(j);
+  }
   std::fflush(stdout);
   std::printf("(3) peak VRAM against the plan under an 8 GiB cap\n");
   out["vram"] = bench_vram(hw, vram_steps);

@@ -7,15 +7,19 @@
 //   The copy of micro-batch k+1 runs while the stage computes micro-batch k.
 // Device to host (out of a GPU stage):
 //   the copy stream waits for the event of exactly the op that made the tensor (not for whatever
-//   the stage launched since) -> cudaMemcpyAsync device -> slot -> this transfer's thread waits
-//   for the copy (the CPU stage needs the bytes) -> memcpy out of the slot. The GPU stage's own
-//   thread never waits: it is already launching the next op.
+//   the stage launched since) -> cudaMemcpyAsync device -> a free slot -> this transfer's thread
+//   waits for the copy (the CPU stage needs the bytes) -> the CPU stage gets the slot itself as its
+//   tensor, no second copy; the slot is free again when the last tensor using it goes (after the
+//   micro-batch's backward). The ring has the receiving stage's in-flight count + 1 slots, so one
+//   is always free; if none were, the bytes would be copied out into ordinary memory instead.
+//   The GPU stage's own thread never waits: it is already launching the next op.
 // Device memory that one stream allocated and another uses is handed to the caching allocator with
 // recordStream, so it is not reused before the other stream is done with it.
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <atomic>
 #include <cstring>
 
 #include "cuda/cuda_backend.h"
@@ -56,11 +60,56 @@ class PinnedRing {
   int next_ = 0;
 };
 
-int64_t checked_bytes(const torch::Tensor& t, const PinnedRing& ring, const std::string& resource) {
+// A ring whose slots are lent out as CPU tensors (device to host). A slot is held from its copy
+// until the last tensor viewing it is destroyed; the memory lives as long as any such tensor does,
+// even past the transfer.
+class LentRing {
+ public:
+  explicit LentRing(const RingSpec& spec) : slot_bytes_(spec.slot_bytes) {
+    if (spec.slots < 1 || spec.slot_bytes < 1) {
+      throw std::invalid_argument("a pinned ring needs at least one slot of at least one byte (got " +
+                                  std::to_string(spec.slots) + " x " + std::to_string(spec.slot_bytes) + " bytes)");
+    }
+    for (int i = 0; i < spec.slots; ++i) slots_.push_back(std::make_shared<Slot>(spec.slot_bytes));
+  }
+  // A free slot's index, or -1 when every slot is still held by a tensor.
+  int acquire() {
+    for (size_t n = 0; n < slots_.size(); ++n) {
+      const size_t i = (next_ + n) % slots_.size();
+      bool expected = false;
+      if (slots_[i]->held.compare_exchange_strong(expected, true)) {
+        next_ = (i + 1) % slots_.size();
+        return static_cast<int>(i);
+      }
+    }
+    return -1;
+  }
+  void* data(int i) const { return slots_[static_cast<size_t>(i)]->buffer.data(); }
+  // Slot i's bytes as a CPU tensor that frees the slot when it goes.
+  torch::Tensor lend(int i, c10::IntArrayRef sizes, const torch::TensorOptions& options) {
+    std::shared_ptr<Slot> slot = slots_[static_cast<size_t>(i)];
+    return torch::from_blob(slot->buffer.data(), sizes, [slot](void*) { slot->held.store(false); },
+                            options.device(torch::kCPU));
+  }
+  int64_t slot_bytes() const { return slot_bytes_; }
+  int64_t total_bytes() const { return slot_bytes_ * static_cast<int64_t>(slots_.size()); }
+
+ private:
+  struct Slot {
+    explicit Slot(int64_t bytes) : buffer(bytes) {}
+    PinnedBuffer buffer;
+    std::atomic<bool> held{false};
+  };
+  std::vector<std::shared_ptr<Slot>> slots_;
+  int64_t slot_bytes_;
+  size_t next_ = 0;
+};
+
+int64_t checked_bytes(const torch::Tensor& t, int64_t slot_bytes, const std::string& resource) {
   const int64_t bytes = static_cast<int64_t>(t.nbytes());
-  if (bytes > ring.slot_bytes()) {
+  if (bytes > slot_bytes) {
     throw std::runtime_error("transfer " + resource + ": a tensor of " + std::to_string(bytes) +
-                             " bytes does not fit its ring's slots of " + std::to_string(ring.slot_bytes()) +
+                             " bytes does not fit its ring's slots of " + std::to_string(slot_bytes) +
                              " bytes (the ring is sized from the boundary activation)");
   }
   return bytes;
@@ -68,13 +117,12 @@ int64_t checked_bytes(const torch::Tensor& t, const PinnedRing& ring, const std:
 
 class CudaTransfer : public Transfer {
  public:
-  CudaTransfer(torch::Device gpu, const RingSpec& ring, std::string resource, int micro_batches)
+  CudaTransfer(torch::Device gpu, std::string resource, int micro_batches)
       : gpu_(gpu), resource_(std::move(resource)),
         copy_stream_(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, gpu.index())),
-        compute_stream_(c10::cuda::getDefaultCUDAStream(gpu.index())), ring_(ring), clock_(micro_batches) {}
+        compute_stream_(c10::cuda::getDefaultCUDAStream(gpu.index())), clock_(micro_batches) {}
 
   std::string resource() const override { return resource_; }
-  int64_t pinned_bytes() const override { return ring_.total_bytes(); }
   void begin_step() override {
     c10::cuda::CUDAGuard guard(gpu_.index());
     clock_.start(copy_stream_.stream());
@@ -94,19 +142,19 @@ class CudaTransfer : public Transfer {
   std::string resource_;
   c10::cuda::CUDAStream copy_stream_;
   c10::cuda::CUDAStream compute_stream_;
-  PinnedRing ring_;
   SpanClock clock_;
 };
 
 class HostToDevice final : public CudaTransfer {
  public:
   HostToDevice(torch::Device gpu, const RingSpec& ring, int micro_batches)
-      : CudaTransfer(gpu, ring, "cpu->" + gpu.str(), micro_batches) {}
+      : CudaTransfer(gpu, "cpu->" + gpu.str(), micro_batches), ring_(ring) {}
+  int64_t pinned_bytes() const override { return ring_.total_bytes(); }
 
   torch::Tensor send(int k, const torch::Tensor& tensor) override {
     c10::cuda::CUDAGuard guard(gpu_.index());
     const torch::Tensor src = tensor.contiguous();
-    const int64_t bytes = checked_bytes(src, ring_, resource_);
+    const int64_t bytes = checked_bytes(src, ring_.slot_bytes(), resource_);
     const int slot = ring_.acquire();
     std::memcpy(ring_.data(slot), src.data_ptr(), static_cast<size_t>(bytes));
     torch::Tensor dst;
@@ -127,13 +175,17 @@ class HostToDevice final : public CudaTransfer {
     c10::cuda::CUDACachingAllocator::recordStream(dst.storage().data_ptr(), compute_stream_);
     return dst;
   }
+
+ private:
+  PinnedRing ring_;
 };
 
 class DeviceToHost final : public CudaTransfer {
  public:
   DeviceToHost(torch::Device gpu, const RingSpec& ring, int micro_batches, StageDevice* producer, EventKind produced_by)
-      : CudaTransfer(gpu, ring, gpu.str() + "->cpu", micro_batches),
+      : CudaTransfer(gpu, gpu.str() + "->cpu", micro_batches), ring_(ring),
         producer_(dynamic_cast<CudaStageDevice*>(producer)), produced_by_(produced_by) {}
+  int64_t pinned_bytes() const override { return ring_.total_bytes(); }
 
   torch::Tensor send(int k, const torch::Tensor& tensor) override {
     c10::cuda::CUDAGuard guard(gpu_.index());
@@ -146,25 +198,31 @@ class DeviceToHost final : public CudaTransfer {
       tip_.record(compute_stream_.stream());
       ready = tip_.get();
     }
-    const int64_t bytes = checked_bytes(src, ring_, resource_);
+    const int64_t bytes = checked_bytes(src, ring_.slot_bytes(), resource_);
     const int slot = ring_.acquire();
+    torch::Tensor out;
+    void* dst = nullptr;
+    if (slot >= 0) {
+      dst = ring_.data(slot);
+    } else {  // every slot still held: ordinary memory, copied through the driver's own staging
+      out = torch::empty(src.sizes(), src.options().device(torch::kCPU));
+      dst = out.data_ptr();
+    }
     const cudaStream_t copy = copy_stream_.stream();
     check(cudaStreamWaitEvent(copy, ready, 0), "cudaStreamWaitEvent");
     clock_.begin(k).record(copy);
-    check(cudaMemcpyAsync(ring_.data(slot), src.data_ptr(), static_cast<size_t>(bytes), cudaMemcpyDeviceToHost, copy),
+    check(cudaMemcpyAsync(dst, src.data_ptr(), static_cast<size_t>(bytes), cudaMemcpyDeviceToHost, copy),
           "cudaMemcpyAsync (device to host)");
     clock_.end(k).record(copy);
     clock_.mark_used(k);
-    ring_.copied(slot).record(copy);
     c10::cuda::CUDACachingAllocator::recordStream(src.storage().data_ptr(), copy_stream_);
     // The CPU stage needs the bytes: this transfer's thread (not the GPU stage's) waits for them.
     clock_.end(k).synchronize();
-    torch::Tensor out = torch::empty(src.sizes(), src.options().device(torch::kCPU));
-    std::memcpy(out.data_ptr(), ring_.data(slot), static_cast<size_t>(bytes));
-    return out;
+    return slot >= 0 ? ring_.lend(slot, src.sizes(), src.options()) : out;
   }
 
  private:
+  LentRing ring_;
   CudaStageDevice* producer_;
   EventKind produced_by_;
   Event tip_;

@@ -47,8 +47,11 @@ StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const De
                                             "activations"),
                                 r.max_transient_bytes_fixed, "activations");
   }
-  // activation and gradient rings, ring_slots each
-  m.buffers = checked_mul(checked_mul(2 * options.ring_slots, tokens, "buffers"), pinned_per_token, "buffers");
+  // Per boundary with a GPU: the ring this stage sends through (ring_slots, free again once its copy
+  // lands) and the ring it receives into, whose slots it keeps until the micro-batch's backward
+  // (in_flight + 1: one more for the copy arriving meanwhile).
+  const int64_t slots = checked_add(options.ring_slots, checked_add(in_flight, 1, "ring slots"), "ring slots");
+  m.buffers = checked_mul(checked_mul(slots, tokens, "buffers"), pinned_per_token, "buffers");
   int64_t sum = 0;
   for (int64_t part : {m.weights, m.grads, m.optimizer, m.activations, m.buffers}) sum = checked_add(sum, part, "stage total");
   m.slack = static_cast<int64_t>(static_cast<double>(sum) * device.allocator_slack);

@@ -11,8 +11,10 @@
 //                                       + max per-layer transient,
 //                the second term being the one layer being recomputed in a backward
 //                in_flight: GPipe M, 1F1B min(M, S - s)
-//   buffers      on the host side of each cross-device boundary: ring_slots pinned slots of the
-//                boundary activation, forward and backward (pinned memory is its own budget too)
+//   buffers      on the host side of each cross-device boundary, pinned slots of the boundary
+//                activation: ring_slots for what the CPU stage sends (a slot is free once its copy
+//                lands) + in_flight + 1 for what it receives (it keeps that slot until the
+//                micro-batch's backward); pinned memory is its own budget too
 //   slack        the device's allocator_slack fraction of the above
 // A device's need = its reserved bytes + Σ its stages; it fits when need <= memory * safety_margin.
 // All arithmetic is overflow-checked: an absurd config is an InputError, never a wrapped number.

@@ -118,17 +118,23 @@ PipelineTrainer::PipelineTrainer(const RunConfig& run, const HardwareSpec& hardw
     stages_.push_back(std::make_unique<Stage>(run_.model, st.first, st.last, static_cast<uint64_t>(run_.train.seed), options));
     devices_.push_back(make_stage_device(options.device, micro_batches));
   }
-  // Staging rings as the planner counts them: ring_slots slots of one boundary activation
-  // [micro_batch_size, seq_len, hidden_dim] in FP32, per cross-device boundary and direction.
-  RingSpec ring;
-  ring.slots = PlanOptions().ring_slots;
-  ring.slot_bytes = run_.train.micro_batch_size * run_.model.seq_len * run_.model.hidden_dim * static_cast<int64_t>(sizeof(float));
-  ring.micro_batches = micro_batches;
+  // Staging rings as the planner counts them (memory/estimate.h), of one boundary activation
+  // [micro_batch_size, seq_len, hidden_dim] in FP32 per slot: ring_slots slots into a GPU; out of
+  // one, the receiving stage's micro-batches in flight + 1, since it keeps each slot until backward.
+  auto ring_into = [&](int receiver) {
+    RingSpec ring;
+    ring.slot_bytes = run_.train.micro_batch_size * run_.model.seq_len * run_.model.hidden_dim * static_cast<int64_t>(sizeof(float));
+    ring.micro_batches = micro_batches;
+    ring.slots = stages_[static_cast<size_t>(receiver)]->device().is_cpu()
+                     ? max_in_flight(schedule_.stages[static_cast<size_t>(receiver)]) + 1
+                     : PlanOptions().ring_slots;
+    return ring;
+  };
   for (int b = 0; b + 1 < run_.stages.num_stages(); ++b) {
     const torch::Device from = stages_[static_cast<size_t>(b)]->device();
     const torch::Device to = stages_[static_cast<size_t>(b + 1)]->device();
-    send_forward_.push_back(make_transfer(from, to, ring, devices_[static_cast<size_t>(b)].get(), EventKind::kForward));
-    send_backward_.push_back(make_transfer(to, from, ring, devices_[static_cast<size_t>(b + 1)].get(), EventKind::kBackward));
+    send_forward_.push_back(make_transfer(from, to, ring_into(b + 1), devices_[static_cast<size_t>(b)].get(), EventKind::kForward));
+    send_backward_.push_back(make_transfer(to, from, ring_into(b), devices_[static_cast<size_t>(b + 1)].get(), EventKind::kBackward));
     forward_resources_.push_back(send_forward_.back()->resource().empty() ? "send " + std::to_string(b) + "->" + std::to_string(b + 1)
                                                                           : send_forward_.back()->resource());
     backward_resources_.push_back(send_backward_.back()->resource().empty() ? "send " + std::to_string(b + 1) + "->" + std::to_string(b)

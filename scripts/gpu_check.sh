@@ -30,11 +30,17 @@ echo "built in $(( $(date +%s) - start )) s" | tee -a "$out/machine.txt"
 bin="$root/build-gpu"
 "$bin/pipetrain" doctor 2>&1 | tee "$out/doctor.txt"
 
-step "GPU tests and the pipeline tests"
-for t in test_cuda test_pipeline test_executor; do
-  "$bin/tests/$t" 2>&1 | tail -4 | tee "$out/$t.txt" || status=1
-  grep -q "Status: SUCCESS" "$out/$t.txt" || { status=1; "$bin/tests/$t" 2>&1 | grep -B2 -A12 "ERROR" | head -80; }
-done
+step "GPU tests: stage2 on cuda:0 against the CPU reference, the staging rings, the VRAM cap"
+"$bin/pipetrain" doctor --vram-cap-gib 8 2>&1 | tail -1
+run_test() {
+  local name=$1
+  shift
+  "$bin/tests/$name" "$@" > "$out/$name.txt" 2>&1
+  grep -E "MESSAGE|difference|skipped|Status|test cases" "$out/$name.txt"
+  grep -q "Status: SUCCESS" "$out/$name.txt" || { status=1; grep -B2 -A12 "ERROR" "$out/$name.txt" | head -80; }
+}
+run_test test_cuda
+run_test test_pipeline "--test-case=stage2 on cuda:0*"
 
 step "benchmark"
 "$bin/bench_gpu" --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench_gpu.txt" || status=1
@@ -53,6 +59,11 @@ fi
 "$bin/pipetrain" train --set train.steps=30 --set train.eval_batches=4 "${data[@]}" \
   --stage-map "$root/configs/stage_maps/cpu_gpu_cpu.yaml" --out "$out/run" --trace "$out/trace.json" \
   2>&1 | tee "$out/train.txt" || status=1
+
+step "the whole test suite (ctest), against this LibTorch"
+(cd "$bin" && ctest -j"$(nproc)" --timeout 240 > "$out/ctest.log" 2>&1) || status=1
+grep -E "tests passed|tests failed|Failed|\*\*\*" "$out/ctest.log" | head -30
+tail -3 "$out/ctest.log"
 
 step "done: status $status"
 exit $status

@@ -117,13 +117,17 @@ TEST_CASE("pipelined training equals the reference trainer") {
 
 // stage2 on the GPU (cpu -> cuda:0 -> cpu, pinned rings and copy streams between them) trains like
 // the CPU reference: losses and grad norms within 1e-4 relative for GPipe and 1F1B, with and
-// without checkpointing. (GPU kernels reduce in another order than the CPU's: 1e-4, not 1e-5.)
+// without checkpointing (GPU kernels sum in another order than the CPU's: 1e-4, not 1e-5).
+// Parameters within 1e-3: AdamW divides each element's gradient by its own running magnitude, so
+// an element whose gradient is nearly zero turns a rounding difference into a step of up to lr
+// (measured on an H200: 1.7e-4 after 3 steps).
 TEST_CASE("stage2 on cuda:0 equals the CPU reference") {
   if (!cuda_available()) {
     MESSAGE("skipped: no usable CUDA here (" << torch_build_description() << ")");
     return;
   }
   constexpr double kGpuTolerance = 1e-4;
+  constexpr double kGpuParameterTolerance = 1e-3;
   testing::ScratchDir dir;
   const std::string data = dir.file("text.txt", testing::sample_text(300));
   const Trajectory reference = run_reference(tiny_run(data, 4));
@@ -137,8 +141,11 @@ TEST_CASE("stage2 on cuda:0 equals the CPU reference") {
       // One CPU core: the CPU stages compute with one thread, as the reference does.
       const HardwareSpec box = testing::cpu_gpu_box(16 * testing::kGiB, 4 * testing::kGiB, /*cores=*/1);
       PipelineTrainer trainer(run, box, /*keep_trace=*/false);
-      // 2 boundaries x 2 directions x 2 slots of one activation [2, 16, 32] in FP32.
-      CHECK(trainer.pinned_bytes() == 2 * 2 * 2 * (2 * 16 * 32 * static_cast<int64_t>(sizeof(float))));
+      // Slots of one activation [2, 16, 32] in FP32: into the GPU 2 per boundary (ring_slots); out of
+      // it, the receiving CPU stage's micro-batches in flight + 1 (GPipe: 4 each; 1F1B: 3 and 1).
+      const int64_t slot = 2 * 16 * 32 * static_cast<int64_t>(sizeof(float));
+      const int64_t out_slots = kind == ScheduleKind::kGPipe ? (4 + 1) + (4 + 1) : (3 + 1) + (1 + 1);
+      CHECK(trainer.pinned_bytes() == (2 + 2 + out_slots) * slot);
       for (int i = 0; i < kSteps; ++i) {
         const StepRecord r = trainer.train_step();
         CHECK(std::abs(r.loss - reference.losses[i]) <= kGpuTolerance * std::abs(reference.losses[i]));
@@ -150,7 +157,8 @@ TEST_CASE("stage2 on cuda:0 equals the CPU reference") {
       for (size_t i = 0; i < params.size(); ++i) {
         worst = std::max(worst, relative_difference(params[i].cpu(), reference.params[i]));
       }
-      CHECK_MESSAGE(worst <= kGpuTolerance, "largest relative parameter difference ", worst);
+      MESSAGE("largest relative parameter difference against the CPU reference: " << worst);
+      CHECK_MESSAGE(worst <= kGpuParameterTolerance, "largest relative parameter difference ", worst);
       // The GPU stage's spans come from CUDA events and lie inside the step's span.
       const PipelineSummary summary = trainer.summary();
       CHECK(summary.stage_busy[1] > 0.0);

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <string>
@@ -19,7 +20,10 @@ class ScratchDir {
     if (mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
     path_ = pattern;
   }
-  ~ScratchDir() { std::system(("rm -rf '" + path_ + "'").c_str()); }
+  ~ScratchDir() {
+    std::error_code ignored;  // a destructor cannot throw; a leftover /tmp directory is harmless
+    std::filesystem::remove_all(path_, ignored);
+  }
   ScratchDir(const ScratchDir&) = delete;
   ScratchDir& operator=(const ScratchDir&) = delete;
 

@@ -2,10 +2,12 @@
 
 #include <cstdio>
 
+#include "memory/errors.h"
 #include "memory/machine_probe.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/config.h"
+#include "runtime/devices.h"
 #include "runtime/doctor.h"
 
 namespace pipetrain::cli {
@@ -16,12 +18,32 @@ int doctor_command(int argc, char** argv) {
                            "memory, and warns about known traps.");
   options.add_options()
       ("config", "show the thread choice for this config's train section", cxxopts::value<std::string>())
+      ("vram-cap-gib", "also cap every GPU's caching allocator at this many GiB and report it", cxxopts::value<double>())
       ("h,help", "show this help");
   const auto parsed = parse_command(options, argc, argv, "doctor");
   if (!parsed) return 0;
   const RunConfig run = config_from_args(*parsed);
   const ThreadChoice threads = choose_threads(run.train.intra_op_threads, run.train.blas_threads, usable_cores());
   print_report(examine_machine(threads), stdout);
+  // The VRAM cap: train, plan and bench hold each GPU to the hardware description's memory.
+  const int gpus = cuda_device_count();
+  double cap_gib = 0.0;
+  if (parsed->count("vram-cap-gib")) {
+    cap_gib = (*parsed)["vram-cap-gib"].as<double>();
+    if (!(cap_gib > 0.0) || cap_gib > 1e6) {
+      throw InputError("--vram-cap-gib must be a positive number of GiB (at most 1e6), got " + std::to_string(cap_gib));
+    }
+    if (gpus == 0) throw InputError("--vram-cap-gib needs a GPU, and " + torch_build_description());
+  }
+  for (int i = 0; i < gpus; ++i) {
+    const torch::Device gpu(torch::kCUDA, static_cast<c10::DeviceIndex>(i));
+    if (cap_gib > 0.0) cap_device_memory(gpu, static_cast<int64_t>(cap_gib * 1024.0 * 1024.0 * 1024.0));
+    const VramReport v = vram_report(gpu);
+    std::printf("VRAM cap        cuda:%d %s (card %s); train, plan and bench hold each GPU to the hardware's memory, "
+                "--vram-cap-gib to less\n",
+                i, v.cap_bytes > 0 ? ("caching allocator held to " + format_gib(v.cap_bytes)).c_str() : "none",
+                format_gib(v.total_bytes).c_str());
+  }
   return 0;
 }
 

@@ -295,7 +295,9 @@ int train_command(int argc, char** argv) {
                 v.report.cap_bytes > 0 ? format_gib(v.report.cap_bytes).c_str() : "none",
                 format_gib(v.report.total_bytes).c_str());
   }
-  if (trainer.pinned_bytes() > 0) std::printf("staging rings: %s pinned\n", format_gib(trainer.pinned_bytes()).c_str());
+  if (trainer.pinned_bytes() > 0) {
+    std::printf("staging rings: %.2f MiB pinned\n", static_cast<double>(trainer.pinned_bytes()) / (1024.0 * 1024.0));
+  }
   if (args.count("trace")) {
     const std::string trace_path = args["trace"].as<std::string>();
     const int64_t tokens = run.train.micro_batch_size * run.train.micro_batches * run.model.seq_len;
