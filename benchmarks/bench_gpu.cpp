@@ -66,10 +66,14 @@ nlohmann::json bench_transfer(int64_t bytes, bool host_to_device, int sends) {
     t->begin_step();
     torch::cuda::synchronize();
     const auto start = Clock::now();
+    // Host to device: the GPU tensors are kept, as a stage holds its inputs. Device to host: each
+    // CPU tensor is dropped at once, as by a consumer done with it, so its slot serves again (a
+    // stage holds at most its in-flight count, which the ring is sized for).
     std::vector<torch::Tensor> keep;
     for (int k = 0; k < sends; ++k) {
       if (!host_to_device) producer->run_op(EventKind::kForward, k, [] {});
-      keep.push_back(t->send(k, source));
+      torch::Tensor arrived = t->send(k, source);
+      if (host_to_device) keep.push_back(std::move(arrived));
     }
     torch::cuda::synchronize();
     const double wall = seconds_since(start);

@@ -16,6 +16,9 @@ namespace {
 std::mutex caps_mutex;
 std::map<int, int64_t> caps;  // device index -> cap in force
 
+// The caching allocator exists once LibTorch has initialised CUDA on the device; one allocation does that.
+void ensure_initialised(torch::Device device) { (void)torch::empty({1}, torch::TensorOptions().device(device)); }
+
 int64_t total_memory(torch::Device device) {
   c10::cuda::CUDAGuard guard(device.index());
   size_t free_bytes = 0, total_bytes = 0;
@@ -26,8 +29,7 @@ int64_t total_memory(torch::Device device) {
 }  // namespace
 
 int64_t cap_memory(torch::Device device, int64_t bytes) {
-  // The allocator exists once LibTorch has initialised CUDA on the device; one allocation does that.
-  (void)torch::empty({1}, torch::TensorOptions().device(device));
+  ensure_initialised(device);
   const int64_t total = total_memory(device);
   // Cached blocks count against the cap: give back what no tensor uses, so the cap and the peak
   // statistics start from what is really held.
@@ -44,6 +46,7 @@ int64_t cap_memory(torch::Device device, int64_t bytes) {
 }
 
 VramReport vram_report(torch::Device device) {
+  ensure_initialised(device);
   VramReport r;
   r.total_bytes = total_memory(device);
   {
@@ -58,7 +61,10 @@ VramReport vram_report(torch::Device device) {
   return r;
 }
 
-void reset_vram_peak(torch::Device device) { c10::cuda::CUDACachingAllocator::resetPeakStats(device.index()); }
+void reset_vram_peak(torch::Device device) {
+  ensure_initialised(device);
+  c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+}
 
 double raw_pinned_copy_seconds(torch::Device device, int64_t bytes, bool host_to_device, int reps) {
   if (bytes < 1 || reps < 1) {

@@ -4,14 +4,18 @@
 # against the CPU reference, the staging rings, the VRAM cap) and the CPU pipeline tests beside
 # them, benchmarks the rings, CPU -> GPU -> CPU pipelining and VRAM under an 8 GiB cap
 # (benchmarks/bench_gpu.cpp), and trains a few steps of the default model with stage2 on the GPU
-# with a Chrome trace. Logs and results go to $1 (default: build-gpu/gpu-check).
+# with a Chrome trace, then runs the whole suite. Logs and results go to $1 (default:
+# build-gpu/gpu-check); GPU_CHECK_PARTS="tests bench train suite" picks parts.
 #
 #   bash scripts/gpu_deps.sh fetch             # once, where Debian's registry is reachable
 #   bash scripts/gpu_check.sh [OUT_DIR]         # on the GPU machine
 set -uo pipefail
+parts="${GPU_CHECK_PARTS:-tests bench train suite}"  # a subset, to rerun part of the check
+want() { [[ " $parts " == *" $1 "* ]]; }
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/build-gpu/gpu-check}"
 mkdir -p "$out"
+out="$(cd "$out" && pwd)"
 status=0
 step() { echo; echo "== $1 ($(date +%T))"; }
 
@@ -30,6 +34,7 @@ echo "built in $(( $(date +%s) - start )) s" | tee -a "$out/machine.txt"
 bin="$root/build-gpu"
 "$bin/pipetrain" doctor 2>&1 | tee "$out/doctor.txt"
 
+if want tests; then
 step "GPU tests: stage2 on cuda:0 against the CPU reference, the staging rings, the VRAM cap"
 "$bin/pipetrain" doctor --vram-cap-gib 8 2>&1 | tail -1
 run_test() {
@@ -38,13 +43,21 @@ run_test() {
   "$bin/tests/$name" "$@" > "$out/$name.txt" 2>&1
   grep -E "MESSAGE|difference|skipped|Status|test cases" "$out/$name.txt"
   grep -q "Status: SUCCESS" "$out/$name.txt" || { status=1; grep -B2 -A12 "ERROR" "$out/$name.txt" | head -80; }
+  if grep -q "CRASHED" "$out/$name.txt" && command -v cuda-gdb >/dev/null; then  # where: a backtrace
+    cuda-gdb -batch -ex run -ex bt --args "$bin/tests/$name" "$@" > "$out/$name.gdb.txt" 2>&1
+    grep -A30 "received signal" "$out/$name.gdb.txt" | head -40
+  fi
 }
 run_test test_cuda
 run_test test_pipeline "--test-case=stage2 on cuda:0*"
+fi
 
+if want bench; then
 step "benchmark"
 "$bin/bench_gpu" --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench_gpu.txt" || status=1
+fi
 
+if want train; then
 step "train: the default model, stage2 on cuda:0, with a trace"
 rm -rf "$out/run"
 data=()
@@ -59,11 +72,14 @@ fi
 "$bin/pipetrain" train --set train.steps=30 --set train.eval_batches=4 "${data[@]}" \
   --stage-map "$root/configs/stage_maps/cpu_gpu_cpu.yaml" --out "$out/run" --trace "$out/trace.json" \
   2>&1 | tee "$out/train.txt" || status=1
+fi
 
+if want suite; then
 step "the whole test suite (ctest), against this LibTorch"
 (cd "$bin" && ctest -j"$(nproc)" --timeout 240 > "$out/ctest.log" 2>&1) || status=1
 grep -E "tests passed|tests failed|Failed|\*\*\*" "$out/ctest.log" | head -30
 tail -3 "$out/ctest.log"
+fi
 
 step "done: status $status"
 exit $status
