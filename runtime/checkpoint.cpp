@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,8 +15,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <system_error>
 #include <fstream>
 #include <sstream>
 
@@ -52,11 +51,16 @@ void make_dir(const std::string& path) {
 }
 
 // Not std::system("rm -rf"): system() ignores SIGINT while its child runs, and with a checkpoint
-// every step that window swallowed most interrupts (found by the second-SIGINT test).
-void remove_tree(const std::string& path) {
-  std::error_code ignored;
-  std::filesystem::remove_all(path, ignored);
+// every step that window swallowed most interrupts (found by the second-SIGINT test). Not
+// std::filesystem::remove_all either: built against PyTorch's LibTorch (whose libraries carry their
+// own copies of std::filesystem) it crashed on a null function pointer (H200 run, 2026-11-27).
+// nftw walks depth-first without following links; each entry is removed after its contents.
+int remove_entry(const char* path, const struct stat*, int, struct FTW*) {
+  ::remove(path);
+  return 0;  // go on: what cannot be removed stays, as with rm -rf's errors ignored
 }
+
+void remove_tree(const std::string& path) { ::nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 std::string step_dir_name(int64_t step) {
   char name[32];
