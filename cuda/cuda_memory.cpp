@@ -58,6 +58,7 @@ VramReport vram_report(torch::Device device) {
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
   r.peak_allocated_bytes = stats.allocated_bytes[0].peak;
   r.peak_reserved_bytes = stats.reserved_bytes[0].peak;
+  r.reserved_bytes = stats.reserved_bytes[0].current;
   return r;
 }
 

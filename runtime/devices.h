@@ -68,6 +68,7 @@ struct VramReport {
   int64_t cap_bytes = 0;    // the cap in force (cap_device_memory), 0 = none
   int64_t peak_allocated_bytes = 0;  // tensors
   int64_t peak_reserved_bytes = 0;   // what the allocator took from the driver (tensors + its cache)
+  int64_t reserved_bytes = 0;        // the same, now (the memory guard samples it each step)
 };
 // Caps the caching allocator of `device` at `bytes` (a per-process memory fraction), so a large GPU
 // stands in for a smaller card: allocations past it fail as out of memory. No cap when bytes is 0

@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <tuple>
 
+#include "scheduler/tsan_handoff.h"
+
 namespace pipetrain {
 namespace {
 
@@ -33,6 +35,44 @@ struct Shared {
   Clock::time_point start;
   std::atomic<bool> failed{false};
   double now() const { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+  // ThreadSanitizer keys (scheduler/tsan_handoff.h) for the hand-offs oneTBB makes out of sight:
+  // per node, one for the node itself (a serial node's bodies run one after another) and one per
+  // kind and micro-batch of message it receives; `setup` orders the caller's setup before every body,
+  // `done` every body before the caller's return.
+  int micro_batches = 0;
+  std::vector<char> keys;
+  char done = 0;
+  const void* self_key(int node) const { return &keys[static_cast<size_t>(node) * (2 * micro_batches + 1)]; }
+  const void* message_key(int node, const Arrival& a) const {
+    return &keys[static_cast<size_t>(node) * (2 * micro_batches + 1) + 1 + (a.gradient ? micro_batches : 0) +
+                 static_cast<size_t>(a.micro_batch)];
+  }
+};
+
+// The graph's construction happens before any body: released once the graph is built, acquired
+// first thing in every body, before the body reads its own members. (One key for every run: runs
+// in one process are ordered anyway.)
+char graph_built_key = 0;
+
+// A body's view of its hand-offs: what it received and its own earlier bodies happen before it;
+// everything it did happens before its own next body and the caller's return.
+class BodyScope {
+ public:
+  BodyScope(const Shared& shared, int node, const Arrival& arrival) : shared_(shared), node_(node) {
+    tsan::acquire(shared.self_key(node));
+    tsan::acquire(shared.message_key(node, arrival));
+  }
+  ~BodyScope() {
+    tsan::release(shared_.self_key(node_));
+    tsan::release(&shared_.done);
+  }
+  BodyScope(const BodyScope&) = delete;
+  BodyScope& operator=(const BodyScope&) = delete;
+
+ private:
+  const Shared& shared_;
+  int node_;
 };
 
 // Runs one callback as a timed span (after taking the stage's group turn, if it has a group); marks
@@ -64,9 +104,12 @@ class StageBody {
     std::vector<SimEvent> events;
   };
 
+  // Node numbers for the hand-off keys: stage s is node s, the send node of activations from s is
+  // num_stages + s, that of gradients from s is 2 * num_stages - 1 + (s - 1).
   StageBody(const Schedule& schedule, int stage, const StageCallbacks& callbacks, const std::string& resource,
             int limit, std::mutex* turn, State& state, Shared& shared)
-      : ops_(schedule.stages[static_cast<size_t>(stage)]),
+      : num_stages_(schedule.num_stages),
+        ops_(schedule.stages[static_cast<size_t>(stage)]),
         stage_(stage),
         last_(stage + 1 == schedule.num_stages),
         callbacks_(callbacks),
@@ -77,6 +120,8 @@ class StageBody {
         shared_(shared) {}
 
   void operator()(const Arrival& arrival, StageNode::output_ports_type& ports) const {
+    tsan::acquire(&graph_built_key);
+    const BodyScope scope(shared_, stage_, arrival);
     (arrival.gradient ? state_.has_gradient : state_.has_input)[static_cast<size_t>(arrival.micro_batch)] = true;
     while (state_.next < ops_.size() && !shared_.failed) {
       const Op& op = ops_[state_.next];
@@ -91,19 +136,28 @@ class StageBody {
         run_span(shared_, state_.events, EventKind::kForward, stage_, op.micro_batch, resource_, callbacks_.forward, turn_);
         state_.forward_done[k] = true;
         ++state_.next;
-        if (!last_) std::get<0>(ports).try_put(Arrival{false, op.micro_batch});
+        if (!last_) {
+          const Arrival out{false, op.micro_batch};
+          tsan::release(shared_.message_key(num_stages_ + stage_, out));
+          std::get<0>(ports).try_put(out);
+        }
       } else {
         if (!(last_ ? state_.forward_done[k] : state_.has_gradient[k])) return;
         run_span(shared_, state_.events, EventKind::kBackward, stage_, op.micro_batch, resource_, callbacks_.backward, turn_);
         --state_.in_flight;
         ++state_.next;
-        if (stage_ > 0) std::get<1>(ports).try_put(Arrival{true, op.micro_batch});
+        if (stage_ > 0) {
+          const Arrival out{true, op.micro_batch};
+          tsan::release(shared_.message_key(2 * num_stages_ - 1 + stage_ - 1, out));
+          std::get<1>(ports).try_put(out);
+        }
         if (stage_ == 0) std::get<2>(ports).try_put(flow::continue_msg());
       }
     }
   }
 
  private:
+  int num_stages_;
   const std::vector<Op>& ops_;
   int stage_;
   bool last_;
@@ -118,12 +172,17 @@ class StageBody {
 // The body of one boundary direction: the transfer callback, then the arrival passes on.
 class SendBody {
  public:
+  // node: this send node's number; receiver: the stage it hands on to (see StageBody).
   SendBody(const std::function<void(int)>& send, EventKind kind, int sender, const std::string& resource,
-           std::vector<SimEvent>& events, Shared& shared)
-      : send_(send), kind_(kind), sender_(sender), resource_(resource), events_(events), shared_(shared) {}
+           std::vector<SimEvent>& events, Shared& shared, int node, int receiver)
+      : send_(send), kind_(kind), sender_(sender), resource_(resource), events_(events), shared_(shared), node_(node),
+        receiver_(receiver) {}
 
   Arrival operator()(const Arrival& arrival) const {
+    tsan::acquire(&graph_built_key);
+    const BodyScope scope(shared_, node_, arrival);
     if (send_ && !shared_.failed) run_span(shared_, events_, kind_, sender_, arrival.micro_batch, resource_, send_);
+    tsan::release(shared_.message_key(receiver_, arrival));
     return arrival;
   }
 
@@ -134,6 +193,8 @@ class SendBody {
   const std::string& resource_;
   std::vector<SimEvent>& events_;
   Shared& shared_;
+  int node_;
+  int receiver_;
 };
 
 std::vector<std::string> names_or(const std::vector<std::string>& given, int count,
@@ -187,6 +248,8 @@ ExecutionReport run_schedule(const Schedule& schedule, const std::vector<StageCa
   oneapi::tbb::global_control allow(oneapi::tbb::global_control::max_allowed_parallelism,
                                     static_cast<size_t>(std::max(threads, 1)));
   oneapi::tbb::task_arena arena(threads, /*reserved_for_masters=*/1);
+  shared.micro_batches = m;
+  shared.keys.assign(static_cast<size_t>(nodes) * static_cast<size_t>(2 * m + 1), 0);
   shared.start = Clock::now();
   arena.execute([&] {
     flow::graph graph;
@@ -207,10 +270,12 @@ ExecutionReport run_schedule(const Schedule& schedule, const std::vector<StageCa
       const size_t i = static_cast<size_t>(b);
       send_forward.push_back(std::make_unique<SendNode>(
           graph, flow::serial,
-          SendBody(boundaries[i].send_activation, EventKind::kSendActivation, b, forward_names[i], forward_events[i], shared)));
+          SendBody(boundaries[i].send_activation, EventKind::kSendActivation, b, forward_names[i], forward_events[i], shared,
+                   num_stages + b, b + 1)));
       send_backward.push_back(std::make_unique<SendNode>(
           graph, flow::serial,
-          SendBody(boundaries[i].send_gradient, EventKind::kSendGradient, b + 1, backward_names[i], backward_events[i], shared)));
+          SendBody(boundaries[i].send_gradient, EventKind::kSendGradient, b + 1, backward_names[i], backward_events[i], shared,
+                   2 * num_stages - 1 + b, b)));
     }
 
     // Edges, grouped by destination.
@@ -225,6 +290,12 @@ ExecutionReport run_schedule(const Schedule& schedule, const std::vector<StageCa
       flow::make_edge(*send_backward[i], *stage_nodes[i]);
     }
 
+    // Every body happens before the graph goes and the results are read, also when one threw.
+    struct BodiesDone {
+      const Shared& shared;
+      ~BodiesDone() { tsan::acquire(&shared.done); }
+    } bodies_done{shared};
+    tsan::release(&graph_built_key);
     for (int k = 0; k < m; ++k) micro_batches.try_put(Arrival{false, k});
     graph.wait_for_all();
   });

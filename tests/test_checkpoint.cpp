@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <fstream>
+#include <iterator>
 
 #include "memory/errors.h"
 #include "runtime/checkpoint.h"
@@ -226,4 +227,74 @@ TEST_CASE("a second SIGINT exits at once without corrupting a checkpoint") {
   CAPTURE(r.output);
   CHECK(r.output.find("rc=130") != std::string::npos);
   CHECK(newest_checkpoint(out).step >= 1);  // every complete checkpoint still verifies; the newest loads
+}
+
+// A disk that fills during a save: a clear error naming the file and the cause, exit 2, no partial
+// checkpoint left, and the previous checkpoint still the newest and valid. The file-size limit
+// (ulimit -f, with SIGXFSZ ignored so that write() fails with EFBIG instead of killing the process)
+// fails the write the way a full disk does, without needing a mount; a full tmpfs gave the same
+// result with "No space left on device" (closing note of the issue).
+TEST_CASE("a disk that fills during a save leaves the previous checkpoint") {
+  testing::ScratchDir dir;
+  const std::string data = dir.file("text.txt", testing::sample_text(300));
+  const std::string config = dir.file(
+      "tiny.yaml", "model:\n  hidden_dim: 32\n  num_layers: 2\n  num_heads: 2\n  intermediate_size: 64\n  seq_len: 16\n"
+                   "train:\n  micro_batch_size: 2\n  micro_batches: 2\n  eval_interval: 100\n  eval_batches: 1\n"
+                   "  checkpoint_interval: 1\ndata:\n  files: [" + data + "]\n");
+  const std::string run = dir.path() + "/run";
+  REQUIRE(testing::run_command(kBinary + " train --config " + config + " --steps 2 --out " + run).exit_code == 0);
+  const CheckpointInfo before = newest_checkpoint(run);
+  REQUIRE(before.step == 2);
+  // 24 KiB per file: the metrics line fits, a layer's checkpoint file (parameters and AdamW state) does not.
+  const auto full = testing::run_command("bash -c 'ulimit -f 48; trap \"\" XFSZ; exec " + kBinary + " train --resume " + run +
+                                         " --steps 4'");
+  CAPTURE(full.output);
+  CHECK(full.exit_code == 2);
+  CHECK(full.output.find("cannot write '" + run + "/checkpoints/step-00000003.partial/layer-") != std::string::npos);
+  CHECK(full.output.find("File too large") != std::string::npos);
+  CHECK_FALSE(std::ifstream(run + "/checkpoints/step-00000003.partial/manifest.json").good());
+  CHECK(testing::run_command("ls " + run + "/checkpoints | grep -c partial").output == "0\n");
+  const CheckpointInfo after = newest_checkpoint(run);
+  CHECK(after.step == 2);
+  CHECK(after.path == before.path);
+  CHECK_NOTHROW(verify_checkpoint(after.path));
+}
+
+// An output directory that cannot be made or written is refused before anything runs: exit 2, the
+// path named. (Tests run as root, where permissions do not bite: a path under a file cannot exist
+// for anyone.)
+TEST_CASE("an output directory that cannot be written is refused") {
+  testing::ScratchDir dir;
+  const std::string data = dir.file("text.txt", testing::sample_text(300));
+  const std::string config = dir.file(
+      "tiny.yaml", "model:\n  hidden_dim: 32\n  num_layers: 1\n  num_heads: 2\n  intermediate_size: 64\n  seq_len: 16\n"
+                   "data:\n  files: [" + data + "]\n");
+  const std::string a_file = dir.file("a-file", "not a directory\n");
+  for (const std::string& out : {std::string("/dev/null/run"), a_file + "/run", a_file}) {
+    CAPTURE(out);
+    const auto r = testing::run_command(kBinary + " train --config " + config + " --steps 1 --out " + out);
+    CAPTURE(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(r.output.find("'" + out + "'") != std::string::npos);
+  }
+  std::ifstream still(a_file);
+  std::string contents((std::istreambuf_iterator<char>(still)), std::istreambuf_iterator<char>());
+  CHECK(contents == "not a directory\n");
+}
+
+// A budget smaller than the need is refused before any large allocation: a 6.9 B-parameter-class
+// model (hundreds of GiB of training state) against the reference box exits 2 with the planner's
+// table while the process's peak resident memory stays that of an idle LibTorch process.
+TEST_CASE("a run that does not fit is refused before it allocates") {
+  testing::ScratchDir dir;
+  const auto refused = testing::run_with_peak_rss(
+      kBinary + " train --hardware rtx2070s-wsl --out " + dir.path() + "/huge --set stages=none --set model.hidden_dim=8192"
+                " --set model.num_heads=64 --set model.num_layers=64 --set model.intermediate_size=32768");
+  CAPTURE(refused.output);
+  CHECK(refused.exit_code == 2);
+  CHECK(refused.output.find("the plan does not fit hardware 'rtx2070s-wsl'") != std::string::npos);
+  MESSAGE("peak RSS of the refused run: " << refused.peak_rss_bytes / (1024 * 1024) << " MiB");
+  CHECK(refused.peak_rss_bytes > 0);
+  CHECK(refused.peak_rss_bytes < 512LL * 1024 * 1024);
+  CHECK_FALSE(std::ifstream(dir.path() + "/huge/metrics.jsonl").good());
 }

@@ -212,7 +212,10 @@ int train_command(int argc, char** argv) {
   ProgressLine progress(stderr, run.train.steps, run.train.log_interval);
   RunSummary summary;
   const int64_t cpu_budget = request.hardware.device("cpu").usable_bytes();
-  int64_t memory_stop_rss = 0;
+  // The memory guard's verdict: which budget was passed (cpu: resident memory; cuda:N: what the
+  // caching allocator holds), by how much, and the budget.
+  std::string memory_stop_device;
+  int64_t memory_stop_bytes = 0, memory_stop_budget = 0;
   const auto save = [&] { return save_checkpoint(out_dir, trainer, run, run.train.keep_checkpoints); };
   try {
     summary = run_training(
@@ -231,8 +234,19 @@ int train_command(int argc, char** argv) {
           // checkpoint rather than be killed by the OS mid-step.
           const int64_t rss = current_rss_bytes();
           if (rss > static_cast<int64_t>(kMemoryWatermark * static_cast<double>(cpu_budget))) {
-            memory_stop_rss = rss;
+            memory_stop_device = "cpu";
+            memory_stop_bytes = rss;
+            memory_stop_budget = cpu_budget;
             return true;
+          }
+          for (const VramLine& v : trainer.vram()) {  // and each GPU's caching allocator
+            const int64_t budget = request.hardware.device(v.device).usable_bytes();
+            if (v.report.reserved_bytes > static_cast<int64_t>(kMemoryWatermark * static_cast<double>(budget))) {
+              memory_stop_device = v.device;
+              memory_stop_bytes = v.report.reserved_bytes;
+              memory_stop_budget = budget;
+              return true;
+            }
           }
           return false;
         });
@@ -243,18 +257,21 @@ int train_command(int argc, char** argv) {
   }
   progress.finish();
   const std::string checkpoint = save();
-  if (summary.stopped && memory_stop_rss > 0) {
-    int64_t cpu_need = 0;
+  if (summary.stopped && memory_stop_bytes > 0) {
+    int64_t need = 0;
     for (const DeviceMemory& d : plan.memory.devices) {
-      if (d.name == "cpu") cpu_need = d.need_bytes;
+      if (d.name == memory_stop_device) need = d.need_bytes;
     }
     std::fprintf(stderr,
-                 "error: resident memory %s passed %.0f%% of the cpu budget (%s of hardware '%s') after step %lld; "
-                 "stopped with checkpoint %s before the OS kills the run. The plan needed %s: something outside it "
+                 "error: %s %s passed %.0f%% of the %s budget (%s of hardware '%s') after step %lld; "
+                 "stopped with checkpoint %s before %s. The plan needed %s: something outside it "
                  "grows, or the budget is too tight (resume with: pipetrain train --resume %s)\n",
-                 format_gib(memory_stop_rss).c_str(), 100.0 * kMemoryWatermark, format_gib(cpu_budget).c_str(),
-                 request.hardware.name.c_str(), static_cast<long long>(summary.steps), checkpoint.c_str(),
-                 format_gib(cpu_need).c_str(), out_dir.c_str());
+                 memory_stop_device == "cpu" ? "resident memory" : "GPU memory held by the caching allocator,",
+                 format_gib(memory_stop_bytes).c_str(), 100.0 * kMemoryWatermark, memory_stop_device.c_str(),
+                 format_gib(memory_stop_budget).c_str(), request.hardware.name.c_str(),
+                 static_cast<long long>(summary.steps), checkpoint.c_str(),
+                 memory_stop_device == "cpu" ? "the OS kills the run" : "an allocation fails",
+                 format_gib(need).c_str(), out_dir.c_str());
     return 1;
   }
   if (summary.stopped) {
