@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_util.h"
@@ -17,7 +18,13 @@ std::mutex caps_mutex;
 std::map<int, int64_t> caps;  // device index -> cap in force
 
 // The caching allocator exists once LibTorch has initialised CUDA on the device; one allocation does that.
-void ensure_initialised(torch::Device device) { (void)torch::empty({1}, torch::TensorOptions().device(device)); }
+// Once per device: the memory guard asks for statistics every step.
+void ensure_initialised(torch::Device device) {
+  static std::mutex mutex;
+  static std::set<int> done;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (done.insert(device.index()).second) (void)torch::empty({1}, torch::TensorOptions().device(device));
+}
 
 int64_t total_memory(torch::Device device) {
   c10::cuda::CUDAGuard guard(device.index());

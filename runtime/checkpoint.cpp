@@ -44,30 +44,6 @@ void fsync_path(const std::string& path, bool directory) {
   if (rc != 0) throw InputError("cannot flush '" + path + "' to disk: " + std::strerror(errno));
 }
 
-// Writes all of `bytes` to a new file and flushes it to disk; an error names the file, how far it
-// got and why (a full disk: "No space left on device").
-void write_synced(const std::string& path, const std::string& bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw InputError("cannot create '" + path + "': " + std::strerror(errno));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string why = n < 0 ? std::strerror(errno) : "no progress";
-      ::close(fd);
-      throw InputError("cannot write '" + path + "' (" + std::to_string(done) + " of " + std::to_string(bytes.size()) +
-                       " bytes written): " + why);
-    }
-    done += static_cast<size_t>(n);
-  }
-  const int synced = ::fsync(fd);
-  const int sync_errno = errno;
-  if (::close(fd) != 0 || synced != 0) {
-    throw InputError("cannot flush '" + path + "' to disk: " + std::strerror(synced != 0 ? sync_errno : errno));
-  }
-}
-
 void make_dir(const std::string& path) {
   if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
     throw InputError("cannot create '" + path + "': " + std::strerror(errno));
@@ -159,7 +135,7 @@ std::string save_checkpoint(const std::string& run_dir, PipelineTrainer& trainer
       std::ostringstream serialised;
       archive.save_to(serialised);
       const std::string bytes = serialised.str();
-      write_synced(path, bytes);
+      write_file_synced(path, bytes);
       files.push_back({{"name", name}, {"layer", layer}, {"bytes", bytes.size()}, {"crc32", crc32(bytes)},
                        {"tensors", tensor_names}});
     }

@@ -133,6 +133,15 @@ namespace {
 
 const std::string kBinary = PIPETRAIN_BINARY;
 
+// The CLI cases' config: 2 blocks of hidden 32, micro-batches 2 x 2, one evaluation batch, then
+// `train` (more train keys, each "  key: value\n") and `extra` (more top-level sections).
+std::string cli_config(const testing::ScratchDir& dir, const std::string& data, const std::string& train,
+                       const std::string& extra = "") {
+  return dir.file("tiny.yaml", "model:\n  hidden_dim: 32\n  num_layers: 2\n  num_heads: 2\n  intermediate_size: 64\n"
+                               "  seq_len: 16\ntrain:\n  micro_batch_size: 2\n  micro_batches: 2\n  eval_batches: 1\n" +
+                               train + "data:\n  files: [" + data + "]\n" + extra);
+}
+
 std::vector<std::string> loss_column(const std::string& metrics_path) {
   std::ifstream in(metrics_path);
   std::vector<std::string> losses;
@@ -151,10 +160,7 @@ std::vector<std::string> loss_column(const std::string& metrics_path) {
 TEST_CASE("train saves checkpoints, stops on SIGTERM, and --resume continues exactly") {
   testing::ScratchDir dir;
   const std::string data = dir.file("text.txt", testing::sample_text(300));
-  const std::string config = dir.file(
-      "tiny.yaml", "model:\n  hidden_dim: 32\n  num_layers: 2\n  num_heads: 2\n  intermediate_size: 64\n  seq_len: 16\n"
-                   "train:\n  micro_batch_size: 2\n  micro_batches: 2\n  eval_interval: 100\n  eval_batches: 1\n"
-                   "  checkpoint_interval: 3\n  warmup_steps: 2\ndata:\n  files: [" + data + "]\n");
+  const std::string config = cli_config(dir, data, "  eval_interval: 100\n  checkpoint_interval: 3\n  warmup_steps: 2\n");
   const std::string straight = dir.path() + "/straight", resumed = dir.path() + "/resumed";
   REQUIRE(testing::run_command(kBinary + " train --config " + config + " --steps 9 --out " + straight).exit_code == 0);
   // The same 9-step run, as if it had died after its step-6 checkpoint (the final one never written).
@@ -216,10 +222,8 @@ TEST_CASE("the memory guard stops a run past its budget with a checkpoint") {
 TEST_CASE("a second SIGINT exits at once without corrupting a checkpoint") {
   testing::ScratchDir dir;
   const std::string data = dir.file("text.txt", testing::sample_text(300));
-  const std::string config = dir.file(
-      "tiny.yaml", "model:\n  hidden_dim: 32\n  num_layers: 2\n  num_heads: 2\n  intermediate_size: 64\n  seq_len: 16\n"
-                   "train:\n  micro_batch_size: 2\n  micro_batches: 2\n  eval_interval: 100000\n  eval_batches: 1\n"
-                   "  checkpoint_interval: 1\ndata:\n  files: [" + data + "]\nhardware: rtx2070s-wsl\n");
+  const std::string config =
+      cli_config(dir, data, "  eval_interval: 100000\n  checkpoint_interval: 1\n", "hardware: rtx2070s-wsl\n");
   const std::string out = dir.path() + "/run";
   // (timeout: a lost interrupt must fail the test, not hang it)
   const auto r = testing::run_command("timeout -s KILL 60 sh -c '" + kBinary + " train --config " + config + " --steps 1000000 --out " + out +
@@ -237,10 +241,7 @@ TEST_CASE("a second SIGINT exits at once without corrupting a checkpoint") {
 TEST_CASE("a disk that fills during a save leaves the previous checkpoint") {
   testing::ScratchDir dir;
   const std::string data = dir.file("text.txt", testing::sample_text(300));
-  const std::string config = dir.file(
-      "tiny.yaml", "model:\n  hidden_dim: 32\n  num_layers: 2\n  num_heads: 2\n  intermediate_size: 64\n  seq_len: 16\n"
-                   "train:\n  micro_batch_size: 2\n  micro_batches: 2\n  eval_interval: 100\n  eval_batches: 1\n"
-                   "  checkpoint_interval: 1\ndata:\n  files: [" + data + "]\n");
+  const std::string config = cli_config(dir, data, "  eval_interval: 100\n  checkpoint_interval: 1\n");
   const std::string run = dir.path() + "/run";
   REQUIRE(testing::run_command(kBinary + " train --config " + config + " --steps 2 --out " + run).exit_code == 0);
   const CheckpointInfo before = newest_checkpoint(run);
@@ -266,9 +267,7 @@ TEST_CASE("a disk that fills during a save leaves the previous checkpoint") {
 TEST_CASE("an output directory that cannot be written is refused") {
   testing::ScratchDir dir;
   const std::string data = dir.file("text.txt", testing::sample_text(300));
-  const std::string config = dir.file(
-      "tiny.yaml", "model:\n  hidden_dim: 32\n  num_layers: 1\n  num_heads: 2\n  intermediate_size: 64\n  seq_len: 16\n"
-                   "data:\n  files: [" + data + "]\n");
+  const std::string config = cli_config(dir, data, "");
   const std::string a_file = dir.file("a-file", "not a directory\n");
   for (const std::string& out : {std::string("/dev/null/run"), a_file + "/run", a_file}) {
     CAPTURE(out);

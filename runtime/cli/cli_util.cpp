@@ -44,20 +44,29 @@ std::vector<std::string> split_list(const std::string& text) {
   return items;
 }
 
-HardwareSpec with_vram_cap(HardwareSpec hardware, const cxxopts::ParseResult& args) {
-  if (!args.count("vram-cap-gib")) return hardware;
+std::optional<int64_t> vram_cap_bytes(const cxxopts::ParseResult& args) {
+  if (!args.count("vram-cap-gib")) return std::nullopt;
   const double gib = args["vram-cap-gib"].as<double>();
   if (!(gib > 0.0) || gib > 1e6) {
     throw InputError("--vram-cap-gib must be a positive number of GiB (at most 1e6), got " + std::to_string(gib));
   }
-  const int64_t cap = static_cast<int64_t>(gib * 1024.0 * 1024.0 * 1024.0);
+  return static_cast<int64_t>(gib * 1024.0 * 1024.0 * 1024.0);
+}
+
+HardwareSpec with_vram_cap(HardwareSpec hardware, const cxxopts::ParseResult& args) {
+  const std::optional<int64_t> requested = vram_cap_bytes(args);
+  if (!requested) return hardware;
+  const int64_t cap = *requested;
   bool any = false;
   for (DeviceSpec& d : hardware.devices) {
     if (d.kind != DeviceKind::kCuda) continue;
     d.memory_bytes = std::min(d.memory_bytes, cap);
     any = true;
   }
-  if (!any) throw InputError("--vram-cap-gib " + std::to_string(gib) + " was given, but hardware '" + hardware.name + "' has no GPU (devices: " + hardware.device_names() + ")");
+  if (!any) {
+    throw InputError("--vram-cap-gib " + format_gib(cap) + " was given, but hardware '" + hardware.name +
+                     "' has no GPU (devices: " + hardware.device_names() + ")");
+  }
   hardware.source += ", VRAM capped at " + format_gib(cap);
   return hardware;
 }

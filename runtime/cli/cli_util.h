@@ -27,6 +27,8 @@ RunConfig config_from_args(const cxxopts::ParseResult& args, const std::vector<s
 // card). Without the option the hardware is returned unchanged. A non-positive or non-finite value
 // is an InputError naming it.
 HardwareSpec with_vram_cap(HardwareSpec hardware, const cxxopts::ParseResult& args);
+// --vram-cap-gib in bytes, checked as above; nothing without the option.
+std::optional<int64_t> vram_cap_bytes(const cxxopts::ParseResult& args);
 constexpr const char* kVramCapHelp =
     "hold every GPU to this many GiB: the plan's budget and the caching allocator's cap (a large GPU stands in for a smaller one)";
 

@@ -24,20 +24,15 @@ int doctor_command(int argc, char** argv) {
   if (!parsed) return 0;
   const RunConfig run = config_from_args(*parsed);
   const ThreadChoice threads = choose_threads(run.train.intra_op_threads, run.train.blas_threads, usable_cores());
+  // Bad options are refused before the one-second checks run.
+  const int gpus = cuda_device_count();
+  const std::optional<int64_t> cap = vram_cap_bytes(*parsed);
+  if (cap && gpus == 0) throw InputError("--vram-cap-gib needs a GPU, and " + torch_build_description());
   print_report(examine_machine(threads), stdout);
   // The VRAM cap: train, plan and bench hold each GPU to the hardware description's memory.
-  const int gpus = cuda_device_count();
-  double cap_gib = 0.0;
-  if (parsed->count("vram-cap-gib")) {
-    cap_gib = (*parsed)["vram-cap-gib"].as<double>();
-    if (!(cap_gib > 0.0) || cap_gib > 1e6) {
-      throw InputError("--vram-cap-gib must be a positive number of GiB (at most 1e6), got " + std::to_string(cap_gib));
-    }
-    if (gpus == 0) throw InputError("--vram-cap-gib needs a GPU, and " + torch_build_description());
-  }
   for (int i = 0; i < gpus; ++i) {
     const torch::Device gpu(torch::kCUDA, static_cast<c10::DeviceIndex>(i));
-    if (cap_gib > 0.0) cap_device_memory(gpu, static_cast<int64_t>(cap_gib * 1024.0 * 1024.0 * 1024.0));
+    if (cap) cap_device_memory(gpu, *cap);
     const VramReport v = vram_report(gpu);
     std::printf("VRAM cap        cuda:%d %s (card %s); train, plan and bench hold each GPU to the hardware's memory, "
                 "--vram-cap-gib to less\n",
