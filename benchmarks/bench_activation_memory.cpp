@@ -2,7 +2,7 @@
 //
 // For each config and each number of micro-batches held (1, and 4 as GPipe holds them), the whole
 // model runs `held` forwards (keeping their graphs), then the backwards. The counting allocator
-// (runtime/cpu_alloc_counter.h) reports the bytes held after the forwards and the peak during the
+// (runtime/backends/cpu/cpu_alloc_counter.h) reports the bytes held after the forwards and the peak during the
 // backwards, both above the starting point (weights and gradients already allocated). The estimate
 // is memory/estimate.h's activations for one stage holding `held` micro-batches.
 //
@@ -12,8 +12,8 @@
 #include <cstdio>
 #include <fstream>
 
-#include "runtime/activation_probe.h"
-#include "runtime/threads.h"
+#include "runtime/tools/activation_probe.h"
+#include "runtime/backends/cpu/threads.h"
 
 using namespace pipetrain;
 

@@ -23,12 +23,12 @@
 #include "memory/machine_probe.h"
 #include "memory/model_desc.h"
 #include "memory/param_count.h"
-#include "runtime/config.h"
-#include "runtime/cpu_alloc_counter.h"
-#include "runtime/host_allocator.h"
-#include "runtime/pipeline_trainer.h"
-#include "runtime/threads.h"
-#include "runtime/trainer.h"
+#include "runtime/config/run_config.h"
+#include "runtime/backends/cpu/cpu_alloc_counter.h"
+#include "runtime/backends/cpu/host_allocator.h"
+#include "runtime/train/pipeline_trainer.h"
+#include "runtime/backends/cpu/threads.h"
+#include "runtime/train/trainer.h"
 #include "scheduler/planner.h"
 
 using namespace pipetrain;

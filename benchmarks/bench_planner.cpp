@@ -8,8 +8,9 @@
 #include <chrono>
 #include <cstdio>
 
-#include "runtime/hardware_config.h"
-#include "runtime/trainer.h"  // median
+#include "runtime/config/hardware_file.h"
+#include "runtime/tools/hardware_probe.h"
+#include "runtime/train/trainer.h"  // median
 #include "scheduler/planner.h"
 
 using namespace pipetrain;

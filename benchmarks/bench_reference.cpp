@@ -16,9 +16,9 @@
 
 #include "memory/machine_probe.h"
 #include "memory/param_count.h"
-#include "runtime/config.h"
-#include "runtime/threads.h"
-#include "runtime/trainer.h"
+#include "runtime/config/run_config.h"
+#include "runtime/backends/cpu/threads.h"
+#include "runtime/train/trainer.h"
 
 using namespace pipetrain;
 

@@ -10,8 +10,8 @@
 #include <string>
 
 #include "memory/errors.h"
-#include "runtime/config.h"
-#include "runtime/hardware_config.h"
+#include "runtime/config/run_config.h"
+#include "runtime/config/hardware_file.h"
 
 using namespace pipetrain;
 

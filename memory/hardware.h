@@ -1,6 +1,6 @@
 // The machine as the planner sees it: devices with memory budgets and speeds, links between them.
 //
-// Presets live in configs/hardware/*.yaml (parsed at the edge, runtime/hardware_config.cpp);
+// Presets live in configs/hardware/*.yaml (parsed at the edge, runtime/config/hardware_file.cpp);
 // `this-machine` is probed. Every number a preset states carries its source in a comment there.
 //
 //   HardwareSpec hw = ...;

@@ -40,6 +40,9 @@ struct LayerId {
   int64_t block_index;  // only meaningful for kBlock
 };
 
+// "V256 H256 L4 A4 I1024 T128 float32": the architecture, what must match for weights to load.
+std::string architecture_key(const ModelConfig& model);
+
 // Layer `i` of the ordered list (0 = embed, 1..L = blocks, L+1 = head).
 LayerId layer_at(const ModelConfig& model, int64_t i);
 // "embed", "block 3", "head".

@@ -32,6 +32,12 @@ Dtype parse_dtype(const std::string& name) {
   throw InputError("model.dtype is '" + name + "'; expected one of float32, float64, bfloat16");
 }
 
+std::string architecture_key(const ModelConfig& m) {
+  return "V" + std::to_string(m.vocab_size) + " H" + std::to_string(m.hidden_dim) + " L" + std::to_string(m.num_layers) +
+         " A" + std::to_string(m.num_heads) + " I" + std::to_string(m.intermediate_size) + " T" + std::to_string(m.seq_len) +
+         " " + dtype_name(m.dtype);
+}
+
 LayerId layer_at(const ModelConfig& model, int64_t i) {
   if (i < 0 || i >= model.num_model_layers()) {
     throw std::out_of_range("layer " + std::to_string(i) + " is outside 0.." +

@@ -3,10 +3,7 @@
 namespace pipetrain {
 
 std::string profile_key(const ModelConfig& model, int64_t micro_batch_size) {
-  return "V" + std::to_string(model.vocab_size) + " H" + std::to_string(model.hidden_dim) + " L" +
-         std::to_string(model.num_layers) + " A" + std::to_string(model.num_heads) + " I" +
-         std::to_string(model.intermediate_size) + " T" + std::to_string(model.seq_len) + " " + dtype_name(model.dtype) +
-         " b" + std::to_string(micro_batch_size);
+  return architecture_key(model) + " b" + std::to_string(micro_batch_size);
 }
 
 StageTimer::StageTimer(const ModelConfig& model, const HardwareSpec& hardware, const PlanOptions& options)

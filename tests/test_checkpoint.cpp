@@ -8,9 +8,9 @@
 #include <iterator>
 
 #include "memory/errors.h"
-#include "runtime/checkpoint.h"
-#include "runtime/config.h"
-#include "runtime/pipeline_trainer.h"
+#include "runtime/io/checkpoint.h"
+#include "runtime/config/run_config.h"
+#include "runtime/train/pipeline_trainer.h"
 #include "planner_fixtures.h"
 #include "test_util.h"
 
@@ -64,13 +64,13 @@ TEST_CASE("resume continues exactly where the run stopped") {
 
   PipelineTrainer first(tiny_run(data, kThree), host(), false);
   losses(first, kSteps);
-  const std::string saved = save_checkpoint(dir.path(), first, tiny_run(data, kThree), 2);
+  const std::string saved = first.save_checkpoint(dir.path(), 2);
   CHECK(saved == dir.path() + "/checkpoints/step-00000003");
 
   const CheckpointInfo newest = newest_checkpoint(dir.path());
   CHECK(newest.step == kSteps);
   PipelineTrainer resumed(tiny_run(data, kThree), host(), false);
-  load_checkpoint(newest, resumed);
+  resumed.resume_from(newest);
   CHECK(resumed.steps_done() == kSteps);
   const std::vector<double> rest = losses(resumed, kSteps);
   for (int i = 0; i < kSteps; ++i) CHECK(rest[i] == all[kSteps + i]);
@@ -78,7 +78,7 @@ TEST_CASE("resume continues exactly where the run stopped") {
   for (size_t i = 0; i < a.size(); ++i) CHECK(torch::equal(a[i], b[i]));
 
   PipelineTrainer other_map(tiny_run(data, kTwo), host(), false);
-  load_checkpoint(newest, other_map);
+  other_map.resume_from(newest);
   const std::vector<double> moved = losses(other_map, kSteps);
   for (int i = 0; i < kSteps; ++i) CHECK(moved[i] == doctest::Approx(all[kSteps + i]).epsilon(1e-6));
 }
@@ -91,7 +91,7 @@ TEST_CASE("checkpoints keep the newest K and ignore partial ones") {
   PipelineTrainer trainer(run, host(), false);
   for (int i = 0; i < 3; ++i) {
     trainer.train_step();
-    save_checkpoint(dir.path(), trainer, run, 2);
+    trainer.save_checkpoint(dir.path(), 2);
   }
   CHECK_FALSE(std::ifstream(dir.path() + "/checkpoints/step-00000001/manifest.json").good());
   CHECK(std::ifstream(dir.path() + "/checkpoints/step-00000002/manifest.json").good());
@@ -108,9 +108,9 @@ TEST_CASE("damaged checkpoints and other models are refused") {
   const RunConfig run = tiny_run(data, kTwo);
   PipelineTrainer trainer(run, host(), false);
   trainer.train_step();
-  save_checkpoint(dir.path(), trainer, run, 2);
+  trainer.save_checkpoint(dir.path(), 2);
   trainer.train_step();
-  const std::string newest = save_checkpoint(dir.path(), trainer, run, 2);
+  const std::string newest = trainer.save_checkpoint(dir.path(), 2);
 
   flip_a_byte(newest + "/layer-0002.pt", 200);
   CHECK_THROWS_WITH_AS(verify_checkpoint(newest),
@@ -121,9 +121,9 @@ TEST_CASE("damaged checkpoints and other models are refused") {
   CHECK_THROWS_WITH_AS(newest_checkpoint(dir.path()), doctest::Contains("truncated or replaced"), InputError);
 
   testing::ScratchDir other_dir;
-  save_checkpoint(other_dir.path(), trainer, run, 1);
+  trainer.save_checkpoint(other_dir.path(), 1);
   PipelineTrainer wider(tiny_run(data, kTwo, {"model.hidden_dim=64"}), host(), false);
-  CHECK_THROWS_WITH_AS(load_checkpoint(newest_checkpoint(other_dir.path()), wider),
+  CHECK_THROWS_WITH_AS(wider.resume_from(newest_checkpoint(other_dir.path())),
                        doctest::Contains("is of model V256 H32 L3"), InputError);
   testing::ScratchDir empty;
   CHECK_THROWS_WITH_AS(newest_checkpoint(empty.path()), doctest::Contains("has no checkpoint"), InputError);

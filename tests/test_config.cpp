@@ -3,7 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "memory/errors.h"
-#include "runtime/config.h"
+#include "runtime/config/run_config.h"
 #include "test_util.h"
 
 using namespace pipetrain;

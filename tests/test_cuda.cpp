@@ -1,4 +1,4 @@
-// The GPU side behind the device registry (runtime/devices.h, cuda/): staging-ring transfers, the
+// The GPU side behind the device registry (runtime/backends/registry.h, runtime/backends/cuda/): staging-ring transfers, the
 // VRAM cap, the GPU op runner. On a build or machine without CUDA the GPU cases print why they are
 // skipped, and the registry's CPU-only answers are checked instead.
 #include <doctest/doctest.h>
@@ -7,8 +7,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "runtime/devices.h"
-#include "runtime/transfer.h"
+#include "runtime/backends/registry.h"
+#include "runtime/backends/backend.h"
 
 using namespace pipetrain;
 
@@ -92,9 +92,9 @@ TEST_CASE("the VRAM cap is enforced by the caching allocator") {
   const torch::Device gpu("cuda:0");
   constexpr int64_t kCap = 256LL << 20;
   CHECK(cap_device_memory(gpu, kCap) == kCap);
-  CHECK(vram_report(gpu).cap_bytes == kCap);
+  CHECK(device_memory_report(gpu).cap_bytes == kCap);
   CHECK_THROWS(torch::empty({512LL << 20}, torch::TensorOptions().dtype(torch::kUInt8).device(gpu)));
   CHECK(cap_device_memory(gpu, 0) == 0);
   const torch::Tensor fits = torch::empty({512LL << 20}, torch::TensorOptions().dtype(torch::kUInt8).device(gpu));
-  CHECK(vram_report(gpu).peak_allocated_bytes >= (512LL << 20));
+  CHECK(device_memory_report(gpu).peak_allocated_bytes >= (512LL << 20));
 }

@@ -4,7 +4,7 @@
 #include <set>
 
 #include "memory/errors.h"
-#include "runtime/data.h"
+#include "runtime/data/byte_corpus.h"
 #include "test_util.h"
 
 using namespace pipetrain;

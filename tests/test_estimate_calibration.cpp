@@ -4,8 +4,8 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
-#include "runtime/activation_probe.h"
-#include "runtime/cpu_alloc_counter.h"
+#include "runtime/tools/activation_probe.h"
+#include "runtime/backends/cpu/cpu_alloc_counter.h"
 
 using namespace pipetrain;
 

@@ -3,7 +3,7 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
-#include "runtime/host_allocator.h"
+#include "runtime/backends/cpu/host_allocator.h"
 
 using namespace pipetrain;
 

@@ -1,4 +1,4 @@
-// runtime/pipeline_trainer: pipelining is an execution strategy, never a change of the mathematics.
+// runtime/train/pipeline_trainer: pipelining is an execution strategy, never a change of the mathematics.
 // Transparency: for 1..4 stages, M in {1, 4, 8}, GPipe and 1F1B, with and without activation
 // checkpointing, k steps give the reference trainer's losses and parameters within 1e-5 relative.
 #include <doctest/doctest.h>
@@ -9,11 +9,11 @@
 
 #include "memory/errors.h"
 #include "memory/machine_probe.h"
-#include "runtime/config.h"
-#include "runtime/devices.h"
-#include "runtime/pipeline_trainer.h"
-#include "runtime/threads.h"
-#include "runtime/trainer.h"
+#include "runtime/config/run_config.h"
+#include "runtime/backends/registry.h"
+#include "runtime/train/pipeline_trainer.h"
+#include "runtime/backends/cpu/threads.h"
+#include "runtime/train/trainer.h"
 #include "planner_fixtures.h"
 #include "test_util.h"
 

@@ -7,8 +7,9 @@
 
 #include "memory/errors.h"
 #include "memory/param_count.h"
-#include "runtime/config.h"
-#include "runtime/hardware_config.h"
+#include "runtime/config/run_config.h"
+#include "runtime/config/hardware_file.h"
+#include "runtime/tools/hardware_probe.h"
 #include "scheduler/remedies.h"
 #include "stages/model.h"
 #include "test_util.h"

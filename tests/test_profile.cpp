@@ -6,9 +6,9 @@
 #include <sstream>
 
 #include "memory/errors.h"
-#include "runtime/config.h"
-#include "runtime/hardware_config.h"
-#include "runtime/profile.h"
+#include "runtime/config/run_config.h"
+#include "runtime/config/hardware_file.h"
+#include "runtime/tools/profile.h"
 #include "scheduler/cost_model.h"
 #include "scheduler/planner.h"
 #include "test_util.h"

@@ -1,16 +1,17 @@
-// runtime/trainer: the default job learns; the reference trainer is bit-for-bit repeatable, and its gradient
+// runtime/train/trainer: the default job learns; the reference trainer is bit-for-bit repeatable, and its gradient
 // accumulation, clipping and learning-rate schedule do what they say.
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
 #include <cmath>
 
-#include "runtime/config.h"
-#include "runtime/hardware_config.h"
-#include "runtime/lr_schedule.h"
-#include "runtime/pipeline_trainer.h"
-#include "runtime/threads.h"
-#include "runtime/trainer.h"
+#include "runtime/config/run_config.h"
+#include "runtime/config/hardware_file.h"
+#include "runtime/tools/hardware_probe.h"
+#include "runtime/train/lr_schedule.h"
+#include "runtime/train/pipeline_trainer.h"
+#include "runtime/backends/cpu/threads.h"
+#include "runtime/train/trainer.h"
 #include "stages/optim.h"
 
 using namespace pipetrain;

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "memory/hardware.h"
-#include "runtime/config.h"
+#include "runtime/config/run_config.h"
 
 namespace pipetrain::cli {
 

@@ -6,9 +6,9 @@
 #include "memory/machine_probe.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
-#include "runtime/config.h"
-#include "runtime/devices.h"
-#include "runtime/doctor.h"
+#include "runtime/config/run_config.h"
+#include "runtime/backends/registry.h"
+#include "runtime/tools/doctor.h"
 
 namespace pipetrain::cli {
 
@@ -33,7 +33,7 @@ int doctor_command(int argc, char** argv) {
   for (int i = 0; i < gpus; ++i) {
     const torch::Device gpu(torch::kCUDA, static_cast<c10::DeviceIndex>(i));
     if (cap) cap_device_memory(gpu, *cap);
-    const VramReport v = vram_report(gpu);
+    const DeviceMemoryReport v = device_memory_report(gpu);
     std::printf("VRAM cap        cuda:%d %s (card %s); train, plan and bench hold each GPU to the hardware's memory, "
                 "--vram-cap-gib to less\n",
                 i, v.cap_bytes > 0 ? ("caching allocator held to " + format_gib(v.cap_bytes)).c_str() : "none",

@@ -9,7 +9,7 @@
 
 #include "memory/errors.h"
 #include "runtime/cli/commands.h"
-#include "runtime/host_allocator.h"
+#include "runtime/backends/cpu/host_allocator.h"
 
 namespace {
 

@@ -7,9 +7,10 @@
 #include "memory/errors.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
-#include "runtime/config.h"
-#include "runtime/hardware_config.h"
-#include "runtime/plan_report.h"
+#include "runtime/config/run_config.h"
+#include "runtime/config/hardware_file.h"
+#include "runtime/tools/hardware_probe.h"
+#include "runtime/tools/plan_report.h"
 
 namespace pipetrain::cli {
 namespace {

@@ -4,12 +4,12 @@
 #include <sstream>
 
 #include "memory/errors.h"
-#include "runtime/atomic_file.h"
+#include "runtime/io/atomic_file.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
-#include "runtime/config.h"
-#include "runtime/hardware_config.h"
-#include "runtime/profile.h"
+#include "runtime/config/run_config.h"
+#include "runtime/config/hardware_file.h"
+#include "runtime/tools/profile.h"
 #include "scheduler/cost_model.h"
 
 namespace pipetrain::cli {

@@ -14,19 +14,20 @@
 #include "memory/machine_probe.h"
 #include "memory/param_count.h"
 #include "runtime/cli/cli_util.h"
-#include "runtime/checkpoint.h"
+#include "runtime/io/checkpoint.h"
 #include "runtime/cli/commands.h"
-#include "runtime/config.h"
-#include "runtime/devices.h"
-#include "runtime/hardware_config.h"
-#include "runtime/pipeline_trainer.h"
-#include "runtime/plan_report.h"
-#include "runtime/signals.h"
-#include "runtime/trace.h"
-#include "runtime/atomic_file.h"
-#include "runtime/metrics.h"
-#include "runtime/threads.h"
-#include "runtime/trainer.h"
+#include "runtime/config/run_config.h"
+#include "runtime/backends/registry.h"
+#include "runtime/config/hardware_file.h"
+#include "runtime/tools/hardware_probe.h"
+#include "runtime/train/pipeline_trainer.h"
+#include "runtime/tools/plan_report.h"
+#include "runtime/io/signals.h"
+#include "runtime/io/trace.h"
+#include "runtime/io/atomic_file.h"
+#include "runtime/io/metrics.h"
+#include "runtime/backends/cpu/threads.h"
+#include "runtime/train/trainer.h"
 #include "scheduler/remedies.h"
 
 namespace pipetrain::cli {
@@ -170,7 +171,7 @@ int train_command(int argc, char** argv) {
     return 0;
   }
   PipelineTrainer trainer(run, request.hardware, args.count("trace") > 0);
-  if (resume_from) load_checkpoint(*resume_from, trainer);
+  if (resume_from) trainer.resume_from(*resume_from);
   make_dirs(out_dir);
   write_file_atomically(out_dir + "/config.yaml", "# resolved config of this run (" + run.source + ")\n" + to_yaml(run));
   MetricsWriter metrics(metrics_path, resume_from ? std::optional<int64_t>(resume_from->step) : std::nullopt);
@@ -216,7 +217,7 @@ int train_command(int argc, char** argv) {
   // caching allocator holds), by how much, and the budget.
   std::string memory_stop_device;
   int64_t memory_stop_bytes = 0, memory_stop_budget = 0;
-  const auto save = [&] { return save_checkpoint(out_dir, trainer, run, run.train.keep_checkpoints); };
+  const auto save = [&] { return trainer.save_checkpoint(out_dir, run.train.keep_checkpoints); };
   try {
     summary = run_training(
         trainer,

@@ -1,0 +1,61 @@
+// The device registry: which devices this build and this machine have, and the implementation of
+// the device interface (backend.h) for each of them.
+//
+// registry.cpp is the one file that holds the `#if PIPETRAIN_WITH_CUDA`. The CUDA implementations
+// live in cuda/, which CMake builds only when the LibTorch it found has CUDA. A stage map that
+// names cuda:N on a build without CUDA, or a machine without that GPU, is refused (InputError,
+// exit 2), unless the user asked for GPU stages to run on the CPU; then each such stage becomes a
+// CPU stage sharing the CPU's pool, and a warning says so.
+//
+//   std::vector<std::string> warnings;
+//   StageMap map = place_stages(run.stages, /*gpu_stages_on_cpu=*/false, &warnings);
+//   std::unique_ptr<StageDevice> runner = make_stage_device(torch_device(map.stages[0].device), micro_batches);
+#pragma once
+
+#include <torch/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "memory/stage_map.h"
+#include "runtime/backends/backend.h"
+
+namespace pipetrain {
+
+bool cuda_available();
+int cuda_device_count();
+// "LibTorch 1.13.1, CUDA not available" or "LibTorch 2.11.0 with CUDA, 1 GPU".
+std::string torch_build_description();
+// True when this pipetrain was built against a LibTorch with CUDA (cuda/ compiled in).
+bool built_with_cuda();
+
+// The map with every device checked against this build and machine (see above).
+StageMap place_stages(const StageMap& map, bool gpu_stages_on_cpu, std::vector<std::string>* warnings);
+
+// The planner's default shapes (scheduler/planner.h) whose devices this build and machine can run.
+std::vector<std::vector<std::string>> runnable_shapes(const HardwareSpec& hardware);
+
+// "cpu" -> kCPU, "cuda:1" -> {kCUDA, 1}. The name must have passed place_stages.
+torch::Device torch_device(const std::string& name);
+
+std::unique_ptr<StageDevice> make_stage_device(torch::Device device, int micro_batches);
+
+// The transfer for a boundary from `from` to `to`. `producer` runs the sending stage's ops and
+// `produced_by` is the op that makes what is sent (kForward: activations; kBackward: gradients), so
+// a copy out of a GPU waits for exactly that op.
+std::unique_ptr<Transfer> make_transfer(torch::Device from, torch::Device to, const RingSpec& ring = {},
+                                        StageDevice* producer = nullptr, EventKind produced_by = EventKind::kForward);
+
+// Caps the caching allocator of `device` at `bytes` (a per-process memory fraction), so a large GPU
+// stands in for a smaller card: allocations past it fail as out of memory. No cap when bytes is 0
+// or at least the card's memory. Returns the cap in force. Throws std::runtime_error on a CPU build.
+int64_t cap_device_memory(torch::Device device, int64_t bytes);
+DeviceMemoryReport device_memory_report(torch::Device device);
+void reset_device_memory_peak(torch::Device device);
+
+// A raw cudaMemcpyAsync of `bytes` between a pinned host buffer and `device`, `reps` times back to
+// back on one stream: the median seconds per copy. The benchmarks' baseline for the staging rings.
+double raw_pinned_copy_seconds(torch::Device device, int64_t bytes, bool host_to_device, int reps);
+
+}  // namespace pipetrain

@@ -1,0 +1,268 @@
+#include "runtime/config/hardware_file.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "runtime/config/hardware_presets.inc"
+#include "runtime/config/yaml_section.h"
+
+namespace pipetrain {
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+std::string read_text(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  if (!in) throw InputError(std::string(what) + " '" + path + "' cannot be read (missing or no permission)");
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+YAML::Node load_yaml(const std::string& text, const std::string& source) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw InputError(source + ": not valid YAML: " + e.msg + " (line " + std::to_string(e.mark.line + 1) + ")");
+  }
+}
+
+int64_t gib_to_bytes(double gib, const std::string& key, const std::string& source) {
+  if (!(gib >= 0.0) || gib > 1e9) {
+    std::ostringstream out;
+    out << source << ": " << key << " must be a size in GiB between 0 and 1e9, got " << gib;
+    throw InputError(out.str());
+  }
+  return static_cast<int64_t>(gib * kGiB);
+}
+
+std::vector<double> read_milliseconds(const YAML::Node& node, const std::string& key, const std::string& source) {
+  if (!node || !node.IsSequence()) throw InputError(source + ": " + key + " must be a list of milliseconds");
+  std::vector<double> seconds;
+  for (size_t i = 0; i < node.size(); ++i) {
+    try {
+      seconds.push_back(node[i].as<double>() * 1e-3);
+    } catch (const YAML::Exception&) {
+      throw InputError(source + ": " + key + "[" + std::to_string(i) + "] must be a number of milliseconds");
+    }
+  }
+  return seconds;
+}
+
+// measured: {model: KEY, times: [{device, cores, forward_ms: [...], backward_ms: [...], optimizer_ms: [...]}]}
+MeasuredTimes parse_measured(const YAML::Node& node, const std::string& source) {
+  Section m(node, "measured", source);
+  MeasuredTimes out;
+  m.read_string("model", out.model_key);
+  m.read_node("times");
+  m.reject_unknown_keys();
+  const YAML::Node times = node["times"];
+  if (!times || !times.IsSequence()) throw InputError(source + ": measured.times must be a list");
+  for (size_t i = 0; i < times.size(); ++i) {
+    const std::string where = "measured.times[" + std::to_string(i) + "]";
+    Section t(times[i], where, source);
+    LayerTimes e;
+    int64_t cores = 0;
+    t.read_string("device", e.device);
+    t.read_int("cores", cores);
+    t.read_node("forward_ms");
+    t.read_node("backward_ms");
+    t.read_node("optimizer_ms");
+    t.reject_unknown_keys();
+    e.cores = static_cast<int>(std::clamp<int64_t>(cores, -1, 1 << 20));
+    e.forward_seconds = read_milliseconds(times[i]["forward_ms"], where + ".forward_ms", source);
+    e.backward_seconds = read_milliseconds(times[i]["backward_ms"], where + ".backward_ms", source);
+    e.optimizer_seconds = read_milliseconds(times[i]["optimizer_ms"], where + ".optimizer_ms", source);
+    out.entries.push_back(std::move(e));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string hardware_to_yaml(const HardwareSpec& hw) {
+  YAML::Emitter out;
+  out.SetDoublePrecision(6);
+  out << YAML::BeginMap;
+  out << YAML::Key << "name" << YAML::Value << hw.name;
+  out << YAML::Key << "pinned_memory_gib" << YAML::Value << static_cast<double>(hw.pinned_bytes) / kGiB;
+  out << YAML::Key << "devices" << YAML::Value << YAML::BeginSeq;
+  for (const DeviceSpec& d : hw.devices) {
+    out << YAML::BeginMap << YAML::Key << "name" << YAML::Value << d.name;
+    out << YAML::Key << "memory_gib" << YAML::Value << static_cast<double>(d.memory_bytes) / kGiB;
+    out << YAML::Key << "reserved_gib" << YAML::Value << static_cast<double>(d.reserved_bytes) / kGiB;
+    out << YAML::Key << "safety_margin" << YAML::Value << d.safety_margin;
+    out << YAML::Key << "allocator_slack" << YAML::Value << d.allocator_slack;
+    out << YAML::Key << "flops_per_s" << YAML::Value << d.flops_per_s;
+    if (d.kind == DeviceKind::kCpu) {
+      out << YAML::Key << "single_core_flops_per_s" << YAML::Value << d.single_core_flops_per_s;
+      out << YAML::Key << "cores" << YAML::Value << d.cores;
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+  out << YAML::Key << "links" << YAML::Value << YAML::BeginSeq;
+  for (const LinkSpec& l : hw.links) {
+    out << YAML::Flow << YAML::BeginMap << YAML::Key << "from" << YAML::Value << l.from << YAML::Key << "to"
+        << YAML::Value << l.to << YAML::Key << "bandwidth_gb_per_s" << YAML::Value << l.bytes_per_s / 1e9
+        << YAML::Key << "latency_us" << YAML::Value << l.latency_s * 1e6 << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+  if (!hw.measured.entries.empty()) {
+    out << YAML::Key << "measured" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "model" << YAML::Value << hw.measured.model_key;
+    out << YAML::Key << "times" << YAML::Value << YAML::BeginSeq;
+    for (const LayerTimes& e : hw.measured.entries) {
+      auto ms = [](const std::vector<double>& seconds) {
+        std::vector<double> v;
+        for (double t : seconds) v.push_back(t * 1e3);
+        return v;
+      };
+      out << YAML::BeginMap << YAML::Key << "device" << YAML::Value << e.device << YAML::Key << "cores" << YAML::Value
+          << e.cores;
+      out << YAML::Key << "forward_ms" << YAML::Value << YAML::Flow << ms(e.forward_seconds);
+      out << YAML::Key << "backward_ms" << YAML::Value << YAML::Flow << ms(e.backward_seconds);
+      out << YAML::Key << "optimizer_ms" << YAML::Value << YAML::Flow << ms(e.optimizer_seconds);
+      out << YAML::EndMap;
+    }
+    out << YAML::EndSeq << YAML::EndMap;
+  }
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+std::vector<std::string> hardware_preset_names() {
+  std::vector<std::string> names;
+  for (const auto& preset : kHardwarePresets) names.push_back(preset.name);
+  names.push_back("this-machine");
+  return names;
+}
+
+HardwareSpec parse_hardware(const std::string& yaml_text, const std::string& source) {
+  const YAML::Node root = load_yaml(yaml_text, source);
+  if (!root.IsMap()) throw InputError(source + ": a hardware file is a mapping with name, devices, links");
+  Section top(root, "hardware", source);
+  HardwareSpec hw;
+  hw.source = source;
+  top.read_string("name", hw.name);
+  double pinned_gib = 0.0;
+  top.read_number("pinned_memory_gib", pinned_gib);
+  hw.pinned_bytes = gib_to_bytes(pinned_gib, "pinned_memory_gib", source);
+  top.read_node("devices");
+  top.read_node("links");
+  top.read_node("measured");
+  top.reject_unknown_keys();
+  if (hw.name.empty()) throw InputError(source + ": hardware needs a name");
+
+  const YAML::Node devices = root["devices"];
+  if (!devices || !devices.IsSequence() || devices.size() == 0) {
+    throw InputError(source + ": devices must be a non-empty list");
+  }
+  for (size_t i = 0; i < devices.size(); ++i) {
+    const std::string where = "devices[" + std::to_string(i) + "]";
+    Section d(devices[i], where, source);
+    DeviceSpec dev;
+    d.read_string("name", dev.name);
+    if (dev.name == "cpu") {
+      dev.kind = DeviceKind::kCpu;
+    } else if (dev.name.rfind("cuda:", 0) == 0 && dev.name.size() > 5 &&
+               dev.name.find_first_not_of("0123456789", 5) == std::string::npos) {
+      dev.kind = DeviceKind::kCuda;
+    } else {
+      throw InputError(source + ": " + where + ".name is '" + dev.name + "'; expected cpu or cuda:N");
+    }
+    double memory_gib = 0.0, reserved_gib = 0.0;
+    d.read_number("memory_gib", memory_gib);
+    d.read_number("reserved_gib", reserved_gib);
+    dev.memory_bytes = gib_to_bytes(memory_gib, where + ".memory_gib", source);
+    dev.reserved_bytes = gib_to_bytes(reserved_gib, where + ".reserved_gib", source);
+    d.read_number("safety_margin", dev.safety_margin);
+    d.read_number("allocator_slack", dev.allocator_slack);
+    d.read_number("flops_per_s", dev.flops_per_s);
+    d.read_number("single_core_flops_per_s", dev.single_core_flops_per_s);
+    int64_t cores = 0;
+    d.read_int("cores", cores);
+    if (cores < 0 || cores > 100000) throw InputError(source + ": " + where + ".cores = " + std::to_string(cores) + " is not a core count");
+    dev.cores = static_cast<int>(cores);
+    d.reject_unknown_keys();
+    hw.devices.push_back(dev);
+  }
+  const YAML::Node links = root["links"];
+  if (links && !links.IsNull()) {
+    if (!links.IsSequence()) throw InputError(source + ": links must be a list");
+    for (size_t i = 0; i < links.size(); ++i) {
+      Section l(links[i], "links[" + std::to_string(i) + "]", source);
+      LinkSpec link;
+      double gb_per_s = 0.0, latency_us = 0.0;
+      l.read_string("from", link.from);
+      l.read_string("to", link.to);
+      l.read_number("bandwidth_gb_per_s", gb_per_s);
+      l.read_number("latency_us", latency_us);
+      l.reject_unknown_keys();
+      link.bytes_per_s = gb_per_s * 1e9;
+      link.latency_s = latency_us * 1e-6;
+      hw.links.push_back(link);
+    }
+  }
+  if (const YAML::Node measured = root["measured"]) hw.measured = parse_measured(measured, source);
+  validate_hardware(hw);
+  return hw;
+}
+
+HardwareSpec load_hardware_file_or_preset(const std::string& name_or_path) {
+  for (const auto& preset : kHardwarePresets) {
+    if (name_or_path == preset.name) return parse_hardware(preset.yaml, "preset " + std::string(preset.name));
+  }
+  const bool looks_like_path = name_or_path.find('/') != std::string::npos || name_or_path.find(".yaml") != std::string::npos ||
+                               name_or_path.find(".yml") != std::string::npos;
+  if (!looks_like_path) {
+    std::string names;
+    for (const std::string& n : hardware_preset_names()) names += (names.empty() ? "" : ", ") + n;
+    throw InputError("hardware '" + name_or_path + "' is neither a preset (" + names + ") nor a .yaml file");
+  }
+  return parse_hardware(read_text(name_or_path, "hardware file"), name_or_path);
+}
+
+StageMap parse_stage_map(const YAML::Node& node, const ModelConfig& model, const std::string& source) {
+  YAML::Node list = node;
+  if (list.IsMap()) {
+    if (!list["stages"] || list.size() != 1) throw InputError(source + ": a stage map file is a list, or a mapping with the one key 'stages'");
+    list = list["stages"];
+  }
+  if (!list.IsSequence() || list.size() == 0) throw InputError(source + ": stages must be a non-empty list");
+  StageMap map;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string where = "stages[" + std::to_string(i) + "]";
+    Section s(list[i], where, source);
+    StageSpec spec;
+    s.read_string("device", spec.device);
+    int64_t cores = 0;
+    s.read_int("cores", cores);
+    if (cores < 0 || cores > 100000) throw InputError(source + ": " + where + ".cores = " + std::to_string(cores) + " is not a core count");
+    spec.cores = static_cast<int>(cores);
+    s.read_node("layers");
+    s.reject_unknown_keys();
+    const YAML::Node layers = list[i]["layers"];
+    if (spec.device.empty()) throw InputError(source + ": " + where + " needs a device");
+    if (!layers || !layers.IsSequence() || layers.size() != 2 || !layers[0].IsScalar() || !layers[1].IsScalar()) {
+      throw InputError(source + ": " + where + ".layers must be [first, last], e.g. [embed, 3] or [4, head]");
+    }
+    try {
+      spec.first = parse_layer_ref(layers[0].Scalar(), model);
+      spec.last = parse_layer_ref(layers[1].Scalar(), model);
+    } catch (const InputError& e) {
+      throw InputError(source + ": " + where + ".layers: " + e.what());
+    }
+    map.stages.push_back(spec);
+  }
+  return map;
+}
+
+StageMap load_stage_map_file(const std::string& path, const ModelConfig& model) {
+  return parse_stage_map(load_yaml(read_text(path, "stage map"), path), model, path);
+}
+
+}  // namespace pipetrain

@@ -1,0 +1,71 @@
+// Checkpoints that survive the process dying at any moment, and resume bit for bit.
+//
+//   <run>/checkpoints/step-00000120/manifest.json     step, data position, model, config, files
+//                                   layer-0000.pt ...  one file per layer of the model's layer list:
+//                                                      its parameters and their optimizer state
+// Keyed by layer, not by stage, so a run can resume under another stage map. A checkpoint is
+// written into step-N.partial/ (every file fsynced, the manifest last), then renamed into place
+// and the directory fsynced: until that rename the previous checkpoint is the newest complete
+// one, and a reader never sees half a checkpoint. The manifest holds each file's size and CRC-32;
+// loading verifies both and the model before touching the trainer.
+//
+//   save_checkpoint(out_dir, trainer, run, trainer.steps_done(), trainer.corpus().position(), /*keep=*/2);
+//   CheckpointInfo newest = newest_checkpoint(out_dir);   // InputError when none verifies
+//   load_checkpoint(newest, run.model, trainer);
+//   trainer.restore_progress(newest.step, newest.data);
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/config/run_config.h"
+#include "runtime/data/byte_corpus.h"
+
+namespace pipetrain {
+
+// What a checkpoint saves and restores: each layer's parameters and optimizer state, by name
+// ("param/<name>", "state/<name>/<key>"). The trainer implements it, whatever its stage map.
+class LayerStates {
+ public:
+  virtual ~LayerStates() = default;
+  virtual std::vector<std::pair<std::string, torch::Tensor>> layer_state(int64_t layer) const = 0;
+  // Restores what layer_state returned (the tensors may be on the CPU); throws std::runtime_error
+  // naming the tensor that is missing, extra or of the wrong shape.
+  virtual void set_layer_state(int64_t layer, const std::vector<std::pair<std::string, torch::Tensor>>& tensors) = 0;
+};
+
+struct CheckpointInfo {
+  std::string path;
+  int64_t step = 0;
+  DataPosition data;
+  std::string model;        // architecture_key() of the model that wrote it
+  std::string config_yaml;  // the run's resolved config
+};
+
+// IEEE CRC-32 of a byte string.
+uint32_t crc32(const std::string& bytes);
+
+// Writes a checkpoint of the state after `step` steps, with the data stream at `data`; keeps the
+// newest `keep`. Returns its path. InputError (naming the path and the OS's reason) when it cannot be
+// written; the previous checkpoints are then untouched.
+std::string save_checkpoint(const std::string& run_dir, const LayerStates& states, const RunConfig& run, int64_t step,
+                            const DataPosition& data, int64_t keep);
+
+// Reads and verifies a checkpoint directory (manifest, sizes, checksums); InputError naming the
+// file and what is wrong.
+CheckpointInfo verify_checkpoint(const std::string& path);
+
+// The newest checkpoint under run_dir/checkpoints that verifies; InputError saying why each failed
+// when none does.
+CheckpointInfo newest_checkpoint(const std::string& run_dir);
+
+// Loads a verified checkpoint of `model` into `states` (any stage map of the same model); the caller
+// then continues from checkpoint.step and checkpoint.data. InputError when the model differs or a
+// file does not fit.
+void load_checkpoint(const CheckpointInfo& checkpoint, const ModelConfig& model, LayerStates& states);
+
+}  // namespace pipetrain

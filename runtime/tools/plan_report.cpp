@@ -1,0 +1,173 @@
+#include "runtime/tools/plan_report.h"
+
+#include "scheduler/cost_model.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+
+#include "memory/machine_probe.h"
+#include "memory/param_count.h"
+
+namespace pipetrain {
+
+PlanRequest plan_request_for(const RunConfig& run, const HardwareSpec& hardware) {
+  PlanRequest request;
+  request.model = run.model;
+  request.hardware = hardware;
+  request.options.micro_batch_size = run.train.micro_batch_size;
+  request.options.micro_batches = static_cast<int>(run.train.micro_batches);
+  request.options.schedule = run.train.schedule;
+  request.options.checkpointing = run.train.checkpointing;
+  request.options.optimizer = run.train.optimizer;
+  return request;
+}
+namespace {
+
+std::string options_line(const PlanOptions& o) {
+  char line[256];
+  std::snprintf(line, sizeof(line), "%s, %d micro-batches of %lld, checkpointing %s, %s", schedule_kind_name(o.schedule).c_str(),
+                o.micro_batches, static_cast<long long>(o.micro_batch_size), o.checkpointing ? "on" : "off",
+                optimizer_name(o.optimizer.kind).c_str());
+  return line;
+}
+
+std::string prediction_line(const Plan& p) {
+  char line[256];
+  std::snprintf(line, sizeof(line), "%.0f tokens/s, step %.3f s, bubble %.1f%%, bottleneck %s (%.0f%% busy)",
+                p.predicted.tokens_per_s, p.predicted.step_seconds, 100.0 * p.predicted.bubble_fraction,
+                p.predicted.bottleneck.c_str(),
+                p.predicted.utilisation.count(p.predicted.bottleneck) ? 100.0 * p.predicted.utilisation.at(p.predicted.bottleneck) : 0.0);
+  return line;
+}
+
+std::string map_line(const ModelConfig& model, const StageMap& map) {
+  std::string text;
+  for (const StageSpec& st : map.stages) {
+    text += (text.empty() ? "" : " | ") + st.device + (st.cores > 0 ? "(" + std::to_string(st.cores) + "c)" : "") + " " +
+            describe_range(model, st.first, st.last);
+  }
+  return text;
+}
+
+}  // namespace
+
+std::string time_source(const ModelConfig& model, const HardwareSpec& hardware, const PlanOptions& options) {
+  if (StageTimer(model, hardware, options).uses_measured_times()) {
+    return "measured per-layer times (" + hardware.source + ")";
+  }
+  std::string text = "FLOPs over the sustained rates of hardware '" + hardware.name + "'";
+  if (!hardware.measured.entries.empty()) {
+    text += " (its measured times are for " + hardware.measured.model_key + ", not " +
+            profile_key(model, options.micro_batch_size) + ": run `pipetrain profile` for this model)";
+  }
+  return text;
+}
+
+std::string format_plan_text(const PlanRequest& request, const PlanOutcome& outcome, const std::vector<Remedy>& remedies) {
+  const ModelConfig& m = request.model;
+  std::string out;
+  char line[512];
+  std::snprintf(line, sizeof(line), "model: %lld parameters (%lld blocks, hidden %lld, %s); hardware: %s (%s)\n",
+                static_cast<long long>(total_param_count(m)), static_cast<long long>(m.num_layers),
+                static_cast<long long>(m.hidden_dim), dtype_name(m.dtype).c_str(), request.hardware.name.c_str(),
+                request.hardware.source.c_str());
+  out += line;
+  const Plan& plan = outcome.plans.front();
+  if (outcome.fits) {
+    out += std::string(request.map ? "plan (given stage map): " : "best plan: ") + map_line(m, plan.map) + "\n";
+  } else {
+    out += std::string(request.map ? "plan (given stage map): " : "closest plan (nothing fits): ") + map_line(m, plan.map) + "\n";
+  }
+  out += "options: " + options_line(plan.options) + "\n\n";
+  out += format_memory_table(plan.memory, m, request.hardware, plan.map);
+  out += "\npredicted: " + prediction_line(plan) + "\n";
+  out += "times: " + time_source(m, request.hardware, request.options) + "\n";
+  if (outcome.fits && outcome.plans.size() > 1) {
+    out += "\nrunners-up:\n";
+    for (size_t i = 1; i < outcome.plans.size(); ++i) {
+      const Plan& p = outcome.plans[i];
+      out += "  " + std::to_string(i) + ". " + map_line(m, p.map) + "; " + options_line(p.options) + "\n     " +
+             prediction_line(p) + "\n";
+    }
+  }
+  if (!request.map) {
+    std::snprintf(line, sizeof(line), "\n(searched %lld candidates, simulated %lld)\n", static_cast<long long>(outcome.candidates),
+                  static_cast<long long>(outcome.simulated));
+    out += line;
+  }
+  if (!outcome.fits) {
+    out += "\nDOES NOT FIT:";
+    for (const DeviceMemory& d : plan.memory.devices) {
+      if (d.fits) continue;
+      out += " " + d.name + " needs " + format_gib(d.need_bytes) + ", budget is " + format_gib(d.budget_bytes) + ";";
+    }
+    if (plan.memory.pinned_need_bytes > plan.memory.pinned_budget_bytes) {
+      out += " pinned memory needs " + format_gib(plan.memory.pinned_need_bytes) + ", budget is " +
+             format_gib(plan.memory.pinned_budget_bytes) + ";";
+    }
+    out += "\n\nremedies (each planned with the same estimator):\n";
+    for (const Remedy& r : remedies) out += "  - " + r.description + "\n";
+  }
+  return out;
+}
+
+nlohmann::ordered_json plan_to_json(const PlanRequest& request, const PlanOutcome& outcome, const std::vector<Remedy>& remedies) {
+  auto plan_json = [&](const Plan& p) {
+    nlohmann::ordered_json j;
+    j["schedule"] = schedule_kind_name(p.options.schedule);
+    j["micro_batches"] = p.options.micro_batches;
+    j["micro_batch_size"] = p.options.micro_batch_size;
+    j["checkpointing"] = p.options.checkpointing;
+    j["optimizer"] = optimizer_name(p.options.optimizer.kind);
+    j["stages"] = nlohmann::ordered_json::array();
+    for (size_t s = 0; s < p.map.stages.size(); ++s) {
+      const StageSpec& st = p.map.stages[s];
+      const StageMemory& mem = p.memory.stages[s];
+      j["stages"].push_back({{"device", st.device},
+                             {"cores", st.cores},
+                             {"layers", {{"first", st.first}, {"last", st.last},
+                                         {"first_name", layer_name(request.model, st.first)},
+                                         {"last_name", layer_name(request.model, st.last)}}},
+                             {"micro_batches_held", mem.in_flight},
+                             {"bytes", {{"weights", mem.weights}, {"grads", mem.grads}, {"optimizer", mem.optimizer},
+                                        {"activations", mem.activations}, {"buffers", mem.buffers}, {"slack", mem.slack},
+                                        {"total", mem.total}}}});
+    }
+    j["devices"] = nlohmann::ordered_json::array();
+    for (const DeviceMemory& d : p.memory.devices) {
+      j["devices"].push_back({{"name", d.name}, {"memory_bytes", d.memory_bytes}, {"safety_margin", d.safety_margin},
+                              {"budget_bytes", d.budget_bytes}, {"need_bytes", d.need_bytes}, {"fits", d.fits}});
+    }
+    j["pinned"] = {{"need_bytes", p.memory.pinned_need_bytes}, {"budget_bytes", p.memory.pinned_budget_bytes}};
+    nlohmann::ordered_json utilisation;
+    for (const auto& [resource, u] : p.predicted.utilisation) utilisation[resource] = u;
+    j["predicted"] = {{"step_seconds", p.predicted.step_seconds},
+                      {"tokens_per_second", p.predicted.tokens_per_s},
+                      {"bubble_fraction", p.predicted.bubble_fraction},
+                      {"bottleneck", p.predicted.bottleneck},
+                      {"utilisation", utilisation}};
+    return j;
+  };
+  nlohmann::ordered_json out;
+  out["fits"] = outcome.fits;
+  out["model"] = {{"params", total_param_count(request.model)}, {"num_layers", request.model.num_layers},
+                  {"hidden_dim", request.model.hidden_dim}, {"dtype", dtype_name(request.model.dtype)}};
+  out["hardware"] = {{"name", request.hardware.name}, {"source", request.hardware.source}};
+  const nlohmann::ordered_json best = plan_json(outcome.plans.front());
+  for (const auto& [key, value] : best.items()) out[key] = value;
+  out["runners_up"] = nlohmann::ordered_json::array();
+  for (size_t i = 1; i < outcome.plans.size(); ++i) out["runners_up"].push_back(plan_json(outcome.plans[i]));
+  out["search"] = {{"auto", !request.map.has_value()}, {"candidates", outcome.candidates}, {"simulated", outcome.simulated}};
+  out["remedies"] = nlohmann::ordered_json::array();
+  for (const Remedy& r : remedies) {
+    nlohmann::ordered_json needs = nlohmann::ordered_json::array();
+    for (const DeviceMemory& d : r.outcome.plans.front().memory.devices) {
+      needs.push_back({{"name", d.name}, {"need_bytes", d.need_bytes}, {"budget_bytes", d.budget_bytes}});
+    }
+    out["remedies"].push_back({{"change", r.change}, {"fits", r.fits}, {"description", r.description}, {"devices", needs}});
+  }
+  return out;
+}
+
+}  // namespace pipetrain

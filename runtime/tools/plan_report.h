@@ -1,0 +1,27 @@
+// What `pipetrain plan` prints: the memory table, verdicts, predicted speed, runners-up and, when
+// nothing fits, need against budget and the remedies; or the same as JSON.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <string>
+#include <vector>
+
+#include "runtime/config/run_config.h"
+#include "scheduler/remedies.h"
+
+namespace pipetrain {
+
+// The planning request a run's config makes: its model, micro-batching, schedule, checkpointing and
+// optimizer on `hardware`, with no stage map yet (the caller sets request.map, or leaves it to plan_auto).
+PlanRequest plan_request_for(const RunConfig& run, const HardwareSpec& hardware);
+
+// Where the predicted op times come from: "measured per-layer times (profile.yaml)", or FLOPs over the
+// hardware's rates, saying why a profile's measurements do not apply when there is one.
+std::string time_source(const ModelConfig& model, const HardwareSpec& hardware, const PlanOptions& options);
+
+std::string format_plan_text(const PlanRequest& request, const PlanOutcome& outcome, const std::vector<Remedy>& remedies);
+nlohmann::ordered_json plan_to_json(const PlanRequest& request, const PlanOutcome& outcome,
+                                    const std::vector<Remedy>& remedies);
+
+}  // namespace pipetrain

@@ -1,0 +1,219 @@
+#include "runtime/tools/profile.h"
+
+#include <ATen/Parallel.h>
+#include <pthread.h>
+#include <sched.h>
+#include <torch/optim/optimizer.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
+
+#include "memory/errors.h"
+#include "memory/machine_probe.h"
+#include "runtime/config/hardware_file.h"
+#include "runtime/tools/hardware_probe.h"
+#include "runtime/backends/cpu/threads.h"
+#include "runtime/train/trainer.h"
+#include "scheduler/cost_model.h"
+#include "stages/model.h"
+#include "stages/optim.h"
+
+namespace pipetrain {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// Pins the calling thread to `count` of the CPUs this process may use, starting at the `first`-th,
+// for as long as it lives.
+class PinCores {
+ public:
+  PinCores(int first, int count) {
+    if (pthread_getaffinity_np(pthread_self(), sizeof(previous_), &previous_) != 0) return;
+    cpu_set_t mine;
+    CPU_ZERO(&mine);
+    int seen = 0;
+    for (int c = 0; c < CPU_SETSIZE && seen < first + count; ++c) {
+      if (!CPU_ISSET(c, &previous_)) continue;
+      if (seen >= first) CPU_SET(c, &mine);
+      ++seen;
+    }
+    pinned_ = pthread_setaffinity_np(pthread_self(), sizeof(mine), &mine) == 0;
+  }
+  ~PinCores() {
+    if (pinned_) pthread_setaffinity_np(pthread_self(), sizeof(previous_), &previous_);
+  }
+  PinCores(const PinCores&) = delete;
+  PinCores& operator=(const PinCores&) = delete;
+
+ private:
+  cpu_set_t previous_;
+  bool pinned_ = false;
+};
+
+// Lets the copies of a measurement start each repetition together, so they overlap as pipeline
+// stages on neighbouring cores do.
+class Barrier {
+ public:
+  explicit Barrier(int parties) : parties_(parties) {}
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const int generation = generation_;
+    if (++waiting_ == parties_) {
+      waiting_ = 0;
+      ++generation_;
+      cv_.notify_all();
+      return;
+    }
+    cv_.wait(lock, [&] { return generation != generation_; });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  int parties_;
+  int waiting_ = 0;
+  int generation_ = 0;
+};
+
+struct CopyTimes {
+  std::vector<double> forward, backward, optimizer;  // per layer: median over repetitions
+};
+
+// One copy of the measurement, on cores [first_core, first_core + cores).
+CopyTimes measure_copy(const ModelConfig& model, int64_t micro_batch_size, const OptimizerConfig& optimizer,
+                       int first_core, int cores, int intra_op_threads, const ProfileOptions& options, Barrier& barrier) {
+  PinCores pin(first_core, cores);
+  at::set_num_threads(intra_op_threads);
+  CopyTimes out;
+  const int64_t n = model.num_model_layers();
+  const int64_t t = model.seq_len;
+  torch::manual_seed(static_cast<uint64_t>(first_core));
+  const torch::Tensor tokens = torch::randint(model.vocab_size, {micro_batch_size, t}, torch::kLong);
+  const torch::Tensor targets = torch::randint(model.vocab_size, {micro_batch_size, t}, torch::kLong);
+  const torch::Tensor hidden = torch::randn({micro_batch_size, t, model.hidden_dim}).to(to_torch_dtype(model.dtype));
+  for (int64_t i = 0; i < n; ++i) {
+    const std::shared_ptr<LayerImpl> layer = build_layer(model, i, /*seed=*/1234);
+    layer->train();
+    const auto opt = make_optimizer(layer->named_parameters(), optimizer);
+    std::vector<double> forward, backward, step;
+    for (int r = 0; r < options.warmup + options.repeats; ++r) {
+      opt->zero_grad();
+      torch::Tensor x = i == 0 ? tokens : hidden.detach().requires_grad_(true);
+      barrier.arrive_and_wait();
+      auto start = Clock::now();
+      torch::Tensor y = layer->forward(x);
+      if (i == n - 1) y = lm_loss(y, targets);  // the last stage's forward ends in the loss
+      const double f = seconds_since(start);
+      const torch::Tensor grad = i == n - 1 ? torch::Tensor() : torch::randn_like(y);
+      barrier.arrive_and_wait();
+      start = Clock::now();
+      if (i == n - 1) {
+        y.backward();
+      } else {
+        y.backward(grad);
+      }
+      const double b = seconds_since(start);
+      start = Clock::now();
+      opt->step();
+      const double o = seconds_since(start);
+      if (r >= options.warmup) {
+        forward.push_back(f);
+        backward.push_back(b);
+        step.push_back(o);
+      }
+    }
+    out.forward.push_back(median(forward));
+    out.backward.push_back(median(backward));
+    out.optimizer.push_back(median(step));
+  }
+  return out;
+}
+
+}  // namespace
+
+LayerTimes measure_layer_times(const ModelConfig& model, int64_t micro_batch_size, const OptimizerConfig& optimizer,
+                               int cores, int total_cores, const ProfileOptions& options) {
+  // Threads as a stage with `cores` cores gets them (scheduler/cores.h): the whole CPU is one group;
+  // fewer cores are one group of several, OpenBLAS then has one thread, and the other groups are
+  // busy too: as many copies as fit run side by side on disjoint cores, as pipeline stages do
+  // (memory bandwidth and caches are shared), and their times are averaged.
+  const bool whole_cpu = cores >= total_cores;
+  const int copies = whole_cpu ? 1 : total_cores / cores;
+  const int previous_threads = at::get_num_threads();
+  set_blas_threads(whole_cpu ? cores : 1);
+  Barrier barrier(copies);
+  std::vector<CopyTimes> results(static_cast<size_t>(copies));
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(copies));
+  std::vector<std::thread> threads;
+  if (copies == 1) {
+    results[0] = measure_copy(model, micro_batch_size, optimizer, 0, cores, whole_cpu ? 1 : cores, options, barrier);
+  }
+  for (int k = 0; k < copies && copies > 1; ++k) {
+    threads.emplace_back([&, k] {
+      try {
+        results[static_cast<size_t>(k)] =
+            measure_copy(model, micro_batch_size, optimizer, k * cores, cores, whole_cpu ? 1 : cores, options, barrier);
+      } catch (...) {
+        errors[static_cast<size_t>(k)] = std::current_exception();
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  at::set_num_threads(previous_threads);
+
+  LayerTimes out;
+  out.device = "cpu";
+  out.cores = cores;
+  const size_t n = static_cast<size_t>(model.num_model_layers());
+  for (size_t i = 0; i < n; ++i) {
+    double f = 0.0, b = 0.0, o = 0.0;
+    for (const CopyTimes& c : results) {
+      f += c.forward[i] / copies;
+      b += c.backward[i] / copies;
+      o += c.optimizer[i] / copies;
+    }
+    out.forward_seconds.push_back(f);
+    out.backward_seconds.push_back(b);
+    out.optimizer_seconds.push_back(o);
+    if (options.progress) {
+      char line[200];
+      std::snprintf(line, sizeof(line), "cpu, %d core%s%s: %-10s forward %7.3f ms, backward %7.3f ms, optimizer %6.3f ms",
+                    cores, cores == 1 ? " " : "s", copies > 1 ? (" (x" + std::to_string(copies) + " side by side)").c_str() : "",
+                    layer_name(model, static_cast<int64_t>(i)).c_str(), f * 1e3, b * 1e3, o * 1e3);
+      options.progress(line);
+    }
+  }
+  return out;
+}
+
+HardwareSpec profile_this_machine(const ModelConfig& model, int64_t micro_batch_size, const OptimizerConfig& optimizer,
+                                  const ProfileOptions& options) {
+  HardwareSpec hw = probe_this_machine();  // memory, cores, GPUs, measured GEMM rates
+  hw.name = "this-machine (profiled)";
+  const int total = hw.device("cpu").cores;
+  std::vector<int> counts = options.core_counts;
+  if (counts.empty()) {
+    for (int c = 1; c <= total; ++c) counts.push_back(c);
+  }
+  hw.measured.model_key = profile_key(model, micro_batch_size);
+  for (int cores : counts) {
+    if (cores < 1 || cores > total) {
+      throw InputError("cannot profile with " + std::to_string(cores) + " cores; this machine has " + std::to_string(total));
+    }
+    hw.measured.entries.push_back(measure_layer_times(model, micro_batch_size, optimizer, cores, total, options));
+  }
+  apply_threads(choose_threads(0, 0, total));
+  validate_hardware(hw);
+  return hw;
+}
+
+}  // namespace pipetrain

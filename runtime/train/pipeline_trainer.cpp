@@ -1,0 +1,431 @@
+#include "runtime/train/pipeline_trainer.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+#include <pthread.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <tuple>
+
+#include "memory/errors.h"
+#include "memory/machine_probe.h"
+#include "memory/plan_options.h"
+#include "memory/stage_map.h"
+#include "runtime/backends/registry.h"
+#include "runtime/backends/cpu/host_allocator.h"
+#include "runtime/train/lr_schedule.h"
+#include "runtime/backends/cpu/threads.h"
+#include "scheduler/executor.h"
+#include "stages/optim.h"
+
+namespace pipetrain {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The OS's ids of the CPUs this process may run on, in order: logical core i is the i-th of them.
+std::vector<int> usable_cpu_ids() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> ids;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+      if (CPU_ISSET(c, &set)) ids.push_back(c);
+    }
+  }
+  return ids;
+}
+
+std::string error_text(const std::exception& e) {
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) return c10_error->what_without_backtrace();
+  return e.what();
+}
+
+std::string describe_stage(const RunConfig& run, int s) {
+  const StageSpec& st = run.stages.stages[static_cast<size_t>(s)];
+  return "stage " + std::to_string(s) + " (" + st.device + ", " + describe_range(run.model, st.first, st.last) + ")";
+}
+
+}  // namespace
+
+// While one op of a stage runs: its cores (the thread is pinned to them) and its intra-op thread
+// count; both are restored after. (Stages of one group take turns in the executor: stage_groups.)
+class PipelineTrainer::OpScope {
+ public:
+  OpScope(PipelineTrainer& trainer, int stage) : previous_threads_(at::get_num_threads()) {
+    const int group = trainer.cores_.group_of_stage[static_cast<size_t>(stage)];
+    if (group < 0) {  // a GPU stage's feeding thread: launches and waits, one thread
+      at::set_num_threads(1);
+      return;
+    }
+    const CoreGroup& g = trainer.cores_.groups[static_cast<size_t>(group)];
+    at::set_num_threads(trainer.run_.train.intra_op_threads > 0 ? static_cast<int>(trainer.run_.train.intra_op_threads)
+                                                                : g.intra_op_threads);
+    if (trainer.os_cpus_.empty()) return;
+    cpu_set_t mine;
+    CPU_ZERO(&mine);
+    for (int c : g.cpus) CPU_SET(trainer.os_cpus_[static_cast<size_t>(c) % trainer.os_cpus_.size()], &mine);
+    CPU_ZERO(&previous_);
+    pinned_ = pthread_getaffinity_np(pthread_self(), sizeof(previous_), &previous_) == 0 &&
+              pthread_setaffinity_np(pthread_self(), sizeof(mine), &mine) == 0;
+  }
+  ~OpScope() {
+    if (pinned_) pthread_setaffinity_np(pthread_self(), sizeof(previous_), &previous_);
+    at::set_num_threads(previous_threads_);
+  }
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+
+ private:
+  int previous_threads_;
+  cpu_set_t previous_;
+  bool pinned_ = false;
+};
+
+PipelineTrainer::PipelineTrainer(const RunConfig& run, const HardwareSpec& hardware, bool keep_trace)
+    : run_(run),
+      hardware_(hardware),
+      corpus_(run.data.files, run.model.seq_len, run.data.val_fraction, static_cast<uint64_t>(run.train.seed)),
+      schedule_(make_schedule(run.train.schedule, run.stages.num_stages(), static_cast<int>(run.train.micro_batches))),
+      cores_(assign_cores(run.stages, hardware)),
+      os_cpus_(usable_cpu_ids()),
+      keep_trace_(keep_trace),
+      created_(Clock::now()) {
+  validate_stage_map(run_.stages, run_.model, hardware_);
+  // Explicit thread counts in the config win over the core groups' choice.
+  set_blas_threads(run_.train.blas_threads > 0 ? static_cast<int>(run_.train.blas_threads) : cores_.blas_threads);
+
+  // Each GPU's caching allocator is held to the memory the plan was made for, so a large card
+  // stands in for the hardware description's (an 8 GiB reference card on an H100, say).
+  for (const StageSpec& st : run_.stages.stages) {
+    if (st.device == "cpu" || std::find(gpus_.begin(), gpus_.end(), st.device) != gpus_.end()) continue;
+    gpus_.push_back(st.device);
+    cap_device_memory(torch_device(st.device), hardware_.device(st.device).memory_bytes);
+    reset_device_memory_peak(torch_device(st.device));
+  }
+
+  StageOptions options;
+  options.checkpointing = run_.train.checkpointing;
+  options.optimizer = run_.train.optimizer;
+  const int micro_batches = static_cast<int>(run_.train.micro_batches);
+  for (int s = 0; s < run_.stages.num_stages(); ++s) {
+    const StageSpec& st = run_.stages.stages[static_cast<size_t>(s)];
+    options.device = torch_device(st.device);
+    stages_.push_back(std::make_unique<Stage>(run_.model, st.first, st.last, static_cast<uint64_t>(run_.train.seed), options));
+    devices_.push_back(make_stage_device(options.device, micro_batches));
+  }
+  // Staging rings as the planner counts them (memory/estimate.h), of one boundary activation
+  // [micro_batch_size, seq_len, hidden_dim] in FP32 per slot: ring_slots slots into a GPU; out of
+  // one, the receiving stage's micro-batches in flight + 1, since it keeps each slot until backward.
+  auto ring_into = [&](int receiver) {
+    RingSpec ring;
+    ring.slot_bytes = run_.train.micro_batch_size * run_.model.seq_len * run_.model.hidden_dim * static_cast<int64_t>(sizeof(float));
+    ring.micro_batches = micro_batches;
+    ring.slots = stages_[static_cast<size_t>(receiver)]->device().is_cpu()
+                     ? max_in_flight(schedule_.stages[static_cast<size_t>(receiver)]) + 1
+                     : PlanOptions().ring_slots;
+    return ring;
+  };
+  for (int b = 0; b + 1 < run_.stages.num_stages(); ++b) {
+    const torch::Device from = stages_[static_cast<size_t>(b)]->device();
+    const torch::Device to = stages_[static_cast<size_t>(b + 1)]->device();
+    send_forward_.push_back(make_transfer(from, to, ring_into(b + 1), devices_[static_cast<size_t>(b)].get(), EventKind::kForward));
+    send_backward_.push_back(make_transfer(to, from, ring_into(b), devices_[static_cast<size_t>(b + 1)].get(), EventKind::kBackward));
+    forward_resources_.push_back(send_forward_.back()->resource().empty() ? "send " + std::to_string(b) + "->" + std::to_string(b + 1)
+                                                                          : send_forward_.back()->resource());
+    backward_resources_.push_back(send_backward_.back()->resource().empty() ? "send " + std::to_string(b + 1) + "->" + std::to_string(b)
+                                                                            : send_backward_.back()->resource());
+  }
+  if (pinned_bytes() > hardware_.pinned_bytes) {
+    throw InputError("the staging rings need " + std::to_string(pinned_bytes()) + " bytes of pinned memory, but " +
+                     hardware_.name + " allows " + std::to_string(hardware_.pinned_bytes) +
+                     "; use a smaller train.micro_batch_size or fewer CPU/GPU boundaries");
+  }
+}
+
+int64_t PipelineTrainer::pinned_bytes() const {
+  int64_t total = 0;
+  for (const auto& t : send_forward_) total += t->pinned_bytes();
+  for (const auto& t : send_backward_) total += t->pinned_bytes();
+  return total;
+}
+
+std::vector<VramLine> PipelineTrainer::vram() const {
+  std::vector<VramLine> lines;
+  for (const std::string& gpu : gpus_) lines.push_back({gpu, device_memory_report(torch_device(gpu))});
+  return lines;
+}
+
+PipelineTrainer::~PipelineTrainer() = default;
+
+std::vector<std::string> PipelineTrainer::stage_resources() const {
+  std::vector<std::string> names;
+  for (int s = 0; s < static_cast<int>(stages_.size()); ++s) {
+    const int group = cores_.group_of_stage[static_cast<size_t>(s)];
+    names.push_back(group < 0 ? run_.stages.stages[static_cast<size_t>(s)].device
+                              : cores_.groups[static_cast<size_t>(group)].resource);
+  }
+  return names;
+}
+
+std::string PipelineTrainer::save_checkpoint(const std::string& run_dir, int64_t keep) const {
+  return pipetrain::save_checkpoint(run_dir, *this, run_, steps_done_, corpus_.position(), keep);
+}
+
+void PipelineTrainer::resume_from(const CheckpointInfo& checkpoint) {
+  load_checkpoint(checkpoint, run_.model, *this);
+  steps_done_ = checkpoint.step;
+  corpus_.set_position(checkpoint.data);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> PipelineTrainer::layer_state(int64_t layer) const {
+  return stage_of_layer(layer).layer_state(layer);
+}
+
+void PipelineTrainer::set_layer_state(int64_t layer, const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
+  Stage& stage = stage_of_layer(layer);
+  std::vector<std::pair<std::string, torch::Tensor>> here;
+  for (const auto& [name, t] : tensors) here.emplace_back(name, t.to(stage.device()));
+  stage.set_layer_state(layer, here);
+}
+
+Stage& PipelineTrainer::stage_of_layer(int64_t layer) const {
+  for (auto& stage : stages_) {
+    if (layer >= stage->first() && layer <= stage->last()) return *stage;
+  }
+  throw std::logic_error("no stage holds layer " + std::to_string(layer));
+}
+
+std::vector<torch::Tensor> PipelineTrainer::parameters() const {
+  std::vector<torch::Tensor> all;
+  for (const auto& stage : stages_) {
+    for (const torch::Tensor& p : stage->parameters()) all.push_back(p);
+  }
+  return all;
+}
+
+std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std::vector<double>& losses) {
+  const int num = num_stages();
+  const int m = static_cast<int>(run_.train.micro_batches);
+  const int64_t mbs = run_.train.micro_batch_size;
+  // Mailboxes, [stage][micro-batch]: each slot is written by one node and read by the next, which the
+  // graph's messages order.
+  using Slots = std::vector<std::vector<torch::Tensor>>;
+  Slots act_in(num, std::vector<torch::Tensor>(m)), act_out = act_in, grad_in = act_in, grad_out = act_in;
+
+  auto guarded = [this](int s, const char* op, int k, const std::function<void()>& body) {
+    try {
+      OpScope scope(*this, s);
+      body();
+    } catch (const PipelineError&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw PipelineError(describe_stage(run_, s) + " failed in " + op + " of micro-batch " + std::to_string(k) +
+                          " at step " + std::to_string(steps_done_ + 1) + ": " + error_text(e));
+    }
+  };
+
+  std::vector<StageCallbacks> callbacks(static_cast<size_t>(num));
+  for (int s = 0; s < num; ++s) {
+    Stage& stage = *stages_[static_cast<size_t>(s)];
+    StageDevice& device = *devices_[static_cast<size_t>(s)];
+    auto on_device = [this, &device](EventKind kind, int k, const std::function<void()>& body) {
+      device.run_op(kind, k, body);
+      if (one_op_at_a_time_) device.synchronize();
+    };
+    callbacks[static_cast<size_t>(s)].forward = [&, s, on_device](int k) {
+      guarded(s, "forward", k, [&] { on_device(EventKind::kForward, k, [&] {
+        torch::Tensor x = s == 0 ? batch.inputs.narrow(0, k * mbs, mbs).to(stage.device()) : std::move(act_in[s][k]);
+        if (!stage.is_last()) {
+          act_out[s][k] = stage.forward(k, x);
+          return;
+        }
+        const torch::Tensor targets = batch.targets.narrow(0, k * mbs, mbs).to(stage.device());
+        const double loss = stage.forward_loss(k, x, targets, static_cast<double>(m));
+        if (!std::isfinite(loss)) {
+          throw std::runtime_error("loss is " + std::to_string(loss) + " (try a lower train.lr)");
+        }
+        losses[static_cast<size_t>(k)] = loss;
+      }); });
+    };
+    callbacks[static_cast<size_t>(s)].backward = [&, s, on_device](int k) {
+      guarded(s, "backward", k, [&] { on_device(EventKind::kBackward, k, [&] {
+        torch::Tensor g = stage.backward(k, stage.is_last() ? torch::Tensor() : std::move(grad_in[s][k]));
+        if (s > 0) grad_out[s][k] = std::move(g);
+      }); });
+    };
+  }
+  std::vector<BoundaryCallbacks> boundaries(static_cast<size_t>(num - 1));
+  for (int b = 0; b + 1 < num; ++b) {
+    Transfer& forward = *send_forward_[static_cast<size_t>(b)];
+    Transfer& backward = *send_backward_[static_cast<size_t>(b)];
+    boundaries[static_cast<size_t>(b)].send_activation = [&, b](int k) {
+      act_in[b + 1][k] = forward.send(k, act_out[b][k]);
+      act_out[b][k] = torch::Tensor();
+    };
+    boundaries[static_cast<size_t>(b)].send_gradient = [&, b](int k) {
+      grad_in[b][k] = backward.send(k, grad_out[b + 1][k]);
+      grad_out[b + 1][k] = torch::Tensor();
+    };
+  }
+
+  ExecutorOptions options;
+  options.stage_resources = stage_resources();
+  options.stage_groups = one_op_at_a_time_ ? std::vector<int>(static_cast<size_t>(num), 0) : cores_.group_of_stage;
+  options.forward_resources = forward_resources_;
+  options.backward_resources = backward_resources_;
+  for (auto& d : devices_) d->begin_step();
+  for (auto& t : send_forward_) t->begin_step();
+  for (auto& t : send_backward_) t->begin_step();
+  ExecutionReport report = run_schedule(schedule_, callbacks, boundaries, options);
+  last_max_in_flight_ = report.max_in_flight;
+
+  // What a device timed itself replaces the host's view of it: a GPU op's span is when the GPU ran
+  // it, not when the host launched it; a copy's is when the copy engine moved the bytes.
+  std::map<std::tuple<EventKind, int, int>, DeviceSpan> timed;
+  for (int s = 0; s < num; ++s) {
+    for (const DeviceSpan& d : devices_[static_cast<size_t>(s)]->finish_step()) timed[{d.kind, s, d.micro_batch}] = d;
+  }
+  for (int b = 0; b + 1 < num; ++b) {
+    for (DeviceSpan d : send_forward_[static_cast<size_t>(b)]->finish_step()) timed[{EventKind::kSendActivation, b, d.micro_batch}] = d;
+    for (DeviceSpan d : send_backward_[static_cast<size_t>(b)]->finish_step()) timed[{EventKind::kSendGradient, b + 1, d.micro_batch}] = d;
+  }
+  if (!timed.empty()) {
+    const double origin = std::chrono::duration<double>(report.started.time_since_epoch()).count();
+    for (SimEvent& e : report.events) {
+      const auto it = timed.find({e.kind, e.stage, e.micro_batch});
+      if (it == timed.end()) continue;
+      e.start = it->second.start - origin;
+      e.end = it->second.end - origin;
+    }
+  }
+  return report.events;
+}
+
+StepRecord PipelineTrainer::train_step() {
+  const TrainConfig& t = run_.train;
+  const auto start = Clock::now();
+  const int64_t rows = t.micro_batch_size * t.micro_batches;
+  const TokenBatch batch = to_token_batch(corpus_.next_train_batch(rows), rows, run_.model.seq_len, torch::kCPU);
+
+  // Process-wide, so set every step: another trainer in this process may have changed it.
+  set_blas_threads(run_.train.blas_threads > 0 ? static_cast<int>(run_.train.blas_threads) : cores_.blas_threads);
+  for (auto& stage : stages_) stage->zero_grad();
+  std::vector<double> losses(static_cast<size_t>(t.micro_batches), 0.0);
+  const double step_offset = std::chrono::duration<double>(Clock::now() - created_).count();
+  std::vector<SimEvent> timeline;
+  try {
+    timeline = run_step_ops(batch, losses);
+  } catch (...) {
+    // No optimizer steps after a failed step; drop what the micro-batches left behind.
+    for (auto& stage : stages_) {
+      stage->clear_stash();
+      stage->zero_grad();
+    }
+    throw;
+  }
+
+  // The global gradient norm over every stage, clipping, then each stage's optimizer on its device.
+  double squared = 0.0;
+  for (auto& stage : stages_) squared += stage->grad_squared_norm();
+  const double grad_norm = std::sqrt(squared);
+  const double scale = clip_scale(grad_norm, t.grad_clip);
+  const double lr = lr_at_step(t.optimizer.lr, t.min_lr_ratio, t.warmup_steps, t.steps, steps_done_);
+  const std::vector<std::string> resources = stage_resources();
+  for (int s = 0; s < num_stages(); ++s) {
+    const double begin = std::chrono::duration<double>(Clock::now() - created_).count() - step_offset;
+    {
+      OpScope scope(*this, s);
+      stages_[static_cast<size_t>(s)]->scale_grads(scale);
+      stages_[static_cast<size_t>(s)]->step(lr);
+      devices_[static_cast<size_t>(s)]->synchronize();  // a GPU stage's step is done when the GPU is
+    }
+    const double end = std::chrono::duration<double>(Clock::now() - created_).count() - step_offset;
+    timeline.push_back({EventKind::kOptimizer, s, -1, resources[static_cast<size_t>(s)], begin, end});
+  }
+  if (keep_trace_ && steps_done_ < kMaxTraceSteps) {
+    for (SimEvent e : timeline) {
+      e.start += step_offset;
+      e.end += step_offset;
+      trace_events_.push_back(e);
+    }
+  }
+  const double bubble = bubble_fraction(timeline, num_stages());
+  if (steps_done_ == 0) {
+    first_step_timeline_ = std::move(timeline);
+  } else {
+    step_timelines_.push_back(std::move(timeline));
+    if (step_timelines_.size() > kSummarySteps) step_timelines_.pop_front();
+  }
+  ++steps_done_;
+  HostCachingAllocator::end_step();
+
+  StepRecord record;
+  record.step = steps_done_;
+  double loss_sum = 0.0;
+  for (double l : losses) loss_sum += l;
+  record.loss = loss_sum / static_cast<double>(t.micro_batches);
+  record.lr = lr;
+  record.grad_norm = grad_norm;
+  record.step_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  record.tokens_per_s = static_cast<double>(rows * run_.model.seq_len) / record.step_seconds;
+  record.peak_rss_bytes = peak_rss_bytes();
+  record.bubble = bubble;
+  return record;
+}
+
+double PipelineTrainer::validation_loss() {
+  const int64_t rows = run_.train.micro_batch_size;
+  double total = 0.0;
+  for (int64_t k = 0; k < run_.train.eval_batches; ++k) {
+    const TokenBatch batch = to_token_batch(corpus_.val_batch(k, rows), rows, run_.model.seq_len, torch::kCPU);
+    torch::Tensor x = batch.inputs;
+    for (int s = 0; s < num_stages(); ++s) {
+      OpScope scope(*this, s);
+      Stage& stage = *stages_[static_cast<size_t>(s)];
+      stage.layers()->eval();
+      x = stage.infer(x.to(stage.device()));
+      stage.layers()->train();
+    }
+    total += lm_loss(x, batch.targets.to(x.device())).item<double>();
+  }
+  return total / static_cast<double>(run_.train.eval_batches);
+}
+
+PipelineSummary PipelineTrainer::summary() const {
+  PipelineSummary out;
+  // The first step warms up allocators and caches; it is left out when there are others.
+  std::vector<std::vector<SimEvent>> steps(step_timelines_.begin(), step_timelines_.end());
+  if (steps.empty() && steps_done_ > 0) steps.push_back(first_step_timeline_);
+  out.steps_measured = static_cast<int>(steps.size());
+  if (steps.empty()) return out;
+  std::vector<double> bubbles, spans;
+  std::vector<std::vector<double>> busy(static_cast<size_t>(num_stages()));
+  for (const auto& events : steps) {
+    bubbles.push_back(bubble_fraction(events, num_stages()));
+    spans.push_back(pipeline_seconds(events));
+    std::vector<double> op_seconds(static_cast<size_t>(num_stages()), 0.0);
+    for (const SimEvent& e : events) {
+      if (e.kind == EventKind::kForward || e.kind == EventKind::kBackward) op_seconds[static_cast<size_t>(e.stage)] += e.end - e.start;
+    }
+    for (int s = 0; s < num_stages(); ++s) {
+      busy[static_cast<size_t>(s)].push_back(spans.back() > 0.0 ? op_seconds[static_cast<size_t>(s)] / spans.back() : 0.0);
+    }
+  }
+  for (const auto& b : busy) out.stage_busy.push_back(median(b));
+  out.measured_bubble = median(bubbles);
+  out.measured_pipeline_seconds = median(spans);
+  out.op_times = median_op_times(steps, num_stages(), stage_resources());
+  const int64_t tokens = run_.train.micro_batch_size * run_.train.micro_batches * run_.model.seq_len;
+  const SimResult predicted = simulate(schedule_, out.op_times.stages, out.op_times.transfers, tokens);
+  out.predicted_bubble = predicted.bubble_fraction;
+  out.predicted_pipeline_seconds = predicted.pipeline_seconds;
+  out.predicted_step_seconds = predicted.step_seconds;
+  return out;
+}
+
+}  // namespace pipetrain

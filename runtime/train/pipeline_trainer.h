@@ -1,0 +1,141 @@
+// The pipelined trainer: the model cut into stages by a stage map, micro-batches flowing through a
+// oneTBB flow graph (scheduler/executor.h), every stage busy at once.
+//
+// A step is the reference trainer's step, executed differently: the same micro_batch_size *
+// micro_batches windows, micro-batch m = rows [m * mbs, (m + 1) * mbs), each loss divided by M,
+// gradients accumulated over the M micro-batches, then the global gradient norm
+// sqrt(Σ per-stage squared norms), clipping, and every stage's optimizer stepping on its own device.
+// Losses and parameters equal the reference trainer's up to floating-point reordering (tests check
+// 1e-5 relative, for 1..4 stages, GPipe and 1F1B, with and without checkpointing).
+//
+// Cores are assigned per stage (scheduler/cores.h): a stage's ops run pinned to its group's cores,
+// one op at a time per group, with the group's intra-op and OpenBLAS threads (train.intra_op_threads
+// and train.blas_threads override them when non-zero). An exception in any stage cancels the step before any optimizer
+// steps: the parameters stay as they were, and the error names the stage, the op and the micro-batch.
+//
+//   run.stages = place_stages(map, false, &warnings);
+//   PipelineTrainer trainer(run, load_hardware("this-machine"), /*keep_trace=*/true);
+//   run_training(trainer, on_step);
+//   PipelineSummary s = trainer.summary();   // measured bubble and step time against the simulator's
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "memory/hardware.h"
+#include "scheduler/cores.h"
+#include "scheduler/schedule.h"
+#include "scheduler/timeline.h"
+#include "runtime/backends/registry.h"
+#include "runtime/io/checkpoint.h"
+#include "runtime/train/trainer.h"
+#include "stages/stage.h"
+
+namespace pipetrain {
+
+// A stage failed during a step; no optimizer stepped.
+class PipelineError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct PipelineSummary {
+  int steps_measured = 0;               // steps after the first (warm-up) one, or all when there is one
+  double measured_bubble = 0.0;         // median over those steps
+  double measured_pipeline_seconds = 0.0;  // median: first op start to last backward end
+  double predicted_bubble = 0.0;        // the simulator, replaying the schedule with the median op times
+  double predicted_pipeline_seconds = 0.0;
+  double predicted_step_seconds = 0.0;  // with each stage's optimizer step after its last backward
+  OpTimes op_times;
+  // Per stage, the median over those steps of its ops' time over the pipeline span: a GPU stage's
+  // busy fraction (its spans are timed on the GPU with CUDA events).
+  std::vector<double> stage_busy;
+};
+
+// A GPU's caching allocator against the planner's estimate for that device.
+struct VramLine {
+  std::string device;
+  DeviceMemoryReport report;
+};
+
+class PipelineTrainer : public Trainer, public LayerStates {
+ public:
+  // run.stages must be a placed stage map (runtime/devices.h) valid for run.model and hardware.
+  PipelineTrainer(const RunConfig& run, const HardwareSpec& hardware, bool keep_trace);
+  ~PipelineTrainer() override;
+
+  StepRecord train_step() override;
+  double validation_loss() override;
+  int64_t steps_done() const override { return steps_done_; }
+  const RunConfig& config() const override { return run_; }
+  ByteCorpus& corpus() override { return corpus_; }
+
+  // A checkpoint of the state after the last step under run_dir/checkpoints (runtime/io/checkpoint.h),
+  // keeping the newest `keep`; returns its path.
+  std::string save_checkpoint(const std::string& run_dir, int64_t keep) const;
+  // Continues from a verified checkpoint of this model, written under any stage map.
+  void resume_from(const CheckpointInfo& checkpoint);
+  // The stage that holds layer `layer` of the model's layer list.
+  Stage& stage_of_layer(int64_t layer) const;
+  std::vector<std::pair<std::string, torch::Tensor>> layer_state(int64_t layer) const override;
+  void set_layer_state(int64_t layer, const std::vector<std::pair<std::string, torch::Tensor>>& tensors) override;
+
+  int num_stages() const { return static_cast<int>(stages_.size()); }
+  Stage& stage(int s) { return *stages_[static_cast<size_t>(s)]; }
+  const Schedule& schedule() const { return schedule_; }
+  const CoreAssignment& cores() const { return cores_; }
+  // Where each stage's ops run, as the simulator names it: "cpu", "cpu[1]", "cuda:0".
+  std::vector<std::string> stage_resources() const;
+  // Every parameter in layer order (the reference model's order).
+  std::vector<torch::Tensor> parameters() const;
+  // Per stage, the most micro-batches in flight during the last step.
+  const std::vector<int>& last_max_in_flight() const { return last_max_in_flight_; }
+
+  // Every span of the first kMaxTraceSteps steps, on one clock (seconds since the trainer was
+  // built), with each stage's optimizer step; empty unless keep_trace. For --trace.
+  static constexpr int64_t kMaxTraceSteps = 2000;
+  const std::vector<SimEvent>& trace_events() const { return trace_events_; }
+  // Medians over the last kSummarySteps steps, leaving out the first (warm-up) when there are others.
+  static constexpr size_t kSummarySteps = 200;
+  PipelineSummary summary() const;
+
+  // The same stages one op at a time, a GPU op waiting for its own end: the unpipelined way of
+  // running a split, for benchmarks to compare against.
+  void set_one_op_at_a_time(bool on) { one_op_at_a_time_ = on; }
+  // Each GPU the stages use, with its allocator's peaks (since construction) and cap.
+  std::vector<VramLine> vram() const;
+  // Pinned host memory the staging rings hold.
+  int64_t pinned_bytes() const;
+
+ private:
+  class OpScope;
+  // Runs the schedule; returns its spans on the step's clock.
+  std::vector<SimEvent> run_step_ops(const TokenBatch& batch, std::vector<double>& losses);
+
+  RunConfig run_;
+  HardwareSpec hardware_;
+  ByteCorpus corpus_;
+  Schedule schedule_;
+  CoreAssignment cores_;
+  std::vector<int> os_cpus_;  // logical core i is the OS's CPU os_cpus_[i]
+  std::vector<std::unique_ptr<Stage>> stages_;
+  std::vector<std::unique_ptr<StageDevice>> devices_;  // how each stage's ops run
+  std::vector<std::string> gpus_;                       // distinct GPU names the stages use
+  bool one_op_at_a_time_ = false;
+  std::vector<std::unique_ptr<Transfer>> send_forward_, send_backward_;
+  std::vector<std::string> forward_resources_, backward_resources_;
+  int64_t steps_done_ = 0;
+  bool keep_trace_;
+  std::chrono::steady_clock::time_point created_;
+  std::vector<SimEvent> trace_events_;
+  // Per step, on the step's own clock: the first step (warm-up) apart, then the latest ones.
+  std::vector<SimEvent> first_step_timeline_;
+  std::deque<std::vector<SimEvent>> step_timelines_;
+  std::vector<int> last_max_in_flight_;
+};
+
+}  // namespace pipetrain
