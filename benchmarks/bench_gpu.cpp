@@ -32,8 +32,10 @@
 #include "runtime/tools/hardware_probe.h"
 #include "runtime/backends/cpu/host_allocator.h"
 #include "runtime/train/pipeline_trainer.h"
+#include "runtime/train/run_plan.h"
 #include "runtime/backends/backend.h"
 #include "scheduler/planner.h"
+#include "scheduler/statistics.h"
 
 using namespace pipetrain;
 
@@ -42,25 +44,20 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // (1) One direction through a ring: `sends` back-to-back sends of `bytes`, end to end.
 nlohmann::json bench_transfer(int64_t bytes, bool host_to_device, int sends) {
-  const torch::Device gpu("cuda:0");
+  const DeviceId gpu = DeviceId::cuda(0);
   RingSpec ring;
   ring.slots = 2;
   ring.slot_bytes = bytes;
   ring.micro_batches = sends;
   std::unique_ptr<StageDevice> producer = make_stage_device(gpu, sends);
-  std::unique_ptr<Transfer> t = host_to_device ? make_transfer(torch::kCPU, gpu, ring)
-                                               : make_transfer(gpu, torch::kCPU, ring, producer.get(), EventKind::kForward);
+  std::unique_ptr<Transfer> t = host_to_device ? make_transfer(DeviceId::cpu(), gpu, ring)
+                                               : make_transfer(gpu, DeviceId::cpu(), ring, producer.get(), EventKind::kForward);
   const int64_t floats = bytes / static_cast<int64_t>(sizeof(float));
-  const torch::Tensor source = host_to_device ? torch::randn({floats}) : torch::randn({floats}, torch::TensorOptions().device(gpu));
+  const torch::Tensor source = host_to_device ? torch::randn({floats}) : torch::randn({floats}, torch::TensorOptions().device(torch_device(gpu)));
   std::vector<double> end_to_end, engine;
   for (int trial = 0; trial < 6; ++trial) {
     producer->begin_step();
@@ -84,17 +81,17 @@ nlohmann::json bench_transfer(int64_t bytes, bool host_to_device, int sends) {
     end_to_end.push_back(wall / sends);
     std::vector<double> copy;
     for (const DeviceSpan& s : spans) copy.push_back(s.end - s.start);
-    engine.push_back(median_of(copy));
+    engine.push_back(median(copy));
   }
   const double raw = raw_pinned_copy_seconds(gpu, bytes, host_to_device, 50);
   nlohmann::json j;
   j["direction"] = host_to_device ? "H2D" : "D2H";
   j["bytes"] = bytes;
-  j["ring_end_to_end_gb_per_s"] = static_cast<double>(bytes) / median_of(end_to_end) / 1e9;
-  j["ring_copy_engine_gb_per_s"] = static_cast<double>(bytes) / median_of(engine) / 1e9;
+  j["ring_end_to_end_gb_per_s"] = static_cast<double>(bytes) / median(end_to_end) / 1e9;
+  j["ring_copy_engine_gb_per_s"] = static_cast<double>(bytes) / median(engine) / 1e9;
   j["raw_pinned_gb_per_s"] = static_cast<double>(bytes) / raw / 1e9;
-  j["end_to_end_over_raw"] = raw / median_of(end_to_end);
-  j["copy_engine_over_raw"] = raw / median_of(engine);
+  j["end_to_end_over_raw"] = raw / median(end_to_end);
+  j["copy_engine_over_raw"] = raw / median(engine);
   return j;
 }
 
@@ -111,11 +108,12 @@ nlohmann::json bench_pipelining(const HardwareSpec& hw, const std::vector<int64_
   RunConfig run = model_run({"model.hidden_dim=512", "model.num_layers=8", "model.num_heads=8",
                              "model.intermediate_size=2048", "model.seq_len=128", "train.micro_batch_size=8",
                              "train.micro_batches=8"});
-  const int cpu_cores = std::max(1, (hw.device("cpu").cores - 2) / 2);
-  run.stages = make_stage_map({"cpu", "cuda:0", "cpu"}, cuts, {cpu_cores, 0, cpu_cores});
+  const int cpu_cores = std::max(1, (hw.cpu().cores - 2) / 2);
+  run.stages = make_stage_map({DeviceId::cpu(), DeviceId::cuda(0), DeviceId::cpu()}, cuts, {cpu_cores, 0, cpu_cores});
   validate_stage_map(run.stages, run.model, hw);
-  PipelineTrainer pipelined(run, hw, false);
-  PipelineTrainer sequential(run, hw, false);
+  const Plan plan = plan_of_run(run, hw);
+  PipelineTrainer pipelined(run, plan, hw, false);
+  PipelineTrainer sequential(run, plan, hw, false);
   sequential.set_one_op_at_a_time(true);
   std::vector<double> tp, ts;
   const double tokens = static_cast<double>(run.train.micro_batch_size * run.train.micro_batches * run.model.seq_len);
@@ -135,9 +133,9 @@ nlohmann::json bench_pipelining(const HardwareSpec& hw, const std::vector<int64_
   j["split"] = "cpu[" + std::to_string(cpu_cores) + "c] " + describe_range(run.model, run.stages.stages[0].first, run.stages.stages[0].last) +
                " | cuda:0 " + describe_range(run.model, run.stages.stages[1].first, run.stages.stages[1].last) + " | cpu[" +
                std::to_string(cpu_cores) + "c] " + describe_range(run.model, run.stages.stages[2].first, run.stages.stages[2].last);
-  j["pipelined_tokens_per_s"] = median_of(tp);
-  j["one_op_at_a_time_tokens_per_s"] = median_of(ts);
-  j["speedup"] = median_of(tp) / median_of(ts);
+  j["pipelined_tokens_per_s"] = median(tp);
+  j["one_op_at_a_time_tokens_per_s"] = median(ts);
+  j["speedup"] = median(tp) / median(ts);
   j["gpu_busy_pipelined"] = ps.stage_busy[1];
   j["gpu_busy_one_op_at_a_time"] = ss.stage_busy[1];
   j["bubble_pipelined"] = ps.measured_bubble;
@@ -152,28 +150,23 @@ nlohmann::json bench_pipelining(const HardwareSpec& hw, const std::vector<int64_
 // (3) Peak VRAM against the plan, under an 8 GiB cap, for a model that does not fit in 8 GiB.
 nlohmann::json bench_vram(HardwareSpec hw, int steps) {
   for (DeviceSpec& d : hw.devices) {
-    if (d.kind == DeviceKind::kCuda) d.memory_bytes = std::min<int64_t>(d.memory_bytes, static_cast<int64_t>(8 * kGiB));
+    if (d.id.has_own_memory()) d.memory_bytes = std::min<int64_t>(d.memory_bytes, static_cast<int64_t>(8 * kGiB));
   }
   RunConfig run = model_run({"model.hidden_dim=2048", "model.num_layers=16", "model.num_heads=16",
                              "model.intermediate_size=8192", "model.seq_len=128", "train.micro_batch_size=2",
                              "train.micro_batches=2", "train.lr=3e-4"});
   // embed + blocks 1..5 | blocks 6..12 on the GPU (what fits the 8 GiB card's budget) | blocks 13..16 + head.
-  const int cpu_cores = std::max(1, (hw.device("cpu").cores - 2) / 2);
-  run.stages = make_stage_map({"cpu", "cuda:0", "cpu"}, {5, 12, 17}, {cpu_cores, 0, cpu_cores});
+  const int cpu_cores = std::max(1, (hw.cpu().cores - 2) / 2);
+  run.stages = make_stage_map({DeviceId::cpu(), DeviceId::cuda(0), DeviceId::cpu()}, {5, 12, 17}, {cpu_cores, 0, cpu_cores});
   validate_stage_map(run.stages, run.model, hw);
-  PlanOptions po;
-  po.schedule = run.train.schedule;
-  po.micro_batches = static_cast<int>(run.train.micro_batches);
-  po.micro_batch_size = run.train.micro_batch_size;
-  po.optimizer = run.train.optimizer;
-  const Plan plan = evaluate_plan(describe_model(run.model), hw, run.stages, po);
+  const Plan plan = plan_of_run(run, hw);
   const int64_t params = total_param_count(run.model);
   const double state_bytes = static_cast<double>(params) * 16.0;  // FP32 weights + grads + two AdamW moments
   // The stages' part of the plan (weights, gradients, optimizer, activations, slack) is what the
   // caching allocator holds; the device's need adds the CUDA context and workspaces (reserved).
   int64_t planned = 0, need = 0, budget = 0;
   for (const DeviceMemory& d : plan.memory.devices) {
-    if (d.name == "cuda:0") {
+    if (d.id == DeviceId::cuda(0)) {
       planned = d.need_bytes - d.reserved_bytes;
       need = d.need_bytes;
       budget = d.budget_bytes;
@@ -182,7 +175,7 @@ nlohmann::json bench_vram(HardwareSpec hw, int steps) {
   std::printf("  model: %lld parameters, training state %.2f GiB; cuda:0 planned %.2f GiB of a %.2f GiB budget (%s)\n",
               static_cast<long long>(params), state_bytes / kGiB, static_cast<double>(planned) / kGiB,
               static_cast<double>(budget) / kGiB, plan.memory.fits ? "fits" : "does not fit");
-  PipelineTrainer trainer(run, hw, false);
+  PipelineTrainer trainer(run, plan, hw, false);
   std::vector<double> step_seconds;
   for (int i = 0; i < steps; ++i) {
     const StepRecord r = trainer.train_step();
@@ -203,7 +196,7 @@ nlohmann::json bench_vram(HardwareSpec hw, int steps) {
   j["peak_reserved_gib"] = static_cast<double>(v.report.peak_reserved_bytes) / kGiB;
   j["peak_allocated_over_plan"] = static_cast<double>(v.report.peak_allocated_bytes) / static_cast<double>(planned);
   j["peak_reserved_over_plan"] = static_cast<double>(v.report.peak_reserved_bytes) / static_cast<double>(planned);
-  j["median_step_seconds"] = median_of(step_seconds);
+  j["median_step_seconds"] = median(step_seconds);
   return j;
 }
 
@@ -234,7 +227,7 @@ int main(int argc, char** argv) {
   nlohmann::json out;
   out["torch"] = torch_build_description();
   const HardwareSpec hw = load_hardware("this-machine");
-  out["cpu_cores"] = hw.device("cpu").cores;
+  out["cpu_cores"] = hw.cpu().cores;
 
   std::printf("(1) transfers through the staging rings against raw pinned cudaMemcpyAsync\n");
   for (int64_t bytes : {int64_t{1} << 20, int64_t{8} << 20, int64_t{64} << 20}) {

@@ -27,9 +27,11 @@
 #include "runtime/backends/cpu/cpu_alloc_counter.h"
 #include "runtime/backends/cpu/host_allocator.h"
 #include "runtime/train/pipeline_trainer.h"
+#include "runtime/train/run_plan.h"
 #include "runtime/backends/cpu/threads.h"
 #include "runtime/train/trainer.h"
 #include "scheduler/planner.h"
+#include "scheduler/statistics.h"
 
 using namespace pipetrain;
 
@@ -43,18 +45,18 @@ RunConfig benchmark_run(int micro_batches, ScheduleKind schedule) {
       {"stages=none", "model.vocab_size=256", "model.hidden_dim=256", "model.num_layers=8", "model.num_heads=8",
        "model.intermediate_size=1024", "model.seq_len=128", "train.micro_batch_size=4",
        "train.micro_batches=" + std::to_string(micro_batches), "train.optimizer=adamw", "train.steps=1000000",
-       "train.schedule=" + schedule_kind_name(schedule)});
+       "train.schedule=" + schedule.name()});
   return run;
 }
 
 // Two halves, one core each: embed + blocks 0-3 | blocks 4-7 + head.
-StageMap two_halves() { return make_stage_map({"cpu", "cpu"}, {4, 9}, {1, 1}); }
+StageMap two_halves() { return make_stage_map({DeviceId::cpu(), DeviceId::cpu()}, {4, 9}, {1, 1}); }
 
 HardwareSpec this_host() {
   HardwareSpec hw;
   hw.name = "this host";
   DeviceSpec cpu;
-  cpu.name = "cpu";
+  cpu.id = DeviceId::cpu();
   cpu.memory_bytes = probe_machine_memory().ram_total_bytes;
   cpu.flops_per_s = 1e10;  // unused: predictions here come from measured op times
   cpu.cores = usable_cores();
@@ -66,7 +68,7 @@ struct Setting {
   std::string name;
   int micro_batches = 0;
   bool reference = false;
-  ScheduleKind schedule = ScheduleKind::kGPipe;
+  ScheduleKind schedule = ScheduleKind::named("gpipe");
   std::unique_ptr<Trainer> trainer;
   std::vector<double> tokens_per_s, step_seconds;
 };
@@ -87,7 +89,7 @@ int memory_probe(ScheduleKind schedule, bool checkpointing, int micro_batches) {
   run.train.checkpointing = checkpointing;
   run.stages = two_halves();
   const HardwareSpec hw = this_host();
-  PipelineTrainer trainer(run, hw, false);
+  PipelineTrainer trainer(run, plan_of_run(run, hw), hw, false);
   trainer.train_step();  // gradients and optimizer state now exist
   const int64_t state_bytes = CpuAllocCounter::current_bytes();
   CpuAllocCounter::reset_peak();
@@ -95,19 +97,13 @@ int memory_probe(ScheduleKind schedule, bool checkpointing, int micro_batches) {
   const int64_t counted_activation_peak = CpuAllocCounter::peak_bytes() - state_bytes;
   const int64_t rss_peak = peak_rss_bytes() - rss_before;
 
-  PlanOptions options;
-  options.schedule = schedule;
-  options.micro_batches = micro_batches;
-  options.micro_batch_size = run.train.micro_batch_size;
-  options.optimizer = run.train.optimizer;
-  options.checkpointing = checkpointing;
-  const MemoryEstimate estimate = estimate_memory(describe_model(run.model), hw, run.stages, options);
+  const MemoryEstimate estimate = trainer.plan().memory;
   int64_t estimated_total = 0, estimated_activations = 0;
   for (const StageMemory& s : estimate.stages) {
     estimated_total += s.weights + s.grads + s.optimizer + s.activations;
     estimated_activations += s.activations;
   }
-  const nlohmann::json out = {{"schedule", schedule_kind_name(schedule)},
+  const nlohmann::json out = {{"schedule", schedule.name()},
                               {"checkpointing", checkpointing},
                               {"micro_batches", micro_batches},
                               {"peak_rss_delta_bytes", rss_peak},
@@ -120,7 +116,7 @@ int memory_probe(ScheduleKind schedule, bool checkpointing, int micro_batches) {
 }
 
 nlohmann::json run_child(const std::string& self, ScheduleKind schedule, bool checkpointing, int micro_batches) {
-  const std::string command = self + " --memory-probe " + schedule_kind_name(schedule) + (checkpointing ? "+ckpt" : "") +
+  const std::string command = self + " --memory-probe " + schedule.name() + (checkpointing ? "+ckpt" : "") +
                               " --micro-batches " + std::to_string(micro_batches);
   std::FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) throw std::runtime_error("cannot run " + command);
@@ -155,7 +151,7 @@ int main(int argc, char** argv) {
     std::string probe = args["memory-probe"].as<std::string>();
     const bool checkpointing = probe.size() > 5 && probe.substr(probe.size() - 5) == "+ckpt";
     if (checkpointing) probe.resize(probe.size() - 5);
-    return memory_probe(parse_schedule_kind(probe), checkpointing, counts.back());
+    return memory_probe(ScheduleKind::named(probe), checkpointing, counts.back());
   }
   const int rounds = args["rounds"].as<int>();
   const int warmup = args["warmup"].as<int>();
@@ -171,17 +167,17 @@ int main(int argc, char** argv) {
   std::vector<Setting> settings;
   for (int m : counts) {
     Setting ref{"reference " + std::to_string(best.intra_op_threads) + "x" + std::to_string(best.blas_threads), m, true};
-    ref.trainer = std::make_unique<ReferenceTrainer>(benchmark_run(m, ScheduleKind::kGPipe), torch::kCPU);
+    ref.trainer = std::make_unique<ReferenceTrainer>(benchmark_run(m, ScheduleKind::named("gpipe")), torch::kCPU);
     settings.push_back(std::move(ref));
-    for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB}) {
-      Setting pipe{"2 stages x 1 core, " + schedule_kind_name(kind), m, false, kind};
+    for (ScheduleKind kind : {ScheduleKind::named("gpipe"), ScheduleKind::named("1f1b")}) {
+      Setting pipe{"2 stages x 1 core, " + kind.name(), m, false, kind};
       RunConfig run = benchmark_run(m, kind);
       run.stages = two_halves();
-      pipe.trainer = std::make_unique<PipelineTrainer>(run, hw, false);
+      pipe.trainer = std::make_unique<PipelineTrainer>(run, plan_of_run(run, hw), hw, false);
       settings.push_back(std::move(pipe));
     }
   }
-  const RunConfig model_run = benchmark_run(counts.front(), ScheduleKind::kGPipe);
+  const RunConfig model_run = benchmark_run(counts.front(), ScheduleKind::named("gpipe"));
   std::fprintf(stderr, "benchmark model: %lld parameters; %zu settings x (%d warm-up + %d measured) steps; %d cores\n",
                static_cast<long long>(total_param_count(model_run.model)), settings.size(), warmup, rounds, cores);
 
@@ -251,9 +247,9 @@ int main(int argc, char** argv) {
                 planned / 1048576.0, rss / planned, act / 1048576.0, planned_act / 1048576.0, act / planned_act);
   };
   for (bool checkpointing : {false, true}) {
-    for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB}) {
+    for (ScheduleKind kind : {ScheduleKind::named("gpipe"), ScheduleKind::named("1f1b")}) {
       const nlohmann::json m = run_child(argv[0], kind, checkpointing, counts.back());
-      print_row(schedule_kind_name(kind) + (checkpointing ? "+ckpt" : ""), m["peak_rss_delta_bytes"].get<double>(),
+      print_row(kind.name() + (checkpointing ? "+ckpt" : ""), m["peak_rss_delta_bytes"].get<double>(),
                 m["estimated_total_bytes"].get<double>(), m["counted_activation_peak_bytes"].get<double>(),
                 m["estimated_activation_bytes"].get<double>());
       memory.push_back(m);

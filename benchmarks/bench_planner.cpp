@@ -12,6 +12,7 @@
 #include "runtime/tools/hardware_probe.h"
 #include "runtime/train/trainer.h"  // median
 #include "scheduler/planner.h"
+#include "scheduler/statistics.h"
 
 using namespace pipetrain;
 

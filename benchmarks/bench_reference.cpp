@@ -19,6 +19,7 @@
 #include "runtime/config/run_config.h"
 #include "runtime/backends/cpu/threads.h"
 #include "runtime/train/trainer.h"
+#include "scheduler/statistics.h"
 
 using namespace pipetrain;
 

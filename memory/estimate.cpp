@@ -4,7 +4,7 @@
 #include <cstdio>
 
 #include "memory/errors.h"
-#include "memory/machine_probe.h"
+#include "memory/units.h"
 
 namespace pipetrain {
 
@@ -26,7 +26,7 @@ int64_t checked_add(int64_t a, int64_t b, const char* what) {
 }
 
 StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const DeviceSpec& device, int in_flight,
-                           int64_t pinned_per_token, const PlanOptions& options) {
+                           int64_t pinned_bytes, const MemoryOptions& options) {
   const int64_t tokens = checked_mul(options.micro_batch_size, cfg.seq_len, "tokens per micro-batch");
   StageMemory m;
   m.in_flight = in_flight;
@@ -47,11 +47,7 @@ StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const De
                                             "activations"),
                                 r.max_transient_bytes_fixed, "activations");
   }
-  // Per boundary with a GPU: the ring this stage sends through (ring_slots, free again once its copy
-  // lands) and the ring it receives into, whose slots it keeps until the micro-batch's backward
-  // (in_flight + 1: one more for the copy arriving meanwhile).
-  const int64_t slots = checked_add(options.ring_slots, checked_add(in_flight, 1, "ring slots"), "ring slots");
-  m.buffers = checked_mul(checked_mul(slots, tokens, "buffers"), pinned_per_token, "buffers");
+  m.buffers = pinned_bytes;
   int64_t sum = 0;
   for (int64_t part : {m.weights, m.grads, m.optimizer, m.activations, m.buffers}) sum = checked_add(sum, part, "stage total");
   m.slack = static_cast<int64_t>(static_cast<double>(sum) * device.allocator_slack);
@@ -59,64 +55,106 @@ StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const De
   return m;
 }
 
-int64_t pinned_bytes_per_token(const LayerPrefix& prefix, const HardwareSpec& hw, const StageMap& map, int s) {
-  const StageSpec& st = map.stages[static_cast<size_t>(s)];
-  if (hw.device(st.device).kind != DeviceKind::kCpu) return 0;
-  int64_t total = 0;
-  if (s > 0 && hw.device(map.stages[static_cast<size_t>(s - 1)].device).kind != DeviceKind::kCpu) {
-    total += prefix.range(st.first, st.first).input_bytes_per_token;
+int64_t BoundaryRings::pinned_bytes() const {
+  return checked_mul(checked_add(forward_slots, backward_slots, "ring slots"), slot_bytes, "pinned ring bytes");
+}
+
+BoundaryRings boundary_rings(int b, DeviceId sender, DeviceId receiver, int sender_in_flight, int receiver_in_flight,
+                             int64_t slot_bytes, int ring_slots) {
+  BoundaryRings r;
+  if (!crosses_host_boundary(sender, receiver)) return r;
+  r.staged = true;
+  r.slot_bytes = slot_bytes;
+  const bool into_receiver = receiver.has_own_memory();  // forward copies go into the device
+  r.host_stage = into_receiver ? b : b + 1;
+  r.forward_slots = into_receiver ? ring_slots : receiver_in_flight + 1;
+  r.backward_slots = into_receiver ? sender_in_flight + 1 : ring_slots;
+  return r;
+}
+
+std::vector<BoundaryRings> stage_map_rings(const LayerPrefix& prefix, const ModelConfig& model, const StageMap& map,
+                                           const std::vector<int>& in_flight, const MemoryOptions& options) {
+  const int64_t tokens = checked_mul(options.micro_batch_size, model.seq_len, "tokens per micro-batch");
+  std::vector<BoundaryRings> rings;
+  for (int b = 0; b + 1 < map.num_stages(); ++b) {
+    const StageSpec& sender = map.stages[static_cast<size_t>(b)];
+    const StageSpec& receiver = map.stages[static_cast<size_t>(b + 1)];
+    const int64_t slot_bytes =
+        checked_mul(tokens, prefix.range(sender.last, sender.last).output_bytes_per_token, "ring slot bytes");
+    rings.push_back(boundary_rings(b, sender.device, receiver.device, in_flight[static_cast<size_t>(b)],
+                                   in_flight[static_cast<size_t>(b + 1)], slot_bytes, options.ring_slots));
   }
-  if (s + 1 < map.num_stages() && hw.device(map.stages[static_cast<size_t>(s + 1)].device).kind != DeviceKind::kCpu) {
-    total += prefix.range(st.last, st.last).output_bytes_per_token;
+  return rings;
+}
+
+DeviceTally::DeviceTally(const HardwareSpec& hardware)
+    : hardware_(hardware), need_(hardware.devices.size(), 0), used_(hardware.devices.size(), false) {}
+
+void DeviceTally::add(DeviceId device, int64_t bytes) {
+  for (size_t d = 0; d < hardware_.devices.size(); ++d) {
+    if (hardware_.devices[d].id != device) continue;
+    need_[d] = checked_add(need_[d], bytes, "device need");
+    used_[d] = true;
+    return;
   }
-  return total;
+  throw InputError("device '" + device.name() + "' is not in hardware '" + hardware_.name + "'");
+}
+
+void DeviceTally::add_pinned(int64_t bytes) { pinned_ = checked_add(pinned_, bytes, "pinned bytes"); }
+
+std::vector<DeviceMemory> DeviceTally::devices() const {
+  std::vector<DeviceMemory> out;
+  for (size_t d = 0; d < hardware_.devices.size(); ++d) {
+    const DeviceSpec& spec = hardware_.devices[d];
+    DeviceMemory dm;
+    dm.id = spec.id;
+    dm.memory_bytes = spec.memory_bytes;
+    dm.safety_margin = spec.safety_margin;
+    dm.budget_bytes = spec.usable_bytes();
+    dm.reserved_bytes = spec.reserved_bytes;
+    // A device no stage uses needs nothing, except the CPU, whose reserve the process takes anyway.
+    dm.need_bytes = used_[d] || spec.id.is_cpu() ? checked_add(spec.reserved_bytes, need_[d], "device need") : 0;
+    dm.fits = dm.need_bytes <= dm.budget_bytes;
+    out.push_back(dm);
+  }
+  return out;
+}
+
+bool DeviceTally::fits() const {
+  if (pinned_ > hardware_.pinned_bytes) return false;
+  for (size_t d = 0; d < hardware_.devices.size(); ++d) {
+    const DeviceSpec& spec = hardware_.devices[d];
+    if ((used_[d] || spec.id.is_cpu()) && spec.reserved_bytes + need_[d] > spec.usable_bytes()) return false;
+  }
+  return true;
 }
 
 MemoryEstimate estimate_memory(const ModelDesc& model, const HardwareSpec& hw, const StageMap& map,
-                               const PlanOptions& options) {
+                               const std::vector<int>& in_flight, const MemoryOptions& options) {
   const LayerPrefix prefix(model);
-  const int num_stages = map.num_stages();
   MemoryEstimate e;
+  e.rings = stage_map_rings(prefix, model.config, map, in_flight, options);
   e.pinned_budget_bytes = hw.pinned_bytes;
-  for (int s = 0; s < num_stages; ++s) {
+  DeviceTally tally(hw);
+  for (int s = 0; s < map.num_stages(); ++s) {
     const StageSpec& st = map.stages[static_cast<size_t>(s)];
+    int64_t pinned = 0;
+    for (const BoundaryRings& r : e.rings) {
+      if (r.host_stage == s) pinned = checked_add(pinned, r.pinned_bytes(), "pinned bytes");
+    }
     const StageMemory m = estimate_stage(prefix.range(st.first, st.last), model.config, hw.device(st.device),
-                                         activations_in_flight(options.schedule, num_stages, s, options.micro_batches),
-                                         pinned_bytes_per_token(prefix, hw, map, s), options);
-    e.pinned_need_bytes = checked_add(e.pinned_need_bytes, m.buffers, "pinned bytes");
+                                         in_flight[static_cast<size_t>(s)], pinned, options);
+    tally.add(st.device, m.total);
+    tally.add_pinned(m.buffers);
     e.stages.push_back(m);
   }
-
-  e.fits = e.pinned_need_bytes <= e.pinned_budget_bytes;
-  for (const DeviceSpec& d : hw.devices) {
-    DeviceMemory dm;
-    dm.name = d.name;
-    dm.memory_bytes = d.memory_bytes;
-    dm.safety_margin = d.safety_margin;
-    dm.budget_bytes = d.usable_bytes();
-    dm.reserved_bytes = d.reserved_bytes;
-    dm.need_bytes = d.reserved_bytes;
-    bool used = false;
-    for (int s = 0; s < num_stages; ++s) {
-      if (map.stages[static_cast<size_t>(s)].device != d.name) continue;
-      used = true;
-      dm.need_bytes = checked_add(dm.need_bytes, e.stages[static_cast<size_t>(s)].total, "device need");
-    }
-    if (!used) dm.need_bytes = d.kind == DeviceKind::kCpu ? d.reserved_bytes : 0;
-    dm.fits = dm.need_bytes <= dm.budget_bytes;
-    e.fits = e.fits && dm.fits;
-    e.devices.push_back(dm);
-  }
+  e.devices = tally.devices();
+  e.pinned_need_bytes = tally.pinned_need_bytes();
+  e.fits = tally.fits();
   return e;
 }
 
 namespace {
-
-std::string gib(int64_t bytes) {
-  char buffer[32];
-  std::snprintf(buffer, sizeof(buffer), "%.2f", static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
-  return buffer;
-}
 
 std::string pad(const std::string& text, size_t width, bool right = true) {
   if (text.size() >= width) return text;
@@ -125,8 +163,7 @@ std::string pad(const std::string& text, size_t width, bool right = true) {
 
 }  // namespace
 
-std::string format_memory_table(const MemoryEstimate& e, const ModelConfig& model, const HardwareSpec& hw,
-                                const StageMap& map) {
+std::string format_memory_table(const MemoryEstimate& e, const ModelConfig& model, const StageMap& map) {
   constexpr size_t kLabel = 22;
   size_t col = 12;
   for (const StageSpec& st : map.stages) col = std::max(col, describe_range(model, st.first, st.last).size() + 2);
@@ -139,7 +176,7 @@ std::string format_memory_table(const MemoryEstimate& e, const ModelConfig& mode
   std::vector<std::string> names, devices, ranges, in_flight;
   for (size_t s = 0; s < map.stages.size(); ++s) {
     names.push_back("stage " + std::to_string(s));
-    devices.push_back(map.stages[s].device + (map.stages[s].cores > 0 ? " (" + std::to_string(map.stages[s].cores) + "c)" : ""));
+    devices.push_back(map.stages[s].device.name() + (map.stages[s].cores > 0 ? " (" + std::to_string(map.stages[s].cores) + "c)" : ""));
     ranges.push_back(describe_range(model, map.stages[s].first, map.stages[s].last));
     in_flight.push_back(std::to_string(e.stages[s].in_flight));
   }
@@ -149,7 +186,7 @@ std::string format_memory_table(const MemoryEstimate& e, const ModelConfig& mode
   row("micro-batches held", in_flight);
   auto component = [&](const std::string& label, int64_t StageMemory::*field) {
     std::vector<std::string> cells;
-    for (const StageMemory& m : e.stages) cells.push_back(gib(m.*field));
+    for (const StageMemory& m : e.stages) cells.push_back(gib_digits(m.*field));
     row(label, cells);
   };
   component("weights", &StageMemory::weights);
@@ -164,19 +201,18 @@ std::string format_memory_table(const MemoryEstimate& e, const ModelConfig& mode
   out += "\nper device            need (GiB)   budget (GiB)                  verdict\n";
   for (const DeviceMemory& d : e.devices) {
     char line[256];
-    std::snprintf(line, sizeof(line), "%-22s%10s   %8s = %s x %.2f %s  %s\n", d.name.c_str(), gib(d.need_bytes).c_str(),
-                  gib(d.budget_bytes).c_str(), gib(d.memory_bytes).c_str(), d.safety_margin,
-                  d.reserved_bytes > 0 ? ("(" + gib(d.reserved_bytes) + " reserved in need)").c_str() : "",
-                  d.fits ? "fits" : ("DOES NOT FIT (" + gib(d.need_bytes - d.budget_bytes) + " over)").c_str());
+    std::snprintf(line, sizeof(line), "%-22s%10s   %8s = %s x %.2f %s  %s\n", d.name().c_str(), gib_digits(d.need_bytes).c_str(),
+                  gib_digits(d.budget_bytes).c_str(), gib_digits(d.memory_bytes).c_str(), d.safety_margin,
+                  d.reserved_bytes > 0 ? ("(" + gib_digits(d.reserved_bytes) + " reserved in need)").c_str() : "",
+                  d.fits ? "fits" : ("DOES NOT FIT (" + gib_digits(d.need_bytes - d.budget_bytes) + " over)").c_str());
     out += line;
   }
   char line[160];
   const bool pinned_fits = e.pinned_need_bytes <= e.pinned_budget_bytes;
   std::snprintf(line, sizeof(line), "%-22s%10s   %8s                      %s\n", "pinned (host)",
-                gib(e.pinned_need_bytes).c_str(), gib(e.pinned_budget_bytes).c_str(),
+                gib_digits(e.pinned_need_bytes).c_str(), gib_digits(e.pinned_budget_bytes).c_str(),
                 pinned_fits ? "fits" : "DOES NOT FIT");
   out += line;
-  (void)hw;
   return out;
 }
 

@@ -1,25 +1,23 @@
 // The memory every stage needs, computed before anything is allocated.
 //
-// Per stage s of S (tokens = micro_batch_size * seq_len):
+// Per stage s of S (tokens = micro_batch_size * seq_len; in_flight = the micro-batches stage s
+// holds at once, which the schedule's op lists decide and the caller passes in):
 //   weights      params * dtype bytes
 //   gradients    params * dtype bytes
-//   optimizer    params * state bytes (AdamW 8, SGD with momentum 4, SGD 0: FP32 state)
+//   optimizer    params * state bytes (memory/optimizer_config.h: AdamW 8, SGD with momentum 4, SGD 0)
 //   activations  without checkpointing: in_flight * tokens * Σ saved + tokens * max transient
 //                                       + max per-layer transient (a weight-gradient temporary)
 //                with checkpointing:    in_flight * tokens * Σ layer inputs
 //                                       + tokens * max over layers (saved + transient)
 //                                       + max per-layer transient,
 //                the second term being the one layer being recomputed in a backward
-//                in_flight: GPipe M, 1F1B min(M, S - s)
-//   buffers      on the host side of each cross-device boundary, pinned slots of the boundary
-//                activation: ring_slots for what the CPU stage sends (a slot is free once its copy
-//                lands) + in_flight + 1 for what it receives (it keeps that slot until the
-//                micro-batch's backward); pinned memory is its own budget too
+//   buffers      the pinned staging rings of its boundaries with a device of its own memory, on the
+//                host side (boundary_rings below); pinned memory is its own budget too
 //   slack        the device's allocator_slack fraction of the above
 // A device's need = its reserved bytes + Σ its stages; it fits when need <= memory * safety_margin.
 // All arithmetic is overflow-checked: an absurd config is an InputError, never a wrapped number.
 //
-//   MemoryEstimate e = estimate_memory(describe_model(cfg), hw, map, options);
+//   MemoryEstimate e = estimate_memory(describe_model(cfg), hw, map, in_flight, options);
 //   if (!e.fits) std::cout << format_memory_table(e, cfg, hw, map);
 #pragma once
 
@@ -29,8 +27,8 @@
 
 #include "memory/hardware.h"
 #include "memory/layer_prefix.h"
+#include "memory/memory_options.h"
 #include "memory/model_desc.h"
-#include "memory/plan_options.h"
 #include "memory/stage_map.h"
 
 namespace pipetrain {
@@ -47,40 +45,81 @@ struct StageMemory {
 };
 
 struct DeviceMemory {
-  std::string name;
+  DeviceId id;
   int64_t memory_bytes = 0;
   double safety_margin = 1.0;
   int64_t budget_bytes = 0;  // memory * safety margin
   int64_t reserved_bytes = 0;
   int64_t need_bytes = 0;    // reserved + Σ stages on it
   bool fits = false;
+  std::string name() const { return id.name(); }
+};
+
+// The pinned staging rings of the boundary between stage b (which sends activations forward) and
+// stage b + 1, as the runtime allocates them. Only a boundary that crosses between host memory and
+// a device's own memory has them, held by the stage on the host side:
+//   into the device:  ring_slots slots (a slot is free again once its copy lands)
+//   out of it:        the receiving host stage's micro-batches in flight + 1 (the host stage keeps
+//                     each slot as its tensor until the micro-batch's backward; one more for the
+//                     copy arriving meanwhile)
+// Each slot holds one micro-batch's boundary activation (its gradient has the same size).
+struct BoundaryRings {
+  bool staged = false;
+  int host_stage = -1;     // whose budget holds the rings
+  int64_t slot_bytes = 0;
+  int forward_slots = 0;   // activations, stage b -> b + 1
+  int backward_slots = 0;  // gradients, stage b + 1 -> b
+  int64_t pinned_bytes() const;
+};
+
+// The rings of boundary b (0 <= b < S - 1) for stages on `sender` and `receiver` holding
+// `sender_in_flight` and `receiver_in_flight` micro-batches, with `slot_bytes` per slot.
+BoundaryRings boundary_rings(int b, DeviceId sender, DeviceId receiver, int sender_in_flight, int receiver_in_flight,
+                             int64_t slot_bytes, int ring_slots);
+
+// Every boundary's rings for a stage map; slot bytes from the sending stage's last layer.
+std::vector<BoundaryRings> stage_map_rings(const LayerPrefix& prefix, const ModelConfig& model, const StageMap& map,
+                                           const std::vector<int>& in_flight, const MemoryOptions& options);
+
+// Σ what the stages need per device of the hardware, plus each used device's reserve (the CPU's
+// always), and the pinned total: the one fit check, for the estimate and the planner alike.
+class DeviceTally {
+ public:
+  explicit DeviceTally(const HardwareSpec& hardware);
+  void add(DeviceId device, int64_t bytes);
+  void add_pinned(int64_t bytes);
+  bool fits() const;
+  // Every device of the hardware, in its order, with its need against its budget.
+  std::vector<DeviceMemory> devices() const;
+  int64_t pinned_need_bytes() const { return pinned_; }
+
+ private:
+  const HardwareSpec& hardware_;
+  std::vector<int64_t> need_;
+  std::vector<bool> used_;
+  int64_t pinned_ = 0;
 };
 
 struct MemoryEstimate {
   std::vector<StageMemory> stages;
+  std::vector<BoundaryRings> rings;   // per boundary: the staging rings counted in `buffers`
   std::vector<DeviceMemory> devices;  // every device of the hardware, in its order
   int64_t pinned_need_bytes = 0;
   int64_t pinned_budget_bytes = 0;
   bool fits = false;  // every device and the pinned budget
 };
 
-// Assumes a validated stage map.
+// Assumes a validated stage map; in_flight has one entry per stage.
 MemoryEstimate estimate_memory(const ModelDesc& model, const HardwareSpec& hardware, const StageMap& map,
-                               const PlanOptions& options);
+                               const std::vector<int>& in_flight, const MemoryOptions& options);
 
 // One stage's need: the formula above for a range of layers on `device`, holding `in_flight`
-// micro-batches, with pinned rings for `pinned_bytes_per_token` of boundary activations (the sum
-// over its cross-device boundaries; 0 for a GPU stage). estimate_memory and the planner share it.
+// micro-batches, with `pinned_bytes` of staging rings. estimate_memory and the planner share it.
 StageMemory estimate_stage(const RangeCosts& range, const ModelConfig& model, const DeviceSpec& device, int in_flight,
-                           int64_t pinned_bytes_per_token, const PlanOptions& options);
-
-// Σ boundary bytes per token that stage s exchanges with neighbours on a device of another kind,
-// counted when stage s is on the CPU (the host side holds the pinned rings).
-int64_t pinned_bytes_per_token(const LayerPrefix& prefix, const HardwareSpec& hardware, const StageMap& map, int s);
+                           int64_t pinned_bytes, const MemoryOptions& options);
 
 // Component rows, stage columns, then device totals against budgets; GiB with two decimals.
-std::string format_memory_table(const MemoryEstimate& estimate, const ModelConfig& model,
-                                const HardwareSpec& hardware, const StageMap& map);
+std::string format_memory_table(const MemoryEstimate& estimate, const ModelConfig& model, const StageMap& map);
 
 // a * b and a + b that throw InputError (naming `what`) instead of overflowing.
 int64_t checked_mul(int64_t a, int64_t b, const char* what);

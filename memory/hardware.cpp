@@ -7,33 +7,33 @@
 namespace pipetrain {
 
 double DeviceSpec::flops_per_s_with(int n) const {
-  if (kind != DeviceKind::kCpu || cores <= 1 || n <= 0 || n >= cores) return flops_per_s;
+  if (!id.is_cpu() || cores <= 1 || n <= 0 || n >= cores) return flops_per_s;
   const double one = single_core_flops_per_s > 0.0 ? single_core_flops_per_s : flops_per_s / cores;
   return one + (flops_per_s - one) * static_cast<double>(n - 1) / static_cast<double>(cores - 1);
 }
 
-const LayerTimes* MeasuredTimes::find(const std::string& device, int cores) const {
+const LayerTimes* MeasuredTimes::find(DeviceId device, int cores) const {
   for (const LayerTimes& e : entries) {
     if (e.device == device && e.cores == cores) return &e;
   }
   return nullptr;
 }
 
-bool HardwareSpec::has_device(const std::string& device_name) const {
+bool HardwareSpec::has_device(DeviceId id) const {
   for (const DeviceSpec& d : devices) {
-    if (d.name == device_name) return true;
+    if (d.id == id) return true;
   }
   return false;
 }
 
-const DeviceSpec& HardwareSpec::device(const std::string& device_name) const {
+const DeviceSpec& HardwareSpec::device(DeviceId id) const {
   for (const DeviceSpec& d : devices) {
-    if (d.name == device_name) return d;
+    if (d.id == id) return d;
   }
-  throw InputError("device '" + device_name + "' is not in hardware '" + name + "' (it has: " + device_names() + ")");
+  throw InputError("device '" + id.name() + "' is not in hardware '" + name + "' (it has: " + device_names() + ")");
 }
 
-const LinkSpec* HardwareSpec::link(const std::string& from, const std::string& to) const {
+const LinkSpec* HardwareSpec::link(DeviceId from, DeviceId to) const {
   for (const LinkSpec& l : links) {
     if (l.from == from && l.to == to) return &l;
   }
@@ -42,14 +42,14 @@ const LinkSpec* HardwareSpec::link(const std::string& from, const std::string& t
 
 const DeviceSpec* HardwareSpec::first_gpu() const {
   for (const DeviceSpec& d : devices) {
-    if (d.kind == DeviceKind::kCuda) return &d;
+    if (d.id.kind == DeviceKind::kCuda) return &d;
   }
   return nullptr;
 }
 
 std::string HardwareSpec::device_names() const {
   std::string names;
-  for (const DeviceSpec& d : devices) names += (names.empty() ? "" : ", ") + d.name;
+  for (const DeviceSpec& d : devices) names += (names.empty() ? "" : ", ") + d.name();
   return names;
 }
 
@@ -64,11 +64,11 @@ void validate_hardware(const HardwareSpec& hw) {
   int cpus = 0;
   for (size_t i = 0; i < hw.devices.size(); ++i) {
     const DeviceSpec& d = hw.devices[i];
-    const std::string key = "devices." + d.name;
+    const std::string key = "devices." + d.name();
     for (size_t j = 0; j < i; ++j) {
-      if (hw.devices[j].name == d.name) throw InputError(where + ": device '" + d.name + "' appears twice");
+      if (hw.devices[j].id == d.id) throw InputError(where + ": device '" + d.name() + "' appears twice");
     }
-    if (d.kind == DeviceKind::kCpu) ++cpus;
+    if (d.id.is_cpu()) ++cpus;
     if (d.memory_bytes <= 0) fail(key + ".memory must be positive", static_cast<double>(d.memory_bytes));
     if (!(d.safety_margin > 0.0 && d.safety_margin <= 1.0)) fail(key + ".safety_margin must be in (0, 1]", d.safety_margin);
     if (d.reserved_bytes < 0 || d.reserved_bytes >= d.usable_bytes()) {
@@ -76,14 +76,14 @@ void validate_hardware(const HardwareSpec& hw) {
     }
     if (!(d.allocator_slack >= 0.0 && d.allocator_slack < 1.0)) fail(key + ".allocator_slack must be in [0, 1)", d.allocator_slack);
     if (!(d.flops_per_s > 0.0)) fail(key + ".flops_per_s must be positive", d.flops_per_s);
-    if (d.kind == DeviceKind::kCpu && d.cores <= 0) fail(key + ".cores must be positive", d.cores);
+    if (d.id.is_cpu() && d.cores <= 0) fail(key + ".cores must be positive", d.cores);
     if (d.single_core_flops_per_s < 0.0 || d.single_core_flops_per_s > d.flops_per_s) {
       fail(key + ".single_core_flops_per_s must be in [0, flops_per_s]", d.single_core_flops_per_s);
     }
   }
   if (cpus != 1) throw InputError(where + ": needs exactly one device named cpu, found " + std::to_string(cpus));
   for (const LinkSpec& l : hw.links) {
-    const std::string key = "links." + l.from + "->" + l.to;
+    const std::string key = "links." + l.from.name() + "->" + l.to.name();
     if (!hw.has_device(l.from) || !hw.has_device(l.to)) {
       throw InputError(where + ": " + key + " names a device that is not listed (devices: " + hw.device_names() + ")");
     }
@@ -92,18 +92,18 @@ void validate_hardware(const HardwareSpec& hw) {
   }
   if (hw.pinned_bytes < 0) fail("pinned_memory must be >= 0", static_cast<double>(hw.pinned_bytes));
   for (const DeviceSpec& d : hw.devices) {
-    if (d.kind != DeviceKind::kCuda) continue;
-    if (hw.link("cpu", d.name) == nullptr || hw.link(d.name, "cpu") == nullptr) {
-      throw InputError(where + ": GPU '" + d.name + "' needs links cpu->" + d.name + " and " + d.name + "->cpu");
+    if (!d.id.has_own_memory()) continue;
+    if (hw.link(DeviceId::cpu(), d.id) == nullptr || hw.link(d.id, DeviceId::cpu()) == nullptr) {
+      throw InputError(where + ": GPU '" + d.name() + "' needs links cpu->" + d.name() + " and " + d.name() + "->cpu");
     }
   }
   for (const LayerTimes& e : hw.measured.entries) {
-    const std::string key = "measured." + e.device + "[cores " + std::to_string(e.cores) + "]";
+    const std::string key = "measured." + e.device.name() + "[cores " + std::to_string(e.cores) + "]";
     if (!hw.has_device(e.device)) {
       throw InputError(where + ": " + key + " names a device that is not listed (devices: " + hw.device_names() + ")");
     }
     const DeviceSpec& d = hw.device(e.device);
-    if (d.kind == DeviceKind::kCpu && (e.cores < 1 || e.cores > d.cores)) {
+    if (d.id.is_cpu() && (e.cores < 1 || e.cores > d.cores)) {
       fail(key + ".cores must be in [1, " + std::to_string(d.cores) + "]", e.cores);
     }
     if (e.forward_seconds.empty() || e.backward_seconds.size() != e.forward_seconds.size() ||

@@ -4,21 +4,20 @@
 // `this-machine` is probed. Every number a preset states carries its source in a comment there.
 //
 //   HardwareSpec hw = ...;
-//   const DeviceSpec& gpu = hw.device("cuda:0");
-//   double seconds = flops / hw.device("cpu").flops_per_s_with(cores);
+//   const DeviceSpec& gpu = hw.device(DeviceId::cuda(0));
+//   double seconds = flops / hw.cpu().flops_per_s_with(cores);
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "memory/device.h"
+
 namespace pipetrain {
 
-enum class DeviceKind { kCpu, kCuda };
-
 struct DeviceSpec {
-  std::string name;            // "cpu" or "cuda:0"
-  DeviceKind kind = DeviceKind::kCpu;
+  DeviceId id;
   int64_t memory_bytes = 0;    // RAM or VRAM (swap is never counted)
   double safety_margin = 0.9;  // usable fraction of memory_bytes
   int64_t reserved_bytes = 0;  // taken before training starts: runtime, CUDA context
@@ -27,6 +26,7 @@ struct DeviceSpec {
   double single_core_flops_per_s = 0.0;  // CPU only; 0 = flops_per_s / cores (perfect scaling)
   int cores = 0;               // CPU only
 
+  std::string name() const { return id.name(); }
   int64_t usable_bytes() const { return static_cast<int64_t>(static_cast<double>(memory_bytes) * safety_margin); }
   // The CPU's rate on `n` of its cores: single_core_flops_per_s at 1, flops_per_s at all cores,
   // linear in between (two single-thread GEMMs on the two cores here ran 26.6 + 28.2 GFLOP/s
@@ -36,8 +36,8 @@ struct DeviceSpec {
 
 // One direction of a transfer path, e.g. cpu -> cuda:0 (H2D) over PCIe.
 struct LinkSpec {
-  std::string from;
-  std::string to;
+  DeviceId from;
+  DeviceId to;
   double bytes_per_s = 0.0;
   double latency_s = 0.0;
 };
@@ -46,7 +46,7 @@ struct LinkSpec {
 // one entry per device and core count a stage may compute with. The planner sums them over a
 // stage's layers instead of dividing FLOPs by a rate.
 struct LayerTimes {
-  std::string device;  // "cpu", "cuda:0"
+  DeviceId device;
   int cores = 0;       // CPU: the cores the stage computes with; 0 for a GPU
   std::vector<double> forward_seconds;    // per layer of the layer list, one micro-batch
   std::vector<double> backward_seconds;   // per layer, one micro-batch (no recomputation)
@@ -57,7 +57,7 @@ struct MeasuredTimes {
   std::string model_key;  // profile_key() of the model and micro-batch size they were measured for
   std::vector<LayerTimes> entries;
   // nullptr when there is no entry for that device and core count.
-  const LayerTimes* find(const std::string& device, int cores) const;
+  const LayerTimes* find(DeviceId device, int cores) const;
 };
 
 struct HardwareSpec {
@@ -68,11 +68,13 @@ struct HardwareSpec {
   int64_t pinned_bytes = 0;  // page-locked host memory the OS lets us have (WSL2 limits it)
   MeasuredTimes measured;    // empty unless loaded from a profile
 
-  bool has_device(const std::string& name) const;
-  // Throws InputError listing the known devices when `name` is not one of them.
-  const DeviceSpec& device(const std::string& name) const;
+  bool has_device(DeviceId id) const;
+  // Throws InputError listing the known devices when `id` is not one of them.
+  const DeviceSpec& device(DeviceId id) const;
+  // The host CPU (validate_hardware requires exactly one).
+  const DeviceSpec& cpu() const { return device(DeviceId::cpu()); }
   // nullptr when the hardware has no link between the two devices.
-  const LinkSpec* link(const std::string& from, const std::string& to) const;
+  const LinkSpec* link(DeviceId from, DeviceId to) const;
   const DeviceSpec* first_gpu() const;
   std::string device_names() const;  // "cpu, cuda:0"
 };

@@ -30,7 +30,8 @@ class LayerPrefix {
   explicit LayerPrefix(const ModelDesc& model);
   // Totals over layers [first, last] (inclusive; 0 = embed). Sums are overflow-checked when built.
   RangeCosts range(int64_t first, int64_t last) const;
-  int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
+  // Entries of the layer list, embed and head included (ModelConfig::num_model_layers).
+  int64_t num_model_layers() const { return static_cast<int64_t>(layers_.size()); }
 
  private:
   int64_t range_max(const std::vector<std::vector<int64_t>>& table, int64_t first, int64_t last) const;

@@ -104,10 +104,4 @@ int64_t current_rss_bytes() {
   return resident_pages * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
 }
 
-std::string format_gib(int64_t bytes) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof(buffer), "%.2f GiB", static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
-  return buffer;
-}
-
 }  // namespace pipetrain

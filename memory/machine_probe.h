@@ -34,7 +34,4 @@ int64_t current_rss_bytes();
 // Parses /proc/meminfo text; exposed for tests. Returns -1 for a missing key.
 int64_t meminfo_bytes(const std::string& meminfo_text, const std::string& key);
 
-// "1.50 GiB": two decimals, the way every memory figure in pipetrain is printed.
-std::string format_gib(int64_t bytes);
-
 }  // namespace pipetrain

@@ -43,6 +43,12 @@ struct LayerId {
 // "V256 H256 L4 A4 I1024 T128 float32": the architecture, what must match for weights to load.
 std::string architecture_key(const ModelConfig& model);
 
+// The layer list's indices, stated once: 0 is the embedding, 1..L the blocks, L+1 the head.
+constexpr int64_t kEmbedLayer = 0;
+inline int64_t block_layer(int64_t block) { return block + 1; }
+inline int64_t head_layer(const ModelConfig& model) { return model.num_layers + 1; }
+inline bool is_head_layer(const ModelConfig& model, int64_t i) { return i == head_layer(model); }
+
 // Layer `i` of the ordered list (0 = embed, 1..L = blocks, L+1 = head).
 LayerId layer_at(const ModelConfig& model, int64_t i);
 // "embed", "block 3", "head".

@@ -43,9 +43,9 @@ LayerId layer_at(const ModelConfig& model, int64_t i) {
     throw std::out_of_range("layer " + std::to_string(i) + " is outside 0.." +
                             std::to_string(model.num_model_layers() - 1));
   }
-  if (i == 0) return {LayerKind::kEmbed, -1};
-  if (i == model.num_model_layers() - 1) return {LayerKind::kHead, -1};
-  return {LayerKind::kBlock, i - 1};
+  if (i == kEmbedLayer) return {LayerKind::kEmbed, -1};
+  if (is_head_layer(model, i)) return {LayerKind::kHead, -1};
+  return {LayerKind::kBlock, i - block_layer(0)};
 }
 
 std::string layer_name(const ModelConfig& model, int64_t i) {

@@ -7,8 +7,8 @@
 namespace pipetrain {
 
 int64_t parse_layer_ref(const std::string& ref, const ModelConfig& model) {
-  if (ref == "embed") return 0;
-  if (ref == "head") return model.num_model_layers() - 1;
+  if (ref == "embed") return kEmbedLayer;
+  if (ref == "head") return head_layer(model);
   bool digits = !ref.empty();
   for (char c : ref) digits = digits && std::isdigit(static_cast<unsigned char>(c));
   if (!digits || ref.size() > 9) {
@@ -18,7 +18,12 @@ int64_t parse_layer_ref(const std::string& ref, const ModelConfig& model) {
   if (block >= model.num_layers) {
     throw InputError("block " + ref + " does not exist: the model has blocks 0.." + std::to_string(model.num_layers - 1));
   }
-  return block + 1;
+  return block_layer(block);
+}
+
+std::string layer_ref(const ModelConfig& model, int64_t i) {
+  const LayerId id = layer_at(model, i);
+  return id.kind == LayerKind::kBlock ? std::to_string(id.block_index) : layer_name(model, i);
 }
 
 std::string describe_range(const ModelConfig& model, int64_t first, int64_t last) {
@@ -35,8 +40,20 @@ void validate_stage_map(const StageMap& map, const ModelConfig& model, const Har
     const StageSpec& st = map.stages[s];
     const std::string where = "stage " + std::to_string(s);
     if (!hardware.has_device(st.device)) {
-      throw InputError(where + " names device '" + st.device + "', which hardware '" + hardware.name +
+      throw InputError(where + " names device '" + st.device.name() + "', which hardware '" + hardware.name +
                        "' does not have (it has: " + hardware.device_names() + ")");
+    }
+    // A home other than the compute device is a streamed-weights or CPU-optimizer placement, which
+    // the runtime cannot run yet: refused by name rather than ignored.
+    const Placement place = st.placement();
+    if (place.weights != place.compute) {
+      throw InputError(where + " keeps its weights on " + place.weights.name() + " but computes on " +
+                       place.compute.name() + "; weights can only live where their layers compute so far (drop `weights:`)");
+    }
+    if (place.optimizer != place.compute) {
+      throw InputError(where + " keeps its optimizer state on " + place.optimizer.name() + " but computes on " +
+                       place.compute.name() +
+                       "; optimizer state can only live where its layers compute so far (drop `optimizer:`)");
     }
     if (st.first < 0 || st.last >= n || st.first > n - 1 || st.last < 0) {
       throw InputError(where + " names layers outside the model's embed..head");
@@ -54,11 +71,11 @@ void validate_stage_map(const StageMap& map, const ModelConfig& model, const Har
                        " and in an earlier stage");
     }
     if (st.cores < 0) throw InputError(where + " has cores = " + std::to_string(st.cores) + "; must be >= 0");
-    if (st.cores > 0 && hardware.device(st.device).kind != DeviceKind::kCpu) {
-      throw InputError(where + " gives cores to a " + st.device + " stage; cores only apply to cpu stages");
+    if (st.cores > 0 && !st.device.is_cpu()) {
+      throw InputError(where + " gives cores to a " + st.device.name() + " stage; cores only apply to cpu stages");
     }
     cpu_cores += st.cores;
-    if (st.cores == 0 && shared_cpu_stage < 0 && hardware.device(st.device).kind == DeviceKind::kCpu) {
+    if (st.cores == 0 && shared_cpu_stage < 0 && st.device.is_cpu()) {
       shared_cpu_stage = static_cast<int>(s);
     }
     next = st.last + 1;
@@ -67,7 +84,7 @@ void validate_stage_map(const StageMap& map, const ModelConfig& model, const Har
     throw InputError("stage map covers " + describe_range(model, 0, next - 1) + " but the model also has " +
                      describe_range(model, next, n - 1) + " (missing)");
   }
-  const int available = hardware.device("cpu").cores;
+  const int available = hardware.cpu().cores;
   if (cpu_cores > available) {
     throw InputError("the stage map gives cpu stages " + std::to_string(cpu_cores) + " cores; hardware '" +
                      hardware.name + "' has " + std::to_string(available));
@@ -80,15 +97,25 @@ void validate_stage_map(const StageMap& map, const ModelConfig& model, const Har
   }
 }
 
-StageMap make_stage_map(const std::vector<std::string>& devices, const std::vector<int64_t>& last_layers,
+std::vector<Placement> layer_placements(const StageMap& map) {
+  std::vector<Placement> layers;
+  for (const StageSpec& st : map.stages) {
+    for (int64_t i = st.first; i <= st.last; ++i) layers.push_back(st.placement());
+  }
+  return layers;
+}
+
+StageMap make_stage_map(const std::vector<DeviceId>& devices, const std::vector<int64_t>& last_layers,
                         const std::vector<int>& cores) {
   StageMap map;
-  int64_t first = 0;
+  int64_t first = kEmbedLayer;
   for (size_t s = 0; s < devices.size(); ++s) {
-    map.stages.push_back({devices[s], first, last_layers[s], s < cores.size() ? cores[s] : 0});
+    map.stages.push_back({devices[s], first, last_layers[s], s < cores.size() ? cores[s] : 0, {}, {}});
     first = last_layers[s] + 1;
   }
   return map;
 }
+
+StageMap single_cpu_stage(const ModelConfig& model) { return make_stage_map({DeviceId::cpu()}, {head_layer(model)}); }
 
 }  // namespace pipetrain

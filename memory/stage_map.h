@@ -5,26 +5,45 @@
 //     - {device: cuda:0, layers: [4, 19]}       a number is a block index
 //     - {device: cpu,    layers: [20, head]}
 //
-// Placement is data (compute device, and later where weights and optimizer state live), so that
-// streamed weights and multi-machine stages can arrive without a rewrite.
+// Placement is data, per layer: where it computes, where its weights live and where its optimizer
+// state lives. A stage map states them per stage (`weights:` and `optimizer:` are optional keys
+// that default to the compute device); the plan expands them per layer (layer_placements). Today
+// all three must be the compute device: validate_stage_map refuses another home by name until the
+// runtime can keep weights or optimizer state away from where a layer computes.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "memory/device.h"
 #include "memory/hardware.h"
 #include "memory/model_config.h"
 
 namespace pipetrain {
 
+// Where one layer computes, and where its weights and its optimizer state live.
+struct Placement {
+  DeviceId compute;
+  DeviceId weights;
+  DeviceId optimizer;
+  bool operator==(const Placement& o) const {
+    return compute == o.compute && weights == o.weights && optimizer == o.optimizer;
+  }
+};
+
 struct StageSpec {
-  std::string device;  // compute device, e.g. "cpu", "cuda:0"
+  DeviceId device;     // where the stage's layers compute
   int64_t first = 0;   // index into the layer list (0 = embed, L+1 = head), inclusive
   int64_t last = 0;    // inclusive
   int cores = 0;       // CPU stages: cores given to this stage; 0 = share the cores no stage owns
+  std::optional<DeviceId> weights;    // the stage map's `weights:`; none: the compute device
+  std::optional<DeviceId> optimizer;  // the stage map's `optimizer:`; none: the compute device
+
+  Placement placement() const { return {device, weights.value_or(device), optimizer.value_or(device)}; }
   bool operator==(const StageSpec& o) const {
-    return device == o.device && first == o.first && last == o.last && cores == o.cores;
+    return device == o.device && first == o.first && last == o.last && cores == o.cores && placement() == o.placement();
   }
 };
 
@@ -36,15 +55,24 @@ struct StageMap {
 
 // "embed" -> 0, "head" -> L+1, "7" -> block 7 = 8. Throws InputError naming the reference.
 int64_t parse_layer_ref(const std::string& ref, const ModelConfig& model);
+// How a stage map names layer i: "embed", "head", or the block index ("7").
+std::string layer_ref(const ModelConfig& model, int64_t i);
 // "embed..block 3" for messages and tables.
 std::string describe_range(const ModelConfig& model, int64_t first, int64_t last);
 
-// Full coverage, no gaps, no overlaps, in order, known devices, core counts that fit the CPU.
-// Errors name the layers: "stage map covers embed..block 22 but the model also has block 23, head".
+// Full coverage, no gaps, no overlaps, in order, known devices, core counts that fit the CPU, and
+// homes the runtime supports. Errors name the layers: "stage map covers embed..block 22 but the
+// model also has block 23, head".
 void validate_stage_map(const StageMap& map, const ModelConfig& model, const HardwareSpec& hardware);
 
-// Cuts the layer list at the given boundaries: stage s covers layers [cuts[s-1]+1, cuts[s]].
-StageMap make_stage_map(const std::vector<std::string>& devices, const std::vector<int64_t>& last_layers,
+// Per layer of the layer list, its placement (the stage that holds it decides).
+std::vector<Placement> layer_placements(const StageMap& map);
+
+// Cuts the layer list at the given boundaries: stage s covers layers [last[s-1]+1, last[s]].
+StageMap make_stage_map(const std::vector<DeviceId>& devices, const std::vector<int64_t>& last_layers,
                         const std::vector<int>& cores = {});
+
+// The whole model as one stage on the CPU, sharing its cores.
+StageMap single_cpu_stage(const ModelConfig& model);
 
 }  // namespace pipetrain

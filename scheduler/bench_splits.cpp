@@ -1,34 +1,21 @@
 #include "scheduler/bench_splits.h"
 
-#include <algorithm>
-#include <functional>
 #include <stdexcept>
 
 #include "scheduler/planner.h"
+#include "scheduler/splits.h"
+#include "scheduler/statistics.h"
 
 namespace pipetrain {
 
-SplitList every_split(const ModelConfig& model, const HardwareSpec& hardware,
-                      const std::vector<std::vector<std::string>>& shapes, size_t cap) {
-  const int64_t n = model.num_model_layers();
+SplitList every_split(const ModelConfig& model, const HardwareSpec& hardware, const std::vector<Shape>& shapes,
+                      size_t cap) {
   std::vector<StageMap> all;
-  for (const auto& shape : shapes) {
-    const int s = static_cast<int>(shape.size());
-    if (s < 1 || s > n) continue;
+  for (const Shape& shape : shapes) {
     const auto splits = core_splits(shape, hardware, /*choose=*/true);
-    std::vector<int64_t> last(static_cast<size_t>(s));
-    std::function<void(int, int64_t)> cut = [&](int i, int64_t first) {
-      if (i == s - 1) {
-        last[static_cast<size_t>(i)] = n - 1;
-        for (const auto& cores : splits) all.push_back(make_stage_map(shape, last, cores));
-        return;
-      }
-      for (int64_t end = first; end <= n - (s - i); ++end) {
-        last[static_cast<size_t>(i)] = end;
-        cut(i + 1, end + 1);
-      }
-    };
-    cut(0, 0);
+    for_each_cut(model.num_model_layers(), static_cast<int>(shape.size()), 1, [&](const std::vector<int64_t>& last) {
+      for (const auto& cores : splits) all.push_back(make_stage_map(shape, last, cores));
+    });
   }
   SplitList out;
   out.total = all.size();
@@ -46,7 +33,7 @@ SplitList every_split(const ModelConfig& model, const HardwareSpec& hardware,
 StageMap naive_version(const StageMap& map, const HardwareSpec& hardware) {
   StageMap naive = map;
   for (StageSpec& st : naive.stages) {
-    if (hardware.device(st.device).kind == DeviceKind::kCpu) st.cores = 0;
+    if (st.device.is_cpu()) st.cores = 0;
   }
   return naive;
 }
@@ -56,7 +43,7 @@ std::string split_label(const ModelConfig& model, const StageMap& map) {
   for (int s = 0; s < map.num_stages(); ++s) {
     const StageSpec& st = map.stages[static_cast<size_t>(s)];
     if (!label.empty()) label += " | ";
-    label += st.device + (st.cores > 0 ? "[" + std::to_string(st.cores) + "c]" : "") + " " +
+    label += st.device.name() + (st.cores > 0 ? "[" + std::to_string(st.cores) + "c]" : "") + " " +
              describe_range(model, st.first, st.last);
   }
   return label;
@@ -67,12 +54,10 @@ StepStats summarize_steps(const std::vector<double>& step_seconds, int64_t token
     throw std::invalid_argument("summarize_steps: " + std::to_string(step_seconds.size()) + " steps leave none after " +
                                 std::to_string(warmup) + " warm-up steps");
   }
-  std::vector<double> kept(step_seconds.begin() + warmup, step_seconds.end());
-  std::sort(kept.begin(), kept.end());
-  const size_t mid = kept.size() / 2;
+  const std::vector<double> kept(step_seconds.begin() + warmup, step_seconds.end());
   StepStats out;
   out.measured = static_cast<int>(kept.size());
-  out.median_step_seconds = kept.size() % 2 == 1 ? kept[mid] : 0.5 * (kept[mid - 1] + kept[mid]);
+  out.median_step_seconds = median(kept);
   out.median_tokens_per_s = static_cast<double>(tokens_per_step) / out.median_step_seconds;
   return out;
 }

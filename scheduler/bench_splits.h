@@ -12,6 +12,7 @@
 #include "memory/hardware.h"
 #include "memory/model_config.h"
 #include "memory/stage_map.h"
+#include "scheduler/planner.h"  // Shape
 
 namespace pipetrain {
 
@@ -22,8 +23,8 @@ struct SplitList {
   std::vector<StageMap> maps;
   size_t total = 0;
 };
-SplitList every_split(const ModelConfig& model, const HardwareSpec& hardware,
-                      const std::vector<std::vector<std::string>>& shapes, size_t cap);
+SplitList every_split(const ModelConfig& model, const HardwareSpec& hardware, const std::vector<Shape>& shapes,
+                      size_t cap);
 
 // The same stages, one op at a time: every CPU stage in the shared pool of all cores (the naive,
 // unpipelined way of running a split).

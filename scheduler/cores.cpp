@@ -3,6 +3,15 @@
 #include "memory/errors.h"
 
 namespace pipetrain {
+
+std::string compute_resource(const StageSpec& stage, int index) {
+  if (stage.device.is_cpu() && stage.cores > 0) return "cpu[" + std::to_string(index) + "]";
+  if (stage.device.is_cpu()) return kSharedCpuPool;
+  return stage.device.name();
+}
+
+std::string link_resource(DeviceId from, DeviceId to) { return from.name() + "->" + to.name(); }
+
 namespace {
 
 std::string join(const std::vector<int>& values) {
@@ -14,19 +23,19 @@ std::string join(const std::vector<int>& values) {
 }  // namespace
 
 CoreAssignment assign_cores(const StageMap& map, const HardwareSpec& hardware) {
-  const int available = hardware.device("cpu").cores;
+  const int available = hardware.cpu().cores;
   CoreAssignment out;
   out.group_of_stage.assign(map.stages.size(), -1);
   int next_core = 0;
   std::vector<int> shared_stages;
   for (size_t s = 0; s < map.stages.size(); ++s) {
     const StageSpec& st = map.stages[s];
-    if (hardware.device(st.device).kind != DeviceKind::kCpu) continue;
+    if (!st.device.is_cpu()) continue;
     if (st.cores == 0) {
       shared_stages.push_back(static_cast<int>(s));
       continue;
     }
-    CoreGroup group{"cpu[" + std::to_string(s) + "]", {}, {static_cast<int>(s)}};
+    CoreGroup group{compute_resource(st, static_cast<int>(s)), {}, {static_cast<int>(s)}};
     for (int c = 0; c < st.cores; ++c) group.cpus.push_back(next_core++);
     out.group_of_stage[s] = static_cast<int>(out.groups.size());
     out.groups.push_back(group);
@@ -42,7 +51,7 @@ CoreAssignment assign_cores(const StageMap& map, const HardwareSpec& hardware) {
                        std::to_string(available) + " cores of hardware '" + hardware.name +
                        "'; give it cores, or take some from the others");
     }
-    CoreGroup pool{"cpu", {}, shared_stages};
+    CoreGroup pool{kSharedCpuPool, {}, shared_stages};
     for (int c = next_core; c < available; ++c) pool.cpus.push_back(c);
     for (int s : shared_stages) out.group_of_stage[static_cast<size_t>(s)] = static_cast<int>(out.groups.size());
     out.groups.push_back(pool);
@@ -62,7 +71,7 @@ std::string describe_cores(const CoreAssignment& cores) {
   for (const CoreGroup& g : cores.groups) {
     if (!text.empty()) text += "; ";
     text += (g.stages.size() == 1 ? "stage " : "stages ") + join(g.stages) +
-            (g.stages.size() == 1 && g.resource != "cpu" ? " owns " : (g.stages.size() == 1 ? " uses " : " share ")) +
+            (g.stages.size() == 1 && g.resource != kSharedCpuPool ? " owns " : (g.stages.size() == 1 ? " uses " : " share ")) +
             (g.cpus.size() == 1 ? "core " : "cores ") + join(g.cpus);
   }
   text += "; OpenBLAS " + std::to_string(cores.blas_threads) + " thread" + (cores.blas_threads == 1 ? "" : "s");

@@ -25,6 +25,13 @@
 
 namespace pipetrain {
 
+// The simulator's and the executor's names for what runs one op at a time, made here and nowhere
+// else: the shared CPU pool "cpu", a CPU stage's own cores "cpu[s]", a GPU "cuda:0", and the copy
+// engine of a link "cpu->cuda:0".
+inline const std::string kSharedCpuPool = "cpu";
+std::string compute_resource(const StageSpec& stage, int index);
+std::string link_resource(DeviceId from, DeviceId to);
+
 struct CoreGroup {
   std::string resource;   // "cpu" (the shared pool) or "cpu[s]" (stage s's own cores)
   std::vector<int> cpus;  // logical core indices

@@ -1,5 +1,7 @@
 #include "scheduler/cost_model.h"
 
+#include "scheduler/cores.h"
+
 namespace pipetrain {
 
 std::string profile_key(const ModelConfig& model, int64_t micro_batch_size) {
@@ -22,16 +24,14 @@ StageTimer::StageTimer(const ModelConfig& model, const HardwareSpec& hardware, c
   }
 }
 
-const StageTimer::Sums* StageTimer::find(const std::string& device, int cores) const {
-  const bool cpu = hardware_.device(device).kind == DeviceKind::kCpu;
+const StageTimer::Sums* StageTimer::find(DeviceId device, int cores) const {
   for (const Sums& s : sums_) {
-    if (s.device == device && (!cpu || s.cores == cores)) return &s;
+    if (s.device == device && (!device.is_cpu() || s.cores == cores)) return &s;
   }
   return nullptr;
 }
 
-StageTiming StageTimer::time(const std::string& device, int cores, int64_t first, int64_t last,
-                             bool checkpointing) const {
+StageTiming StageTimer::time(DeviceId device, int cores, int64_t first, int64_t last, bool checkpointing) const {
   if (const Sums* s = find(device, cores)) {
     const size_t a = static_cast<size_t>(first), b = static_cast<size_t>(last) + 1;
     StageTiming t;
@@ -43,13 +43,7 @@ StageTiming StageTimer::time(const std::string& device, int cores, int64_t first
   PlanOptions o = options_;
   o.checkpointing = checkpointing;
   const DeviceSpec& d = hardware_.device(device);
-  return stage_timing(prefix_.range(first, last), model_, d, "", d.kind == DeviceKind::kCpu ? cores : 0, o);
-}
-
-std::string stage_resource(const StageSpec& stage, int index, const HardwareSpec& hardware) {
-  const DeviceSpec& device = hardware.device(stage.device);
-  if (device.kind == DeviceKind::kCpu && stage.cores > 0) return "cpu[" + std::to_string(index) + "]";
-  return device.name;
+  return stage_timing(prefix_.range(first, last), model_, d, "", device.is_cpu() ? cores : 0, o);
 }
 
 StageTiming stage_timing(const RangeCosts& range, const ModelConfig& model, const DeviceSpec& device,
@@ -64,41 +58,42 @@ StageTiming stage_timing(const RangeCosts& range, const ModelConfig& model, cons
   return t;
 }
 
+const LinkSpec* copy_link(const HardwareSpec& hw, DeviceId from, DeviceId to) {
+  if (from == to || (!from.has_own_memory() && !to.has_own_memory())) return nullptr;
+  return hw.link(from, to);
+}
+
+double link_seconds(const LinkSpec& link, double bytes) { return bytes / link.bytes_per_s + link.latency_s; }
+
 TransferTiming transfer_timing(int64_t boundary_bytes_per_token, const ModelConfig& model, const HardwareSpec& hw,
-                               const std::string& from, const std::string& to, const PlanOptions& options) {
+                               DeviceId from, DeviceId to, const PlanOptions& options) {
   TransferTiming t;
-  if (from == to) return t;
-  const bool host_to_host = hw.device(from).kind == DeviceKind::kCpu && hw.device(to).kind == DeviceKind::kCpu;
-  if (host_to_host) return t;
   const double bytes = static_cast<double>(boundary_bytes_per_token) *
                        static_cast<double>(options.micro_batch_size * model.seq_len);
-  const LinkSpec* forward = hw.link(from, to);
-  const LinkSpec* backward = hw.link(to, from);
-  if (forward != nullptr) {
-    t.forward_resource = from + "->" + to;
-    t.forward_seconds = bytes / forward->bytes_per_s + forward->latency_s;
+  if (const LinkSpec* forward = copy_link(hw, from, to)) {
+    t.forward_resource = link_resource(from, to);
+    t.forward_seconds = link_seconds(*forward, bytes);
   }
-  if (backward != nullptr) {
-    t.backward_resource = to + "->" + from;
-    t.backward_seconds = bytes / backward->bytes_per_s + backward->latency_s;
+  if (const LinkSpec* backward = copy_link(hw, to, from)) {
+    t.backward_resource = link_resource(to, from);
+    t.backward_seconds = link_seconds(*backward, bytes);
   }
   return t;
 }
 
-std::vector<StageTiming> stage_timings(const LayerPrefix& prefix, const ModelConfig& model, const HardwareSpec& hw,
-                                       const StageMap& map, const PlanOptions& options) {
+std::vector<StageTiming> stage_timings(const ModelConfig& model, const HardwareSpec& hw, const StageMap& map,
+                                       const PlanOptions& options) {
   // Stages with cores: 0 share the cores no stage owns (scheduler/cores.h).
   int owned = 0;
   for (const StageSpec& st : map.stages) owned += st.cores;
-  const int pool = hw.device("cpu").cores - owned;
-  (void)prefix;
+  const int pool = hw.cpu().cores - owned;
   const StageTimer timer(model, hw, options);
   std::vector<StageTiming> out;
   for (int s = 0; s < map.num_stages(); ++s) {
     const StageSpec& st = map.stages[static_cast<size_t>(s)];
-    const bool cpu = hw.device(st.device).kind == DeviceKind::kCpu;
-    out.push_back(timer.time(st.device, cpu && st.cores == 0 ? pool : st.cores, st.first, st.last, options.checkpointing));
-    out.back().resource = stage_resource(st, s, hw);
+    out.push_back(timer.time(st.device, st.device.is_cpu() && st.cores == 0 ? pool : st.cores, st.first, st.last,
+                             options.checkpointing));
+    out.back().resource = compute_resource(st, s);
   }
   return out;
 }

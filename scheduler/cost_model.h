@@ -16,8 +16,8 @@
 
 #include "memory/hardware.h"
 #include "memory/layer_prefix.h"
-#include "memory/plan_options.h"
 #include "memory/stage_map.h"
+#include "scheduler/plan_options.h"
 #include "scheduler/simulator.h"
 
 namespace pipetrain {
@@ -34,15 +34,15 @@ class StageTimer {
   bool uses_measured_times() const { return !sums_.empty(); }
   // Layers [first, last] on `device`, computing with `cores` (a CPU stage's own cores, or the size of
   // the pool it shares; ignored for a GPU). The resource is left empty.
-  StageTiming time(const std::string& device, int cores, int64_t first, int64_t last, bool checkpointing) const;
+  StageTiming time(DeviceId device, int cores, int64_t first, int64_t last, bool checkpointing) const;
 
  private:
   struct Sums {
-    std::string device;
+    DeviceId device;
     int cores;
     std::vector<double> forward, backward, optimizer;  // prefix sums, size layers + 1
   };
-  const Sums* find(const std::string& device, int cores) const;
+  const Sums* find(DeviceId device, int cores) const;
 
   const ModelConfig& model_;
   const HardwareSpec& hardware_;
@@ -54,14 +54,17 @@ class StageTimer {
 StageTiming stage_timing(const RangeCosts& range, const ModelConfig& model, const DeviceSpec& device,
                          const std::string& resource, int cores, const PlanOptions& options);
 
-// The resource a stage's compute occupies.
-std::string stage_resource(const StageSpec& stage, int index, const HardwareSpec& hardware);
+// The link a tensor takes from `from` to `to`, or nullptr when it is handed over without a copy
+// (the same device, or two stages that both compute in host memory).
+const LinkSpec* copy_link(const HardwareSpec& hardware, DeviceId from, DeviceId to);
+// A copy of `bytes` over `link`: bytes / bandwidth + latency, on the link's own copy engine.
+double link_seconds(const LinkSpec& link, double bytes);
 
 TransferTiming transfer_timing(int64_t boundary_bytes_per_token, const ModelConfig& model, const HardwareSpec& hardware,
-                               const std::string& from, const std::string& to, const PlanOptions& options);
+                               DeviceId from, DeviceId to, const PlanOptions& options);
 
-std::vector<StageTiming> stage_timings(const LayerPrefix& prefix, const ModelConfig& model, const HardwareSpec& hardware,
-                                       const StageMap& map, const PlanOptions& options);
+std::vector<StageTiming> stage_timings(const ModelConfig& model, const HardwareSpec& hardware, const StageMap& map,
+                                       const PlanOptions& options);
 std::vector<TransferTiming> transfer_timings(const LayerPrefix& prefix, const ModelConfig& model,
                                              const HardwareSpec& hardware, const StageMap& map,
                                              const PlanOptions& options);

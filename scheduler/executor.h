@@ -18,7 +18,7 @@
 //
 //   std::vector<StageCallbacks> stages = ...;           // forward(k), backward(k) per stage
 //   std::vector<BoundaryCallbacks> boundaries = ...;    // send_activation(k), send_gradient(k)
-//   ExecutionReport r = run_schedule(make_schedule(ScheduleKind::kOneFOneB, 3, 8), stages, boundaries, {});
+//   ExecutionReport r = run_schedule(make_schedule(ScheduleKind::named("1f1b"), 3, 8), stages, boundaries, {});
 //   r.events;  // measured spans, same shape as the simulator's
 #pragma once
 

@@ -1,11 +1,12 @@
 #include "scheduler/remedies.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <functional>
 #include <limits>
 
 #include "memory/layer_prefix.h"
+#include "memory/units.h"
+#include "scheduler/splits.h"
 
 namespace pipetrain {
 
@@ -27,16 +28,32 @@ double worst_ratio(const MemoryEstimate& e) {
 
 namespace {
 
-// The most lenient options the request allows: 1F1B, the fewest micro-batches, checkpointing.
-PlanOptions lenient_options(const PlanRequest& r) {
+// Σ over a schedule's stages of the micro-batches each holds: less means fewer activations kept.
+int held_micro_batches(ScheduleKind kind, int num_stages, int micro_batches) {
+  int held = 0;
+  for (int n : make_schedule(kind, num_stages, micro_batches).in_flight()) held += n;
+  return held;
+}
+
+// The schedule (of `allowed`, or every registered one) that holds the fewest micro-batches; on a
+// tie, `preferred` when it is allowed.
+ScheduleKind leanest_schedule(const std::vector<ScheduleKind>& allowed, ScheduleKind preferred, int num_stages,
+                              int micro_batches) {
+  const std::vector<ScheduleKind> kinds = allowed.empty() ? ScheduleKind::all() : allowed;
+  ScheduleKind best = std::count(kinds.begin(), kinds.end(), preferred) > 0 ? preferred : kinds.front();
+  for (ScheduleKind k : kinds) {
+    if (held_micro_batches(k, num_stages, micro_batches) < held_micro_batches(best, num_stages, micro_batches)) best = k;
+  }
+  return best;
+}
+
+// The most lenient options the request allows: the schedule that holds the fewest micro-batches,
+// the fewest micro-batches, checkpointing.
+PlanOptions lenient_options(const PlanRequest& r, int num_stages) {
   PlanOptions o = r.options;
   const auto& c = r.choices;
-  if (c.schedules.empty() || std::count(c.schedules.begin(), c.schedules.end(), ScheduleKind::kOneFOneB) > 0) {
-    o.schedule = ScheduleKind::kOneFOneB;
-  } else {
-    o.schedule = c.schedules.front();
-  }
   o.micro_batches = c.micro_batch_counts.empty() ? 1 : *std::min_element(c.micro_batch_counts.begin(), c.micro_batch_counts.end());
+  o.schedule = leanest_schedule(c.schedules, r.options.schedule, num_stages, o.micro_batches);
   o.checkpointing = c.checkpointing.empty() || std::count(c.checkpointing.begin(), c.checkpointing.end(), true) > 0;
   return o;
 }
@@ -44,50 +61,37 @@ PlanOptions lenient_options(const PlanRequest& r) {
 // The split (over the allowed shapes, lenient options) whose worst need/budget ratio is smallest.
 Plan closest_plan(const PlanRequest& r) {
   const ModelDesc model = describe_model(r.model);
-  const PlanOptions o = lenient_options(r);
   const int64_t n = r.model.num_model_layers();
   std::optional<StageMap> best_map;
+  std::optional<PlanOptions> best_options;
   double best_ratio = std::numeric_limits<double>::infinity();
-  for (const auto& shape : r.choices.shapes.empty() ? default_shapes(r.hardware) : r.choices.shapes) {
+  for (const Shape& shape : r.choices.shapes.empty() ? default_shapes(r.hardware) : r.choices.shapes) {
     const int s = static_cast<int>(shape.size());
-    if (s > n) continue;
-    std::vector<int64_t> last(static_cast<size_t>(s));
-    std::function<void(int, int64_t)> cut = [&](int i, int64_t first) {
-      if (i == s - 1) {
-        last[static_cast<size_t>(i)] = n - 1;
-        const StageMap map = make_stage_map(shape, last);
-        const double ratio = worst_ratio(estimate_memory(model, r.hardware, map, o));
-        if (ratio < best_ratio) {
-          best_ratio = ratio;
-          best_map = map;
-        }
-        return;
+    const PlanOptions o = lenient_options(r, s);
+    const std::vector<int> in_flight = make_schedule(o.schedule, s, o.micro_batches).in_flight();
+    // Past ~1000 layers per boundary, try every 8th cut: this only shapes an error message.
+    for_each_cut(n, s, n > 1000 ? 8 : 1, [&](const std::vector<int64_t>& last) {
+      const StageMap map = make_stage_map(shape, last);
+      const double ratio = worst_ratio(estimate_memory(model, r.hardware, map, in_flight, o));
+      if (ratio < best_ratio) {
+        best_ratio = ratio;
+        best_map = map;
+        best_options = o;
       }
-      // Past ~1000 layers per boundary, try every 8th cut: this only shapes an error message.
-      const int64_t step = n > 1000 ? 8 : 1;
-      for (int64_t end = first; end <= n - (s - i); end += step) {
-        last[static_cast<size_t>(i)] = end;
-        cut(i + 1, end + 1);
-      }
-    };
-    cut(0, 0);
+    });
   }
-  return evaluate_plan(model, r.hardware, *best_map, o);
-}
-
-std::string gib(int64_t bytes) {
-  char buffer[32];
-  std::snprintf(buffer, sizeof(buffer), "%.2f", static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
-  return buffer;
+  return evaluate_plan(model, r.hardware, *best_map, *best_options);
 }
 
 std::string needs_line(const MemoryEstimate& e) {
   std::string text;
   for (const DeviceMemory& d : e.devices) {
     if (d.need_bytes == 0) continue;
-    text += (text.empty() ? "" : ", ") + d.name + " " + gib(d.need_bytes) + " of " + gib(d.budget_bytes) + " GiB";
+    text += (text.empty() ? "" : ", ") + d.name() + " " + gib_digits(d.need_bytes) + " of " + gib_digits(d.budget_bytes) + " GiB";
   }
-  if (e.pinned_need_bytes > 0) text += ", pinned " + gib(e.pinned_need_bytes) + " of " + gib(e.pinned_budget_bytes) + " GiB";
+  if (e.pinned_need_bytes > 0) {
+    text += ", pinned " + gib_digits(e.pinned_need_bytes) + " of " + gib_digits(e.pinned_budget_bytes) + " GiB";
+  }
   return text;
 }
 
@@ -125,24 +129,19 @@ std::vector<Remedy> suggest_remedies(const PlanRequest& request, const PlanOutco
     remedy.fits = remedy.outcome.fits;
     const MemoryEstimate& e = remedy.outcome.plans.front().memory;
     const int64_t saved = failed_need - total_need_bytes(e);
-    remedy.description = change + ": " + (saved >= 0 ? "saves " + gib(saved) : "adds " + gib(-saved)) + " GiB; needs " +
+    remedy.description = change + ": " + (saved >= 0 ? "saves " + gib_digits(saved) : "adds " + gib_digits(-saved)) + " GiB; needs " +
                          needs_line(e) + (remedy.fits ? "; fits" : "; still does not fit");
     remedies.push_back(remedy);
     return remedy.fits;
   };
   const bool fixed = request.map.has_value();
 
-  if (request.options.optimizer.kind == OptimizerKind::kAdamW) {
-    attempt("SGD with momentum instead of AdamW", [](PlanRequest& r) {
-      r.options.optimizer.kind = OptimizerKind::kSgd;
-      r.options.optimizer.momentum = 0.9;
-    });
-    attempt("SGD without momentum instead of AdamW", [](PlanRequest& r) {
-      r.options.optimizer.kind = OptimizerKind::kSgd;
-      r.options.optimizer.momentum = 0.0;
-    });
-  } else if (request.options.optimizer.momentum != 0.0) {
-    attempt("SGD without momentum", [](PlanRequest& r) { r.options.optimizer.momentum = 0.0; });
+  // Every registered optimizer setting that keeps less state per parameter than the current one.
+  const OptimizerConfig& current = request.options.optimizer;
+  for (const OptimizerConfig& lighter : optimizer_settings(current)) {
+    if (optimizer_state_bytes_per_param(lighter) >= optimizer_state_bytes_per_param(current)) continue;
+    attempt(optimizer_label(lighter) + " instead of " + optimizer_label(current),
+            [&lighter](PlanRequest& r) { r.options.optimizer = lighter; });
   }
   const bool checkpointing_off = fixed ? !request.options.checkpointing
                                        : (request.choices.checkpointing.size() == 1 && !request.choices.checkpointing[0]);
@@ -152,13 +151,21 @@ std::vector<Remedy> suggest_remedies(const PlanRequest& request, const PlanOutco
       if (!fixed) r.choices.checkpointing = {true};
     });
   }
-  const bool gpipe_only = fixed ? request.options.schedule == ScheduleKind::kGPipe
-                                : (request.choices.schedules.size() == 1 && request.choices.schedules[0] == ScheduleKind::kGPipe);
-  if (gpipe_only) {
-    attempt("1F1B instead of GPipe", [&](PlanRequest& r) {
-      r.options.schedule = ScheduleKind::kOneFOneB;
-      if (!fixed) r.choices.schedules = {ScheduleKind::kOneFOneB};
-    });
+  // A fixed schedule that holds more micro-batches than another registered one could.
+  const bool schedule_fixed = fixed || request.choices.schedules.size() == 1;
+  if (schedule_fixed) {
+    const ScheduleKind current_schedule = fixed ? request.options.schedule : request.choices.schedules[0];
+    const int stages = fixed ? request.map->num_stages() : failed.plans.front().map.num_stages();
+    // The micro-batches the request would run with; for a search, the most it may use.
+    const auto& counts = request.choices.micro_batch_counts;
+    const int m = fixed ? request.options.micro_batches : (counts.empty() ? 32 : *std::max_element(counts.begin(), counts.end()));
+    const ScheduleKind leaner = leanest_schedule({}, current_schedule, stages, m);
+    if (held_micro_batches(leaner, stages, m) < held_micro_batches(current_schedule, stages, m)) {
+      attempt(leaner.label() + " instead of " + current_schedule.label(), [&](PlanRequest& r) {
+        r.options.schedule = leaner;
+        if (!fixed) r.choices.schedules = {leaner};
+      });
+    }
   }
   if (request.model.dtype == Dtype::kFloat32) {
     attempt("bfloat16 weights and gradients (optimizer state stays FP32)",
@@ -190,7 +197,7 @@ std::vector<Remedy> suggest_remedies(const PlanRequest& request, const PlanOutco
       if (run_plan(with_layers(mid)).fits) lo = mid;
       else hi = mid - 1;
     }
-    attempt("num_layers <= " + std::to_string(lo) + " (" + optimizer_name(request.options.optimizer.kind) +
+    attempt("num_layers <= " + std::to_string(lo) + " (" + request.options.optimizer.kind.name() +
                 ", split chosen by the planner)",
             [&](PlanRequest& r) { r = with_layers(lo); });
   }

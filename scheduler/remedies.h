@@ -3,8 +3,9 @@
 // run_plan evaluates a fixed stage map, or searches (plan_auto) when none is given. When nothing
 // fits it also finds the closest plan (the smallest worst need/budget ratio), so the message can
 // state need against budget per device. suggest_remedies re-plans the request with one change at a
-// time (another optimizer, checkpointing, 1F1B, bfloat16, smaller micro-batches, the planner's own
-// split, fewer layers) and reports each with the numbers the same estimator gives: nothing guessed.
+// time (an optimizer with less state, checkpointing, a schedule that holds fewer micro-batches,
+// bfloat16, smaller micro-batches, the planner's own split, fewer layers) and reports each with the
+// numbers the same estimator gives: nothing guessed.
 //
 //   PlanOutcome out = run_plan(request);
 //   if (!out.fits) for (const Remedy& r : suggest_remedies(request, out)) puts(r.description.c_str());

@@ -4,35 +4,32 @@
 #include <stdexcept>
 
 #include "memory/errors.h"
+#include "scheduler/schedule_list.inc"  // kRegisteredSchedules: generated from scheduler/schedules/
 
 namespace pipetrain {
 
-namespace {
-
-std::vector<Op> gpipe_stage(int m) {
-  std::vector<Op> ops;
-  for (int k = 0; k < m; ++k) ops.push_back({OpKind::kForward, k});
-  for (int k = 0; k < m; ++k) ops.push_back({OpKind::kBackward, k});
-  return ops;
-}
-
-// PipeDream-flush: stage s runs S-s-1 warm-up forwards, then one forward and one backward in turn,
-// then the remaining backwards.
-std::vector<Op> one_f_one_b_stage(int s, int num_stages, int m) {
-  const int warmup = std::min(num_stages - s - 1, m);
-  std::vector<Op> ops;
-  int next_forward = 0;
-  int next_backward = 0;
-  for (; next_forward < warmup; ++next_forward) ops.push_back({OpKind::kForward, next_forward});
-  while (next_forward < m) {
-    ops.push_back({OpKind::kForward, next_forward++});
-    ops.push_back({OpKind::kBackward, next_backward++});
+ScheduleKind ScheduleKind::named(const std::string& name) {
+  std::string known;
+  for (size_t i = 0; i < std::size(kRegisteredSchedules); ++i) {
+    if (name == kRegisteredSchedules[i]->name) return ScheduleKind(static_cast<int>(i));
+    known += (known.empty() ? "" : ", ") + std::string(kRegisteredSchedules[i]->name);
   }
-  while (next_backward < m) ops.push_back({OpKind::kBackward, next_backward++});
-  return ops;
+  throw InputError("schedule is '" + name + "'; expected one of " + known);
 }
 
-}  // namespace
+std::vector<ScheduleKind> ScheduleKind::all() {
+  std::vector<ScheduleKind> kinds;
+  for (size_t i = 0; i < std::size(kRegisteredSchedules); ++i) kinds.push_back(ScheduleKind(static_cast<int>(i)));
+  return kinds;
+}
+
+const ScheduleDef& ScheduleKind::def() const { return *kRegisteredSchedules[static_cast<size_t>(index_)]; }
+
+std::vector<int> Schedule::in_flight() const {
+  std::vector<int> out;
+  for (const auto& ops : stages) out.push_back(max_in_flight(ops));
+  return out;
+}
 
 Schedule make_schedule(ScheduleKind kind, int num_stages, int num_micro_batches) {
   if (num_stages < 1) throw InputError("a schedule needs at least 1 stage, got " + std::to_string(num_stages));
@@ -40,10 +37,7 @@ Schedule make_schedule(ScheduleKind kind, int num_stages, int num_micro_batches)
     throw InputError("a schedule needs at least 1 micro-batch, got " + std::to_string(num_micro_batches));
   }
   Schedule schedule{kind, num_stages, num_micro_batches, {}};
-  for (int s = 0; s < num_stages; ++s) {
-    schedule.stages.push_back(kind == ScheduleKind::kGPipe ? gpipe_stage(num_micro_batches)
-                                                           : one_f_one_b_stage(s, num_stages, num_micro_batches));
-  }
+  for (int s = 0; s < num_stages; ++s) schedule.stages.push_back(kind.def().stage_ops(s, num_stages, num_micro_batches));
   return schedule;
 }
 

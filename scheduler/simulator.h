@@ -8,7 +8,7 @@
 // or a copy engine (H2D and D2H are separate resources and overlap compute). Among the ops that can
 // run, the one that can start first goes first; ties go to the later stage (backward drains first).
 //
-//   SimResult r = simulate(make_schedule(ScheduleKind::kGPipe, 3, 8), timings, transfers, tokens);
+//   SimResult r = simulate(make_schedule(ScheduleKind::named("gpipe"), 3, 8), timings, transfers, tokens);
 //   r.step_seconds; r.bubble_fraction; r.events;   // the events can be drawn as a trace
 #pragma once
 

@@ -3,15 +3,10 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "scheduler/statistics.h"
+
 namespace pipetrain {
 namespace {
-
-double median_of(std::vector<double> values) {
-  if (values.empty()) return 0.0;
-  std::sort(values.begin(), values.end());
-  const size_t mid = values.size() / 2;
-  return values.size() % 2 == 1 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
-}
 
 bool is_compute(EventKind kind) { return kind == EventKind::kForward || kind == EventKind::kBackward; }
 
@@ -76,11 +71,11 @@ OpTimes median_op_times(const std::vector<std::vector<SimEvent>>& steps, int num
     }
   }
   for (size_t s = 0; s < s_count; ++s) {
-    out.stages[s] = {median_of(forward[s]), median_of(backward[s]), median_of(optimizer[s]), stage_resources[s]};
+    out.stages[s] = {median(forward[s]), median(backward[s]), median(optimizer[s]), stage_resources[s]};
   }
   for (size_t b = 0; b < b_count; ++b) {
-    out.transfers[b].forward_seconds = median_of(send_forward[b]);
-    out.transfers[b].backward_seconds = median_of(send_backward[b]);
+    out.transfers[b].forward_seconds = median(send_forward[b]);
+    out.transfers[b].backward_seconds = median(send_backward[b]);
   }
   return out;
 }

@@ -1,7 +1,6 @@
 #include "stages/optim.h"
 
-#include <torch/optim/adamw.h>
-#include <torch/optim/sgd.h>
+#include "stages/optimizers/optimizer_impl.h"
 
 #include <sstream>
 #include <string>
@@ -22,27 +21,7 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const torch::OrderedDict
                                                         const OptimizerConfig& config) {
   std::vector<torch::Tensor> with_decay, without_decay;
   for (const auto& item : params) (decays(item.key(), item.value()) ? with_decay : without_decay).push_back(item.value());
-
-  if (config.kind == OptimizerKind::kAdamW) {
-    auto options = [&](double decay) {
-      return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(config.lr)
-                                                              .betas({config.beta1, config.beta2})
-                                                              .eps(config.eps)
-                                                              .weight_decay(decay));
-    };
-    std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(with_decay, options(config.weight_decay));
-    groups.emplace_back(without_decay, options(0.0));
-    return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(config.lr));
-  }
-  auto options = [&](double decay) {
-    return std::make_unique<torch::optim::SGDOptions>(
-        torch::optim::SGDOptions(config.lr).momentum(config.momentum).weight_decay(decay));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(with_decay, options(config.weight_decay));
-  groups.emplace_back(without_decay, options(0.0));
-  return std::make_unique<torch::optim::SGD>(groups, torch::optim::SGDOptions(config.lr));
+  return optimizer_impl(config.kind).make(with_decay, without_decay, config);
 }
 
 void set_lr(torch::optim::Optimizer& optimizer, double lr) {
@@ -76,11 +55,19 @@ void scale_grads(const std::vector<torch::Tensor>& params, double scale) {
 }  // namespace pipetrain
 
 namespace pipetrain {
-namespace {
 
-// LibTorch keys an optimizer's per-parameter state by the parameter's TensorImpl: printed as a
-// string before 2.0, the pointer itself since. Either way the key names the same tensor.
-using StateKey = std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>::key_type;
+// The implementations of the kinds memory/optimizer_config.h registers (stages/optimizers/).
+extern const OptimizerImpl kOptimizerAdamW;
+extern const OptimizerImpl kOptimizerSgd;
+
+const OptimizerImpl& optimizer_impl(OptimizerKind kind) {
+  for (const OptimizerImpl* impl : {&kOptimizerAdamW, &kOptimizerSgd}) {
+    if (kind.name() == impl->name) return *impl;
+  }
+  throw std::logic_error("optimizer '" + kind.name() + "' is registered in memory/ but has no implementation in stages/optimizers/");
+}
+
+namespace {
 
 template <typename Key>
 Key state_key_as(const torch::Tensor& param) {
@@ -93,10 +80,11 @@ Key state_key_as(const torch::Tensor& param) {
   }
 }
 
-StateKey state_key(const torch::Tensor& param) { return state_key_as<StateKey>(param); }
+}  // namespace
 
-const torch::Tensor& find_state(const std::vector<std::pair<std::string, torch::Tensor>>& state, const std::string& key,
-                                const torch::Tensor& like) {
+OptimizerStateKey optimizer_state_key(const torch::Tensor& param) { return state_key_as<OptimizerStateKey>(param); }
+
+const torch::Tensor& find_state(const NamedTensors& state, const std::string& key, const torch::Tensor& like) {
   for (const auto& [name, tensor] : state) {
     if (name != key) continue;
     if (like.defined() && !tensor.sizes().equals(like.sizes())) {
@@ -108,43 +96,19 @@ const torch::Tensor& find_state(const std::vector<std::pair<std::string, torch::
   throw std::runtime_error("optimizer state '" + key + "' is missing");
 }
 
-}  // namespace
-
-std::vector<std::pair<std::string, torch::Tensor>> parameter_state(const torch::optim::Optimizer& optimizer,
-                                                                   const torch::Tensor& param) {
-  const auto& states = optimizer.state();
-  const auto it = states.find(state_key(param));
-  if (it == states.end()) return {};
-  if (const auto* adamw = dynamic_cast<const torch::optim::AdamWParamState*>(it->second.get())) {
-    return {{"step", torch::tensor(adamw->step(), torch::kLong)}, {"exp_avg", adamw->exp_avg()},
-            {"exp_avg_sq", adamw->exp_avg_sq()}};
-  }
-  if (const auto* sgd = dynamic_cast<const torch::optim::SGDParamState*>(it->second.get())) {
-    if (!sgd->momentum_buffer().defined()) return {};
-    return {{"momentum_buffer", sgd->momentum_buffer()}};
-  }
-  throw std::runtime_error("parameter_state: an optimizer pipetrain does not make");
+NamedTensors parameter_state(const OptimizerConfig& config, const torch::optim::Optimizer& optimizer,
+                             const torch::Tensor& param) {
+  return optimizer_impl(config.kind).state_of(optimizer, param);
 }
 
-void set_parameter_state(torch::optim::Optimizer& optimizer, const torch::Tensor& param,
-                         const std::vector<std::pair<std::string, torch::Tensor>>& state) {
-  const StateKey key = state_key(param);
+void set_parameter_state(const OptimizerConfig& config, torch::optim::Optimizer& optimizer, const torch::Tensor& param,
+                         const NamedTensors& state) {
   if (state.empty()) {
-    optimizer.state().erase(key);
+    optimizer.state().erase(optimizer_state_key(param));
     return;
   }
   torch::NoGradGuard no_grad;
-  if (dynamic_cast<torch::optim::AdamW*>(&optimizer) != nullptr) {
-    auto s = std::make_unique<torch::optim::AdamWParamState>();
-    s->step(find_state(state, "step", torch::Tensor()).item<int64_t>());
-    s->exp_avg(find_state(state, "exp_avg", param).to(param.options()).clone());
-    s->exp_avg_sq(find_state(state, "exp_avg_sq", param).to(param.options()).clone());
-    optimizer.state()[key] = std::move(s);
-    return;
-  }
-  auto s = std::make_unique<torch::optim::SGDParamState>();
-  s->momentum_buffer(find_state(state, "momentum_buffer", param).to(param.options()).clone());
-  optimizer.state()[key] = std::move(s);
+  optimizer_impl(config.kind).set_state(optimizer, param, state);
 }
 
 }  // namespace pipetrain

@@ -22,8 +22,8 @@
 
 namespace pipetrain {
 
-// Two parameter groups: weight matrices (and the token table) decay; biases, LayerNorm parameters
-// and learned positions do not.
+// The registered kind's optimizer (stages/optimizers/) with two parameter groups: weight matrices
+// (and the token table) decay; biases, LayerNorm parameters and learned positions do not.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const torch::OrderedDict<std::string, torch::Tensor>& params,
                                                         const OptimizerConfig& config);
 
@@ -44,11 +44,13 @@ namespace pipetrain {
 
 // One parameter's optimizer state as named tensors, for checkpoints: AdamW "step" (a 0-dim int64
 // tensor), "exp_avg", "exp_avg_sq"; SGD "momentum_buffer". Empty before the parameter's first step.
-std::vector<std::pair<std::string, torch::Tensor>> parameter_state(const torch::optim::Optimizer& optimizer,
+// `config` is the one the optimizer was made from.
+std::vector<std::pair<std::string, torch::Tensor>> parameter_state(const OptimizerConfig& config,
+                                                                   const torch::optim::Optimizer& optimizer,
                                                                    const torch::Tensor& param);
 // Restores what parameter_state returned (copied into fresh tensors). Throws std::runtime_error
 // naming the key when the state does not fit this optimizer or parameter.
-void set_parameter_state(torch::optim::Optimizer& optimizer, const torch::Tensor& param,
+void set_parameter_state(const OptimizerConfig& config, torch::optim::Optimizer& optimizer, const torch::Tensor& param,
                          const std::vector<std::pair<std::string, torch::Tensor>>& state);
 
 }  // namespace pipetrain

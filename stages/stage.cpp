@@ -144,7 +144,7 @@ std::vector<std::pair<std::string, torch::Tensor>> Stage::layer_state(int64_t la
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (const auto& item : layer_at_index(layers_, layer)->named_parameters()) {
     out.emplace_back("param/" + item.key(), item.value().detach());
-    for (const auto& [key, tensor] : parameter_state(*optimizer_, item.value())) {
+    for (const auto& [key, tensor] : parameter_state(options_.optimizer, *optimizer_, item.value())) {
       out.emplace_back("state/" + item.key() + "/" + key, tensor);
     }
   }
@@ -174,7 +174,7 @@ void Stage::set_layer_state(int64_t layer, const std::vector<std::pair<std::stri
       }
     }
     if (!found) throw std::runtime_error(param_name + " is missing");
-    set_parameter_state(*optimizer_, item.value(), state);
+    set_parameter_state(options_.optimizer, *optimizer_, item.value(), state);
   }
   if (used != tensors.size()) {
     throw std::runtime_error(std::to_string(tensors.size() - used) + " tensor(s) belong to no parameter of layer " +

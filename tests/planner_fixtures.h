@@ -2,34 +2,35 @@
 // worked out by hand.
 #pragma once
 
+#include "memory/device.h"
 #include "memory/hardware.h"
 #include "memory/model_config.h"
 
 namespace pipetrain::testing {
 
 constexpr int64_t kGiB = 1024LL * 1024 * 1024;
+constexpr DeviceId kCpu = DeviceId::cpu();
+constexpr DeviceId kGpu = DeviceId::cuda(0);
 
 inline HardwareSpec cpu_gpu_box(int64_t ram = 16 * kGiB, int64_t vram = 4 * kGiB, int cores = 4) {
   HardwareSpec hw;
   hw.name = "test-box";
   hw.source = "test";
   DeviceSpec cpu;
-  cpu.name = "cpu";
-  cpu.kind = DeviceKind::kCpu;
+  cpu.id = kCpu;
   cpu.memory_bytes = ram;
   cpu.safety_margin = 0.9;
   cpu.allocator_slack = 0.0;
   cpu.flops_per_s = 100e9;
   cpu.cores = cores;
   DeviceSpec gpu;
-  gpu.name = "cuda:0";
-  gpu.kind = DeviceKind::kCuda;
+  gpu.id = kGpu;
   gpu.memory_bytes = vram;
   gpu.safety_margin = 0.9;
   gpu.allocator_slack = 0.0;
   gpu.flops_per_s = 2000e9;
   hw.devices = {cpu, gpu};
-  hw.links = {{"cpu", "cuda:0", 10e9, 10e-6}, {"cuda:0", "cpu", 10e9, 10e-6}};
+  hw.links = {{kCpu, kGpu, 10e9, 10e-6}, {kGpu, kCpu, 10e9, 10e-6}};
   hw.pinned_bytes = 2 * kGiB;
   return hw;
 }

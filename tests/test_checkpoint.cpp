@@ -11,6 +11,7 @@
 #include "runtime/io/checkpoint.h"
 #include "runtime/config/run_config.h"
 #include "runtime/train/pipeline_trainer.h"
+#include "runtime/train/run_plan.h"
 #include "planner_fixtures.h"
 #include "test_util.h"
 
@@ -33,8 +34,13 @@ RunConfig tiny_run(const std::string& data_file, const StageMap& map, std::vecto
 
 HardwareSpec host() { return testing::cpu_only_box(1); }
 
-const StageMap kThree = make_stage_map({"cpu", "cpu", "cpu"}, {1, 2, 4});
-const StageMap kTwo = make_stage_map({"cpu", "cpu"}, {2, 4});
+// A trainer of the run's own stage map on the test host.
+std::unique_ptr<PipelineTrainer> trainer_of(const RunConfig& run) {
+  return std::make_unique<PipelineTrainer>(run, plan_of_run(run, host()), host(), false);
+}
+
+const StageMap kThree = make_stage_map({DeviceId::cpu(), DeviceId::cpu(), DeviceId::cpu()}, {1, 2, 4});
+const StageMap kTwo = make_stage_map({DeviceId::cpu(), DeviceId::cpu()}, {2, 4});
 
 std::vector<double> losses(PipelineTrainer& trainer, int steps) {
   std::vector<double> out;
@@ -59,27 +65,27 @@ void flip_a_byte(const std::string& path, size_t offset) {
 TEST_CASE("resume continues exactly where the run stopped") {
   testing::ScratchDir dir;
   const std::string data = dir.file("text.txt", testing::sample_text(300));
-  PipelineTrainer straight(tiny_run(data, kThree), host(), false);
-  const std::vector<double> all = losses(straight, 2 * kSteps);
+  const auto straight = trainer_of(tiny_run(data, kThree));
+  const std::vector<double> all = losses(*straight, 2 * kSteps);
 
-  PipelineTrainer first(tiny_run(data, kThree), host(), false);
-  losses(first, kSteps);
-  const std::string saved = first.save_checkpoint(dir.path(), 2);
+  const auto first = trainer_of(tiny_run(data, kThree));
+  losses(*first, kSteps);
+  const std::string saved = first->save_checkpoint(dir.path(), 2);
   CHECK(saved == dir.path() + "/checkpoints/step-00000003");
 
   const CheckpointInfo newest = newest_checkpoint(dir.path());
   CHECK(newest.step == kSteps);
-  PipelineTrainer resumed(tiny_run(data, kThree), host(), false);
-  resumed.resume_from(newest);
-  CHECK(resumed.steps_done() == kSteps);
-  const std::vector<double> rest = losses(resumed, kSteps);
+  const auto resumed = trainer_of(tiny_run(data, kThree));
+  resumed->resume_from(newest);
+  CHECK(resumed->steps_done() == kSteps);
+  const std::vector<double> rest = losses(*resumed, kSteps);
   for (int i = 0; i < kSteps; ++i) CHECK(rest[i] == all[kSteps + i]);
-  const auto a = straight.parameters(), b = resumed.parameters();
+  const auto a = straight->parameters(), b = resumed->parameters();
   for (size_t i = 0; i < a.size(); ++i) CHECK(torch::equal(a[i], b[i]));
 
-  PipelineTrainer other_map(tiny_run(data, kTwo), host(), false);
-  other_map.resume_from(newest);
-  const std::vector<double> moved = losses(other_map, kSteps);
+  const auto other_map = trainer_of(tiny_run(data, kTwo));
+  other_map->resume_from(newest);
+  const std::vector<double> moved = losses(*other_map, kSteps);
   for (int i = 0; i < kSteps; ++i) CHECK(moved[i] == doctest::Approx(all[kSteps + i]).epsilon(1e-6));
 }
 
@@ -88,7 +94,7 @@ TEST_CASE("checkpoints keep the newest K and ignore partial ones") {
   testing::ScratchDir dir;
   const std::string data = dir.file("text.txt", testing::sample_text(300));
   const RunConfig run = tiny_run(data, kTwo);
-  PipelineTrainer trainer(run, host(), false);
+  PipelineTrainer trainer(run, plan_of_run(run, host()), host(), false);
   for (int i = 0; i < 3; ++i) {
     trainer.train_step();
     trainer.save_checkpoint(dir.path(), 2);
@@ -106,7 +112,7 @@ TEST_CASE("damaged checkpoints and other models are refused") {
   testing::ScratchDir dir;
   const std::string data = dir.file("text.txt", testing::sample_text(300));
   const RunConfig run = tiny_run(data, kTwo);
-  PipelineTrainer trainer(run, host(), false);
+  PipelineTrainer trainer(run, plan_of_run(run, host()), host(), false);
   trainer.train_step();
   trainer.save_checkpoint(dir.path(), 2);
   trainer.train_step();
@@ -122,8 +128,8 @@ TEST_CASE("damaged checkpoints and other models are refused") {
 
   testing::ScratchDir other_dir;
   trainer.save_checkpoint(other_dir.path(), 1);
-  PipelineTrainer wider(tiny_run(data, kTwo, {"model.hidden_dim=64"}), host(), false);
-  CHECK_THROWS_WITH_AS(wider.resume_from(newest_checkpoint(other_dir.path())),
+  const auto wider = trainer_of(tiny_run(data, kTwo, {"model.hidden_dim=64"}));
+  CHECK_THROWS_WITH_AS(wider->resume_from(newest_checkpoint(other_dir.path())),
                        doctest::Contains("is of model V256 H32 L3"), InputError);
   testing::ScratchDir empty;
   CHECK_THROWS_WITH_AS(newest_checkpoint(empty.path()), doctest::Contains("has no checkpoint"), InputError);

@@ -28,7 +28,7 @@ TEST_CASE("the default config parses") {
   const RunConfig run = parse_run_config(default_config_text(), "default config");
   CHECK(run.model.vocab_size == 256);
   CHECK(run.model.hidden_dim % run.model.num_heads == 0);
-  CHECK(run.train.optimizer.kind == OptimizerKind::kAdamW);
+  CHECK(run.train.optimizer.kind == OptimizerKind::adamw());
   CHECK(!run.data.files.empty());
 }
 
@@ -40,7 +40,7 @@ TEST_CASE("keys are read with their types") {
   CHECK(run.model.hidden_dim == 64);
   CHECK(run.model.num_heads == 8);
   CHECK(run.model.dtype == Dtype::kFloat64);
-  CHECK(run.train.optimizer.kind == OptimizerKind::kSgd);
+  CHECK(run.train.optimizer.kind == OptimizerKind::sgd());
   CHECK(run.train.optimizer.momentum == 0.9);
   CHECK(run.train.optimizer.lr == 0.5);
   CHECK(run.train.steps == 7);
@@ -65,7 +65,7 @@ TEST_CASE("bad configs are refused with the key and value named") {
   check_rejected(data + "train:\n  optimizer: adam\n", "train.optimizer is 'adam'");
   check_rejected(data + "train:\n  micro_batches: 0\n", "train.micro_batches must be positive, got 0");
   check_rejected(data + "train:\n  beta2: 1.5\n", "train.beta2 must be in [0, 1), got 1.5");
-  check_rejected(data + "train:\n  momentum: 0.9\n", "train.momentum is only used by train.optimizer: sgd");
+  check_rejected(data + "train:\n  momentum: 0.9\n", "train.momentum is not used by train.optimizer: adamw (only by sgd)");
   check_rejected(data + "train:\n  steps: [1, 2]\n", "train.steps must be an integer, got a list");
   check_rejected("data:\n  files: []\n", "data.files is empty");
   check_rejected(data + "  val_fraction: 1.5\n", "data.val_fraction must be in (0, 1), got 1.5");
@@ -80,7 +80,7 @@ TEST_CASE("command-line overrides") {
   const RunConfig run = parse(kMinimal, {"train.steps=12", "model.num_layers=3", "train.optimizer=sgd"});
   CHECK(run.train.steps == 12);
   CHECK(run.model.num_layers == 3);
-  CHECK(run.train.optimizer.kind == OptimizerKind::kSgd);
+  CHECK(run.train.optimizer.kind == OptimizerKind::sgd());
   CHECK_THROWS_WITH_AS(parse(kMinimal, {"train.steps"}), doctest::Contains("section.key=value"), InputError);
   CHECK_THROWS_WITH_AS(parse(kMinimal, {"steps=3"}), doctest::Contains("section.key=value"), InputError);
   CHECK_THROWS_WITH_AS(parse(kMinimal, {"train.stepz=3"}), doctest::Contains("unknown key 'train.stepz'"), InputError);

@@ -37,25 +37,25 @@ TEST_CASE("a CPU-only build refuses GPU pieces by name") {
     return;
   }
   CHECK_FALSE(cuda_available());
-  CHECK_THROWS_WITH_AS(make_stage_device(torch::Device("cuda:0"), 4), doctest::Contains("built without it"), std::runtime_error);
-  CHECK_THROWS_WITH_AS(cap_device_memory(torch::Device("cuda:0"), 1 << 20), doctest::Contains("needs CUDA"), std::runtime_error);
-  std::unique_ptr<StageDevice> cpu = make_stage_device(torch::kCPU, 4);
+  CHECK_THROWS_WITH_AS(make_stage_device(DeviceId::cuda(0), 4), doctest::Contains("built without it"), std::runtime_error);
+  CHECK_THROWS_WITH_AS(cap_device_memory(DeviceId::cuda(0), 1 << 20), doctest::Contains("needs CUDA"), std::runtime_error);
+  std::unique_ptr<StageDevice> cpu = make_stage_device(DeviceId::cpu(), 4);
   int ran = 0;
   cpu->run_op(EventKind::kForward, 0, [&] { ++ran; });
   CHECK(ran == 1);
   CHECK(cpu->finish_step().empty());
-  CHECK(make_transfer(torch::kCPU, torch::kCPU)->resource().empty());
+  CHECK(make_transfer(DeviceId::cpu(), DeviceId::cpu())->resource().empty());
 }
 
 // Through the pinned rings and back, over more micro-batches than slots: every tensor arrives
 // bit for bit, each copy is timed on its copy stream, and the rings are what the plan counts.
 TEST_CASE("tensors cross the staging rings unchanged, both ways") {
   if (skip_without_cuda()) return;
-  const torch::Device gpu("cuda:0");
+  const DeviceId gpu = DeviceId::cuda(0);
   constexpr int kMicroBatches = 7;
   std::unique_ptr<StageDevice> gpu_stage = make_stage_device(gpu, kMicroBatches);
-  std::unique_ptr<Transfer> h2d = make_transfer(torch::kCPU, gpu, small_ring(kMicroBatches));
-  std::unique_ptr<Transfer> d2h = make_transfer(gpu, torch::kCPU, small_ring(kMicroBatches), gpu_stage.get(), EventKind::kForward);
+  std::unique_ptr<Transfer> h2d = make_transfer(DeviceId::cpu(), gpu, small_ring(kMicroBatches));
+  std::unique_ptr<Transfer> d2h = make_transfer(gpu, DeviceId::cpu(), small_ring(kMicroBatches), gpu_stage.get(), EventKind::kForward);
   CHECK(h2d->resource() == "cpu->cuda:0");
   CHECK(d2h->resource() == "cuda:0->cpu");
   CHECK(h2d->pinned_bytes() == 2 * 4 * 1024 * static_cast<int64_t>(sizeof(float)));
@@ -66,7 +66,7 @@ TEST_CASE("tensors cross the staging rings unchanged, both ways") {
     for (int k = 0; k < kMicroBatches; ++k) {
       const torch::Tensor original = torch::randn({4, 8, 32});
       const torch::Tensor there = h2d->send(k, original);
-      CHECK(there.device() == gpu);
+      CHECK(there.device() == torch_device(gpu));
       torch::Tensor doubled;
       gpu_stage->run_op(EventKind::kForward, k, [&] { doubled = there * 2; });
       const torch::Tensor back = d2h->send(k, doubled);
@@ -89,12 +89,12 @@ TEST_CASE("tensors cross the staging rings unchanged, both ways") {
 // of memory; lifting it lets the same allocation through.
 TEST_CASE("the VRAM cap is enforced by the caching allocator") {
   if (skip_without_cuda()) return;
-  const torch::Device gpu("cuda:0");
+  const DeviceId gpu = DeviceId::cuda(0);
   constexpr int64_t kCap = 256LL << 20;
   CHECK(cap_device_memory(gpu, kCap) == kCap);
   CHECK(device_memory_report(gpu).cap_bytes == kCap);
-  CHECK_THROWS(torch::empty({512LL << 20}, torch::TensorOptions().dtype(torch::kUInt8).device(gpu)));
+  CHECK_THROWS(torch::empty({512LL << 20}, torch::TensorOptions().dtype(torch::kUInt8).device(torch_device(gpu))));
   CHECK(cap_device_memory(gpu, 0) == 0);
-  const torch::Tensor fits = torch::empty({512LL << 20}, torch::TensorOptions().dtype(torch::kUInt8).device(gpu));
+  const torch::Tensor fits = torch::empty({512LL << 20}, torch::TensorOptions().dtype(torch::kUInt8).device(torch_device(gpu)));
   CHECK(device_memory_report(gpu).peak_allocated_bytes >= (512LL << 20));
 }

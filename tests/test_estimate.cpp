@@ -5,10 +5,23 @@
 #include "memory/estimate.h"
 #include "memory/param_count.h"
 #include "planner_fixtures.h"
+#include "scheduler/plan.h"
 #include "scheduler/schedule.h"
 
 using namespace pipetrain;
 using namespace pipetrain::testing;
+
+namespace {
+
+// The estimate for the micro-batches the options' schedule holds (its op lists).
+MemoryEstimate estimate(const ModelDesc& model, const HardwareSpec& hw, const StageMap& map, const PlanOptions& o) {
+  return estimate_memory(model, hw, map, make_schedule(o.schedule, map.num_stages(), o.micro_batches).in_flight(), o);
+}
+
+const ScheduleKind kGPipe = ScheduleKind::named("gpipe");
+const ScheduleKind kOneFOneB = ScheduleKind::named("1f1b");
+
+}  // namespace
 
 // Layer references: embed, head, and block indices; out-of-range blocks are named.
 TEST_CASE("layer references") {
@@ -29,25 +42,34 @@ TEST_CASE("stage map validation names the layers") {
   auto check = [&](const StageMap& map, const char* message) {
     CHECK_THROWS_WITH_AS(validate_stage_map(map, m, hw), doctest::Contains(message), InputError);
   };
-  validate_stage_map(make_stage_map({"cpu", "cuda:0", "cpu"}, {1, 3, 5}), m, hw);
-  check(make_stage_map({"cpu", "cpu"}, {1, 3}), "covers embed..block 2 but the model also has block 3..head");
-  check(StageMap{{{"cpu", 0, 1, 0}, {"cpu", 3, 5, 0}}}, "gap: block 1 belong to no stage");
-  check(StageMap{{{"cpu", 0, 2, 0}, {"cpu", 2, 5, 0}}}, "overlaps: block 1 are in stage 1");
-  check(StageMap{{{"cpu", 0, 2, 0}, {"cpu", 4, 3, 0}}}, "stage 1 is reversed");
-  check(make_stage_map({"cpu", "cuda:1"}, {2, 5}), "stage 1 names device 'cuda:1'");
-  check(make_stage_map({"cpu", "cpu"}, {2, 5}, {3, 3}), "gives cpu stages 6 cores; hardware 'test-box' has 4");
-  check(make_stage_map({"cuda:0", "cpu"}, {2, 5}, {1, 1}), "gives cores to a cuda:0 stage");
+  validate_stage_map(make_stage_map({kCpu, kGpu, kCpu}, {1, 3, 5}), m, hw);
+  check(make_stage_map({kCpu, kCpu}, {1, 3}), "covers embed..block 2 but the model also has block 3..head");
+  check(StageMap{{{kCpu, 0, 1, 0, {}, {}}, {kCpu, 3, 5, 0, {}, {}}}}, "gap: block 1 belong to no stage");
+  check(StageMap{{{kCpu, 0, 2, 0, {}, {}}, {kCpu, 2, 5, 0, {}, {}}}}, "overlaps: block 1 are in stage 1");
+  check(StageMap{{{kCpu, 0, 2, 0, {}, {}}, {kCpu, 4, 3, 0, {}, {}}}}, "stage 1 is reversed");
+  check(make_stage_map({kCpu, DeviceId::cuda(1)}, {2, 5}), "stage 1 names device 'cuda:1'");
+  check(make_stage_map({kCpu, kCpu}, {2, 5}, {3, 3}), "gives cpu stages 6 cores; hardware 'test-box' has 4");
+  check(make_stage_map({kGpu, kCpu}, {2, 5}, {1, 1}), "gives cores to a cuda:0 stage");
   check(StageMap{}, "no stages");
+  // Weights and optimizer state live where their layers compute, until the runtime can do otherwise.
+  StageMap homes = make_stage_map({kCpu, kGpu, kCpu}, {1, 3, 5});
+  homes.stages[1].optimizer = kCpu;
+  check(homes, "stage 1 keeps its optimizer state on cpu but computes on cuda:0");
+  homes.stages[1].optimizer.reset();
+  homes.stages[1].weights = kCpu;
+  check(homes, "stage 1 keeps its weights on cpu but computes on cuda:0");
+  homes.stages[1].weights = kGpu;  // stated, and the same as the compute device: fine
+  validate_stage_map(homes, m, hw);
 }
 
 // Weights, gradients and optimizer state are exact: params x bytes.
 TEST_CASE("weights, gradients and optimizer bytes are exact") {
   const ModelConfig m = small_model(4);
   const HardwareSpec hw = cpu_gpu_box();
-  const StageMap map = make_stage_map({"cpu", "cuda:0", "cpu"}, {1, 3, 5});
+  const StageMap map = make_stage_map({kCpu, kGpu, kCpu}, {1, 3, 5});
   PlanOptions o;
-  o.optimizer.kind = OptimizerKind::kAdamW;
-  const MemoryEstimate e = estimate_memory(describe_model(m), hw, map, o);
+  o.optimizer.kind = OptimizerKind::adamw();
+  const MemoryEstimate e = estimate(describe_model(m), hw, map, o);
   const int64_t p0 = embed_param_count(m) + block_param_count(m);
   const int64_t p1 = 2 * block_param_count(m);
   const int64_t p2 = block_param_count(m) + head_param_count(m);
@@ -55,10 +77,10 @@ TEST_CASE("weights, gradients and optimizer bytes are exact") {
   CHECK(e.stages[1].weights == 4 * p1);
   CHECK(e.stages[2].grads == 4 * p2);
   CHECK(e.stages[0].optimizer == 8 * p0);
-  o.optimizer.kind = OptimizerKind::kSgd;
-  CHECK(estimate_memory(describe_model(m), hw, map, o).stages[1].optimizer == 0);
+  o.optimizer.kind = OptimizerKind::sgd();
+  CHECK(estimate(describe_model(m), hw, map, o).stages[1].optimizer == 0);
   o.optimizer.momentum = 0.9;
-  CHECK(estimate_memory(describe_model(m), hw, map, o).stages[1].optimizer == 4 * p1);
+  CHECK(estimate(describe_model(m), hw, map, o).stages[1].optimizer == 4 * p1);
 }
 
 // Activations follow the schedule: GPipe holds M micro-batches, 1F1B min(M, S - s); checkpointing
@@ -67,15 +89,15 @@ TEST_CASE("activations by schedule and checkpointing") {
   const ModelConfig m = small_model(6);
   const ModelDesc desc = describe_model(m);
   const HardwareSpec hw = cpu_only_box(4);
-  const StageMap map = make_stage_map({"cpu", "cpu", "cpu"}, {2, 5, 7});
+  const StageMap map = make_stage_map({kCpu, kCpu, kCpu}, {2, 5, 7});
   PlanOptions o;
   o.micro_batches = 8;
   o.micro_batch_size = 2;
   const int64_t tokens = 2 * 32;
-  o.schedule = ScheduleKind::kGPipe;
-  const MemoryEstimate gpipe = estimate_memory(desc, hw, map, o);
-  o.schedule = ScheduleKind::kOneFOneB;
-  const MemoryEstimate one_f = estimate_memory(desc, hw, map, o);
+  o.schedule = kGPipe;
+  const MemoryEstimate gpipe = estimate(desc, hw, map, o);
+  o.schedule = kOneFOneB;
+  const MemoryEstimate one_f = estimate(desc, hw, map, o);
   const LayerPrefix prefix(desc);
   for (int s = 0; s < 3; ++s) {
     const RangeCosts r = prefix.range(map.stages[s].first, map.stages[s].last);
@@ -86,20 +108,35 @@ TEST_CASE("activations by schedule and checkpointing") {
     CHECK(one_f.stages[s].activations == (3 - s) * tokens * r.saved_bytes_per_token + transient);
   }
   o.checkpointing = true;
-  const MemoryEstimate ckpt = estimate_memory(desc, hw, map, o);
+  const MemoryEstimate ckpt = estimate(desc, hw, map, o);
   for (int s = 0; s < 3; ++s) CHECK(ckpt.stages[s].activations < one_f.stages[s].activations);
   const RangeCosts r1 = prefix.range(3, 5);
   CHECK(ckpt.stages[1].activations ==
         2 * tokens * r1.input_bytes_per_token_sum + tokens * r1.max_layer_bytes_per_token + r1.max_transient_bytes_fixed);
 }
 
-// The in-flight rule of the estimate agrees with the schedules the executor runs.
-TEST_CASE("activations_in_flight equals the schedules' op lists") {
-  for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB}) {
+// A plan's estimate holds the micro-batches its schedule's op lists hold (the executor runs the
+// same lists): GPipe all M, 1F1B min(M, S - s).
+TEST_CASE("a plan's in-flight counts are its op lists'") {
+  const ModelConfig m = small_model(6);
+  const ModelDesc desc = describe_model(m);
+  const HardwareSpec hw = cpu_only_box(4);
+  for (ScheduleKind kind : {kGPipe, kOneFOneB}) {
     for (int stages = 1; stages <= 5; ++stages) {
-      for (int m = 1; m <= 10; ++m) {
-        const Schedule s = make_schedule(kind, stages, m);
-        for (int st = 0; st < stages; ++st) CHECK(activations_in_flight(kind, stages, st, m) == max_in_flight(s.stages[st]));
+      for (int micro = 1; micro <= 10; ++micro) {
+        PlanOptions o;
+        o.schedule = kind;
+        o.micro_batches = micro;
+        std::vector<int64_t> last;
+        for (int s = 0; s < stages; ++s) last.push_back(s + 1 == stages ? head_layer(m) : s);
+        const Plan plan = evaluate_plan(desc, hw, make_stage_map(std::vector<DeviceId>(stages, kCpu), last), o);
+        for (int st = 0; st < stages; ++st) {
+          CAPTURE(kind.name());
+          CAPTURE(stages);
+          CAPTURE(micro);
+          CHECK(plan.memory.stages[st].in_flight == max_in_flight(plan.schedule.stages[st]));
+          CHECK(plan.memory.stages[st].in_flight == (kind == kGPipe ? micro : std::min(micro, stages - st)));
+        }
       }
     }
   }
@@ -112,11 +149,11 @@ TEST_CASE("pinned buffers and device totals") {
   const ModelConfig m = small_model(4);
   HardwareSpec hw = cpu_gpu_box();
   hw.devices[0].reserved_bytes = 1000;
-  const StageMap map = make_stage_map({"cpu", "cuda:0", "cpu"}, {1, 3, 5});
+  const StageMap map = make_stage_map({kCpu, kGpu, kCpu}, {1, 3, 5});
   PlanOptions o;
   o.micro_batch_size = 2;
   o.ring_slots = 3;
-  const MemoryEstimate e = estimate_memory(describe_model(m), hw, map, o);
+  const MemoryEstimate e = estimate(describe_model(m), hw, map, o);
   const int64_t boundary = 2 * 32 * 64 * 4;  // tokens x hidden x float32
   // 1F1B, M = 8, S = 3: stage 0 keeps min(8, 3) = 3 micro-batches in flight, stage 2 keeps 1.
   CHECK(e.stages[0].buffers == (3 + 3 + 1) * boundary);
@@ -126,18 +163,32 @@ TEST_CASE("pinned buffers and device totals") {
   CHECK(e.devices[0].need_bytes == 1000 + e.stages[0].total + e.stages[2].total);
   CHECK(e.devices[1].need_bytes == e.stages[1].total);
   CHECK(e.fits);
+  // The rings as the runtime allocates them: into the GPU ring_slots; out of it the receiving CPU
+  // stage's in-flight + 1; held by the CPU side of each boundary.
+  REQUIRE(e.rings.size() == 2);
+  CHECK(e.rings[0].host_stage == 0);
+  CHECK(e.rings[0].forward_slots == 3);
+  CHECK(e.rings[0].backward_slots == 3 + 1);
+  CHECK(e.rings[1].host_stage == 2);
+  CHECK(e.rings[1].forward_slots == 1 + 1);
+  CHECK(e.rings[1].backward_slots == 3);
+  CHECK(e.rings[0].slot_bytes == boundary);
+  // Between two CPU stages there is nothing to stage.
+  const MemoryEstimate cpu_only = estimate(describe_model(m), cpu_only_box(4), make_stage_map({kCpu, kCpu}, {2, 5}), o);
+  CHECK_FALSE(cpu_only.rings[0].staged);
+  CHECK(cpu_only.pinned_need_bytes == 0);
 }
 
 // A budget smaller than the need is reported as not fitting, per device.
 TEST_CASE("verdicts against budgets") {
   const ModelConfig m = small_model(4);
-  const StageMap map = make_stage_map({"cpu", "cuda:0", "cpu"}, {1, 3, 5});
+  const StageMap map = make_stage_map({kCpu, kGpu, kCpu}, {1, 3, 5});
   const HardwareSpec tiny_gpu = cpu_gpu_box(16 * kGiB, 1024 * 1024);
-  const MemoryEstimate e = estimate_memory(describe_model(m), tiny_gpu, map, PlanOptions{});
+  const MemoryEstimate e = estimate(describe_model(m), tiny_gpu, map, PlanOptions{});
   CHECK(e.devices[0].fits);
   CHECK(!e.devices[1].fits);
   CHECK(!e.fits);
-  const std::string table = format_memory_table(e, m, tiny_gpu, map);
+  const std::string table = format_memory_table(e, m, map);
   CHECK(table.find("DOES NOT FIT") != std::string::npos);
   CHECK(table.find("embed..block 0") != std::string::npos);
 }
@@ -151,6 +202,6 @@ TEST_CASE("overflow is an input error") {
   const HardwareSpec hw = cpu_only_box();
   PlanOptions o;
   o.micro_batch_size = 1LL << 40;
-  CHECK_THROWS_WITH_AS(estimate_memory(describe_model(m), hw, make_stage_map({"cpu"}, {2}), o),
+  CHECK_THROWS_WITH_AS(estimate(describe_model(m), hw, make_stage_map({kCpu}, {2}), o),
                        doctest::Contains("overflows 64 bits"), InputError);
 }

@@ -77,10 +77,10 @@ std::vector<BoundaryCallbacks> plain_boundaries(int num_stages) {
 // Each stage runs exactly its op list, in the schedule's order, with inputs that have arrived, and
 // never holds more micro-batches in flight than the schedule allows.
 TEST_CASE("every stage runs its schedule's op list in order, within its in-flight limit") {
-  for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB}) {
+  for (ScheduleKind kind : {ScheduleKind::named("gpipe"), ScheduleKind::named("1f1b")}) {
     for (int s : {1, 2, 3, 4}) {
       for (int m : {1, 4, 8}) {
-        CAPTURE(schedule_kind_name(kind));
+        CAPTURE(kind.name());
         CAPTURE(s);
         CAPTURE(m);
         const Schedule schedule = make_schedule(kind, s, m);
@@ -103,8 +103,8 @@ TEST_CASE("every stage runs its schedule's op list in order, within its in-fligh
 // while GPipe lets all 8 in: the limiter, not luck, keeps activations bounded.
 TEST_CASE("the in-flight limit is what the schedule allows, and GPipe reaches M") {
   Recorder one_f_one_b(4, 8), gpipe(4, 8);
-  run_schedule(make_schedule(ScheduleKind::kOneFOneB, 4, 8), one_f_one_b.callbacks(), plain_boundaries(4), {});
-  run_schedule(make_schedule(ScheduleKind::kGPipe, 4, 8), gpipe.callbacks(), plain_boundaries(4), {});
+  run_schedule(make_schedule(ScheduleKind::named("1f1b"), 4, 8), one_f_one_b.callbacks(), plain_boundaries(4), {});
+  run_schedule(make_schedule(ScheduleKind::named("gpipe"), 4, 8), gpipe.callbacks(), plain_boundaries(4), {});
   CHECK(one_f_one_b.peak_in_flight[0] == 4);
   CHECK(one_f_one_b.peak_in_flight[3] == 1);
   CHECK(gpipe.peak_in_flight[0] == 8);
@@ -116,7 +116,7 @@ TEST_CASE("stages overlap in time") {
   rec.op_time = std::chrono::milliseconds(5);
   ExecutorOptions options;
   options.max_threads = 3;
-  run_schedule(make_schedule(ScheduleKind::kGPipe, 3, 8), rec.callbacks(), plain_boundaries(3), options);
+  run_schedule(make_schedule(ScheduleKind::named("gpipe"), 3, 8), rec.callbacks(), plain_boundaries(3), options);
   CHECK_MESSAGE(rec.peak_concurrent >= 2, "a pipeline whose stages take turns is not a pipeline");
 }
 
@@ -126,7 +126,7 @@ TEST_CASE("max_threads = 1 runs one op at a time and still completes") {
   rec.op_time = std::chrono::milliseconds(1);
   ExecutorOptions options;
   options.max_threads = 1;
-  run_schedule(make_schedule(ScheduleKind::kOneFOneB, 3, 4), rec.callbacks(), plain_boundaries(3), options);
+  run_schedule(make_schedule(ScheduleKind::named("1f1b"), 3, 4), rec.callbacks(), plain_boundaries(3), options);
   CHECK(rec.peak_concurrent == 1);
   CHECK(rec.dependency_errors == 0);
 }
@@ -142,7 +142,7 @@ TEST_CASE("boundary callbacks carry every activation forward and every gradient 
     boundaries[b].send_gradient = [&, b](int k) { sent_back[b].push_back(k); };
   }
   Recorder rec(s, m);
-  const ExecutionReport report = run_schedule(make_schedule(ScheduleKind::kGPipe, s, m), rec.callbacks(), boundaries, {});
+  const ExecutionReport report = run_schedule(make_schedule(ScheduleKind::named("gpipe"), s, m), rec.callbacks(), boundaries, {});
   for (int b = 0; b < s - 1; ++b) {
     CHECK(sent_forward[b] == std::vector<int>{0, 1, 2, 3});
     CHECK(sent_back[b] == std::vector<int>{0, 1, 2, 3});
@@ -158,8 +158,8 @@ TEST_CASE("boundary callbacks carry every activation forward and every gradient 
 // An exception in one stage ends the run with that exception; the other stages finish at most the
 // op they are in and start no other (here: stage 1 throws at its forward of micro-batch 2).
 TEST_CASE("an exception in a stage cancels the graph and surfaces once") {
-  for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB}) {
-    CAPTURE(schedule_kind_name(kind));
+  for (ScheduleKind kind : {ScheduleKind::named("gpipe"), ScheduleKind::named("1f1b")}) {
+    CAPTURE(kind.name());
     const int s = 3, m = 8;
     Recorder rec(s, m);
     // (the failing stage throws before the recorder sees the op)
@@ -198,14 +198,14 @@ TEST_CASE("an exception in a stage cancels the graph and surfaces once") {
 // Mismatched callback counts are a caller's error, reported with the counts.
 TEST_CASE("callback counts must match the schedule") {
   Recorder rec(2, 2);
-  CHECK_THROWS_AS(run_schedule(make_schedule(ScheduleKind::kGPipe, 3, 2), rec.callbacks(), plain_boundaries(3), {}),
+  CHECK_THROWS_AS(run_schedule(make_schedule(ScheduleKind::named("gpipe"), 3, 2), rec.callbacks(), plain_boundaries(3), {}),
                   std::invalid_argument);
 }
 
 // The measured-timeline helpers read a simulated timeline back into the timings that made it: the
 // bubble is the simulator's own, and median op times are the durations it was given.
 TEST_CASE("timeline: bubble and median op times round-trip through the simulator") {
-  const Schedule schedule = make_schedule(ScheduleKind::kOneFOneB, 3, 8);
+  const Schedule schedule = make_schedule(ScheduleKind::named("1f1b"), 3, 8);
   const std::vector<StageTiming> timings = {{1.0, 2.0, 0.0, "cpu"}, {1.5, 3.0, 0.0, "cpu[1]"}, {0.5, 1.0, 0.0, "cpu"}};
   const std::vector<TransferTiming> transfers = {{0.1, 0.2, "a->b", "b->a"}, {0.0, 0.0, "", ""}};
   const SimResult sim = simulate(schedule, timings, transfers, 1000);
@@ -226,7 +226,7 @@ TEST_CASE("timeline: bubble and median op times round-trip through the simulator
   const std::vector<StageTiming> equal(3, StageTiming{1.0, 2.0, 0.0, ""});
   std::vector<StageTiming> own = equal;
   for (int s = 0; s < 3; ++s) own[s].resource = "r" + std::to_string(s);
-  const SimResult textbook = simulate(make_schedule(ScheduleKind::kGPipe, 3, 8), own, {TransferTiming{}, TransferTiming{}}, 1);
+  const SimResult textbook = simulate(make_schedule(ScheduleKind::named("gpipe"), 3, 8), own, {TransferTiming{}, TransferTiming{}}, 1);
   CHECK(bubble_fraction(textbook.events, 3) == doctest::Approx(2.0 / 10.0));
 }
 
@@ -238,7 +238,7 @@ TEST_CASE("stages of one group take turns; others run beside them") {
   ExecutorOptions options;
   options.stage_groups = {0, -1, 0};
   const ExecutionReport report =
-      run_schedule(make_schedule(ScheduleKind::kOneFOneB, 3, 8), rec.callbacks(), plain_boundaries(3), options);
+      run_schedule(make_schedule(ScheduleKind::named("1f1b"), 3, 8), rec.callbacks(), plain_boundaries(3), options);
   CHECK(rec.dependency_errors == 0);
   int overlaps_in_group = 0, overlaps_with_stage_1 = 0;
   for (const SimEvent& a : report.events) {

@@ -1,11 +1,13 @@
-// memory/: closed-form parameter counts, optimizer state sizes, and the machine probes' parsing.
+// memory/: closed-form parameter counts, optimizer state sizes, device ids, and the machine probes' parsing.
 #include <doctest/doctest.h>
 
+#include "memory/device.h"
 #include "memory/errors.h"
 #include "memory/machine_probe.h"
 #include "memory/model_config.h"
 #include "memory/optimizer_config.h"
 #include "memory/param_count.h"
+#include "memory/units.h"
 
 using namespace pipetrain;
 
@@ -39,19 +41,53 @@ TEST_CASE("layer_at and layer_name walk the ordered list") {
   CHECK(layer_at(m, 2).block_index == 1);
   CHECK_THROWS_AS(layer_at(m, 4), std::out_of_range);
   CHECK_THROWS_AS(layer_at(m, -1), std::out_of_range);
+  // The index convention, stated once.
+  CHECK(kEmbedLayer == 0);
+  CHECK(block_layer(1) == 2);
+  CHECK(head_layer(m) == 3);
+  CHECK(is_head_layer(m, 3));
+  CHECK_FALSE(is_head_layer(m, 2));
 }
 
-// Optimizer state per parameter: AdamW 8 B, SGD with momentum 4 B, plain SGD 0.
+// Device names are parsed once into typed ids; anything but cpu and cuda:N is refused by name.
+TEST_CASE("device ids") {
+  CHECK(parse_device("cpu") == DeviceId::cpu());
+  CHECK(parse_device("cuda:0") == DeviceId::cuda(0));
+  CHECK(parse_device("cuda:12") == DeviceId::cuda(12));
+  CHECK(DeviceId::cuda(3).name() == "cuda:3");
+  CHECK(DeviceId::cpu().name() == "cpu");
+  CHECK(DeviceId::cpu().is_cpu());
+  CHECK_FALSE(DeviceId::cpu().has_own_memory());
+  CHECK(DeviceId::cuda(0).has_own_memory());
+  CHECK(crosses_host_boundary(DeviceId::cpu(), DeviceId::cuda(0)));
+  CHECK(crosses_host_boundary(DeviceId::cuda(1), DeviceId::cpu()));
+  CHECK_FALSE(crosses_host_boundary(DeviceId::cpu(), DeviceId::cpu()));
+  CHECK(DeviceId::cpu() < DeviceId::cuda(0));
+  for (const char* bad : {"tpu:0", "cuda:", "cuda:x", "cuda:-1", "CPU", "", "cuda:0 ", "cuda:99999"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_WITH_AS(parse_device(bad), doctest::Contains(("'" + std::string(bad) + "' is not a device").c_str()), InputError);
+  }
+}
+
+// Optimizer state per parameter: AdamW 8 B, SGD with momentum 4 B, plain SGD 0. Kinds are looked
+// up by name; an unknown one is refused with the registered names, never defaulted.
 TEST_CASE("optimizer state bytes per parameter") {
   OptimizerConfig adamw;
+  CHECK(adamw.kind == OptimizerKind::adamw());
   CHECK(optimizer_state_bytes_per_param(adamw) == 8);
   OptimizerConfig sgd;
-  sgd.kind = OptimizerKind::kSgd;
+  sgd.kind = OptimizerKind::sgd();
   CHECK(optimizer_state_bytes_per_param(sgd) == 0);
   sgd.momentum = 0.9;
   CHECK(optimizer_state_bytes_per_param(sgd) == 4);
-  CHECK(parse_optimizer_kind("sgd") == OptimizerKind::kSgd);
-  CHECK_THROWS_WITH_AS(parse_optimizer_kind("adam"), doctest::Contains("'adam'"), InputError);
+  CHECK(OptimizerKind::named("sgd") == OptimizerKind::sgd());
+  CHECK(OptimizerKind::named("sgd").name() == "sgd");
+  CHECK_THROWS_WITH_AS(OptimizerKind::named("adam"), doctest::Contains("'adam'; expected one of adamw, sgd"), InputError);
+  CHECK(optimizer_label(sgd) == "SGD with momentum");
+  // The settings a remedy may propose: every registered kind's, each with its state size.
+  std::vector<std::string> labels;
+  for (const OptimizerConfig& o : optimizer_settings(adamw)) labels.push_back(optimizer_label(o));
+  CHECK(labels == std::vector<std::string>{"AdamW", "SGD with momentum", "SGD without momentum"});
 }
 
 // dtype names round-trip, and an unknown one is named in the error.
@@ -84,8 +120,9 @@ TEST_CASE("live machine probes") {
   CHECK(current_rss_bytes() > 0);
 }
 
-// Memory figures print in GiB with two decimals.
+// Memory figures print in GiB with two decimals (the table cells without the unit).
 TEST_CASE("format_gib") {
+  CHECK(gib_digits(1536LL * 1024 * 1024) == "1.50");
   CHECK(format_gib(0) == "0.00 GiB");
   CHECK(format_gib(1536LL * 1024 * 1024) == "1.50 GiB");
   CHECK(format_gib(109456000000LL) == "101.94 GiB");

@@ -3,15 +3,18 @@
 // checkpointing, k steps give the reference trainer's losses and parameters within 1e-5 relative.
 #include <doctest/doctest.h>
 #include <torch/torch.h>
+#include <yaml-cpp/yaml.h>
 
 #include <cmath>
 #include <limits>
 
 #include "memory/errors.h"
 #include "memory/machine_probe.h"
+#include "runtime/config/hardware_file.h"
 #include "runtime/config/run_config.h"
 #include "runtime/backends/registry.h"
 #include "runtime/train/pipeline_trainer.h"
+#include "runtime/train/run_plan.h"
 #include "runtime/backends/cpu/threads.h"
 #include "runtime/train/trainer.h"
 #include "planner_fixtures.h"
@@ -43,7 +46,7 @@ HardwareSpec host(int cores) { return testing::cpu_only_box(cores); }
 // not of how a multithreaded reduction orders its sums).
 StageMap split(int num_stages) {
   static const std::vector<std::vector<int64_t>> cuts = {{4}, {1, 4}, {1, 2, 4}, {0, 1, 2, 4}};
-  return make_stage_map(std::vector<std::string>(static_cast<size_t>(num_stages), "cpu"), cuts[num_stages - 1]);
+  return make_stage_map(std::vector<DeviceId>(static_cast<size_t>(num_stages), DeviceId::cpu()), cuts[num_stages - 1]);
 }
 
 struct Trajectory {
@@ -81,16 +84,16 @@ TEST_CASE("pipelined training equals the reference trainer") {
   for (int m : {1, 4, 8}) {
     const Trajectory reference = run_reference(tiny_run(data, m));
     for (int s : {1, 2, 3, 4}) {
-      for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB}) {
+      for (ScheduleKind kind : {ScheduleKind::named("gpipe"), ScheduleKind::named("1f1b")}) {
         for (bool ckpt : {false, true}) {
           CAPTURE(m);
           CAPTURE(s);
-          CAPTURE(schedule_kind_name(kind));
+          CAPTURE(kind.name());
           CAPTURE(ckpt);
-          RunConfig run = tiny_run(data, m, {"train.schedule=" + schedule_kind_name(kind),
+          RunConfig run = tiny_run(data, m, {"train.schedule=" + kind.name(),
                                              std::string("train.checkpointing=") + (ckpt ? "true" : "false")});
           run.stages = split(s);
-          PipelineTrainer trainer(run, host(1), /*keep_trace=*/false);
+          PipelineTrainer trainer(run, plan_of_run(run, host(1)), host(1), /*keep_trace=*/false);
           for (int i = 0; i < kSteps; ++i) {
             const StepRecord r = trainer.train_step();
             CHECK(std::abs(r.loss - reference.losses[i]) <= kRelativeTolerance * std::abs(reference.losses[i]));
@@ -106,7 +109,7 @@ TEST_CASE("pipelined training equals the reference trainer") {
           CHECK_MESSAGE(worst <= kRelativeTolerance, "largest relative parameter difference ", worst);
           // Micro-batches in flight are the schedule's: GPipe all M, 1F1B min(M, S - s).
           for (int st = 0; st < s; ++st) {
-            const int expected = kind == ScheduleKind::kGPipe ? m : std::min(m, s - st);
+            const int expected = kind == ScheduleKind::named("gpipe") ? m : std::min(m, s - st);
             CHECK(trainer.last_max_in_flight()[st] == expected);
           }
         }
@@ -131,20 +134,20 @@ TEST_CASE("stage2 on cuda:0 equals the CPU reference") {
   testing::ScratchDir dir;
   const std::string data = dir.file("text.txt", testing::sample_text(300));
   const Trajectory reference = run_reference(tiny_run(data, 4));
-  for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB}) {
+  for (ScheduleKind kind : {ScheduleKind::named("gpipe"), ScheduleKind::named("1f1b")}) {
     for (bool ckpt : {false, true}) {
-      CAPTURE(schedule_kind_name(kind));
+      CAPTURE(kind.name());
       CAPTURE(ckpt);
-      RunConfig run = tiny_run(data, 4, {"train.schedule=" + schedule_kind_name(kind),
+      RunConfig run = tiny_run(data, 4, {"train.schedule=" + kind.name(),
                                          std::string("train.checkpointing=") + (ckpt ? "true" : "false")});
-      run.stages = make_stage_map({"cpu", "cuda:0", "cpu"}, {1, 3, 4});
+      run.stages = make_stage_map({DeviceId::cpu(), DeviceId::cuda(0), DeviceId::cpu()}, {1, 3, 4});
       // One CPU core: the CPU stages compute with one thread, as the reference does.
       const HardwareSpec box = testing::cpu_gpu_box(16 * testing::kGiB, 4 * testing::kGiB, /*cores=*/1);
-      PipelineTrainer trainer(run, box, /*keep_trace=*/false);
+      PipelineTrainer trainer(run, plan_of_run(run, box), box, /*keep_trace=*/false);
       // Slots of one activation [2, 16, 32] in FP32: into the GPU 2 per boundary (ring_slots); out of
       // it, the receiving CPU stage's micro-batches in flight + 1 (GPipe: 4 each; 1F1B: 3 and 1).
       const int64_t slot = 2 * 16 * 32 * static_cast<int64_t>(sizeof(float));
-      const int64_t out_slots = kind == ScheduleKind::kGPipe ? (4 + 1) + (4 + 1) : (3 + 1) + (1 + 1);
+      const int64_t out_slots = kind == ScheduleKind::named("gpipe") ? (4 + 1) + (4 + 1) : (3 + 1) + (1 + 1);
       CHECK(trainer.pinned_bytes() == (2 + 2 + out_slots) * slot);
       for (int i = 0; i < kSteps; ++i) {
         const StepRecord r = trainer.train_step();
@@ -177,8 +180,8 @@ TEST_CASE("stages on their own cores equal the reference too") {
   const std::string data = dir.file("text.txt", testing::sample_text(300));
   const Trajectory reference = run_reference(tiny_run(data, 4));
   RunConfig run = tiny_run(data, 4);
-  run.stages = make_stage_map({"cpu", "cpu"}, {2, 4}, {1, 1});
-  PipelineTrainer trainer(run, host(2), false);
+  run.stages = make_stage_map({DeviceId::cpu(), DeviceId::cpu()}, {2, 4}, {1, 1});
+  PipelineTrainer trainer(run, plan_of_run(run, host(2)), host(2), false);
   CHECK(describe_cores(trainer.cores()) == "stage 0 owns core 0; stage 1 owns core 1; OpenBLAS 1 thread");
   for (int i = 0; i < kSteps; ++i) {
     const StepRecord r = trainer.train_step();
@@ -195,7 +198,7 @@ TEST_CASE("validation loss through the stages equals the reference") {
   RunConfig run = tiny_run(data, 2);
   ReferenceTrainer reference(run, torch::kCPU);
   run.stages = split(3);
-  PipelineTrainer pipeline(run, host(1), false);
+  PipelineTrainer pipeline(run, plan_of_run(run, host(1)), host(1), false);
   reference.train_step();
   pipeline.train_step();
   CHECK(pipeline.validation_loss() == doctest::Approx(reference.validation_loss()).epsilon(kRelativeTolerance));
@@ -206,11 +209,11 @@ TEST_CASE("validation loss through the stages equals the reference") {
 TEST_CASE("a failing stage cancels the step without a partial optimizer step") {
   testing::ScratchDir dir;
   const std::string data = dir.file("text.txt", testing::sample_text(300));
-  for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB}) {
-    CAPTURE(schedule_kind_name(kind));
-    RunConfig run = tiny_run(data, 4, {"train.schedule=" + schedule_kind_name(kind)});
+  for (ScheduleKind kind : {ScheduleKind::named("gpipe"), ScheduleKind::named("1f1b")}) {
+    CAPTURE(kind.name());
+    RunConfig run = tiny_run(data, 4, {"train.schedule=" + kind.name()});
     run.stages = split(3);
-    PipelineTrainer trainer(run, host(1), false);
+    PipelineTrainer trainer(run, plan_of_run(run, host(1)), host(1), false);
     trainer.train_step();
     {
       torch::NoGradGuard no_grad;
@@ -231,13 +234,16 @@ TEST_CASE("a failing stage cancels the step without a partial optimizer step") {
 // GPU stages on a machine or build without CUDA: refused, or with the explicit flag run on the CPU.
 TEST_CASE("a cuda stage without CUDA is refused unless asked to run on the CPU") {
   if (cuda_available()) return;  // this check is about machines without a GPU
-  const StageMap map = make_stage_map({"cpu", "cuda:0", "cpu"}, {1, 3, 4});
+  const StageMap map = make_stage_map({DeviceId::cpu(), DeviceId::cuda(0), DeviceId::cpu()}, {1, 3, 4});
   CHECK_THROWS_WITH_AS(place_stages(map, false, nullptr),
                        doctest::Contains("stage 1 is placed on cuda:0, but this pipetrain has no usable CUDA"), InputError);
   std::vector<std::string> warnings;
   const StageMap placed = place_stages(map, true, &warnings);
-  CHECK(placed.stages[1].device == "cpu");
+  CHECK(placed.stages[1].device == DeviceId::cpu());
   REQUIRE(warnings.size() == 1);
   CHECK(warnings[0].find("--gpu-stages-on-cpu") != std::string::npos);
-  CHECK_THROWS_AS(place_stages(make_stage_map({"cpu", "tpu:0"}, {1, 4}), true, nullptr), InputError);
+  // A device that is neither cpu nor cuda:N never reaches placement: the stage map's parser refuses it.
+  const YAML::Node tpu = YAML::Load("[{device: cpu, layers: [embed, 0]}, {device: 'tpu:0', layers: [1, head]}]");
+  CHECK_THROWS_WITH_AS(parse_stage_map(tpu, tiny_run("unused", 1).model, "map.yaml"),
+                       doctest::Contains("map.yaml: stages[1].device: 'tpu:0' is not a device"), InputError);
 }

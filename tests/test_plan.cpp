@@ -43,13 +43,13 @@ TEST_CASE("hardware presets") {
     CAPTURE(name);
     const HardwareSpec hw = load_hardware(name);
     CHECK(hw.name == name);
-    CHECK(hw.has_device("cpu"));
+    CHECK(hw.has_device(DeviceId::cpu()));
   }
   const HardwareSpec ref = load_hardware("rtx2070s-wsl");
-  CHECK(ref.device("cpu").memory_bytes == 62LL << 30);
-  CHECK(ref.device("cuda:0").memory_bytes == 8LL << 30);
-  CHECK(ref.device("cpu").cores == 8);
-  REQUIRE(ref.link("cpu", "cuda:0") != nullptr);
+  CHECK(ref.cpu().memory_bytes == 62LL << 30);
+  CHECK(ref.device(DeviceId::cuda(0)).memory_bytes == 8LL << 30);
+  CHECK(ref.cpu().cores == 8);
+  REQUIRE(ref.link(DeviceId::cpu(), DeviceId::cuda(0)) != nullptr);
   CHECK_THROWS_WITH_AS(load_hardware("rtx9090"), doctest::Contains("'rtx9090' is neither a preset"), InputError);
 }
 
@@ -57,16 +57,16 @@ TEST_CASE("hardware presets") {
 TEST_CASE("this-machine is probed") {
   const HardwareSpec hw = load_hardware("this-machine");
   CHECK(hw.source == "probed");
-  CHECK(hw.device("cpu").cores >= 1);
-  CHECK(hw.device("cpu").flops_per_s > 1e8);
-  CHECK(hw.device("cpu").single_core_flops_per_s <= hw.device("cpu").flops_per_s);
+  CHECK(hw.cpu().cores >= 1);
+  CHECK(hw.cpu().flops_per_s > 1e8);
+  CHECK(hw.cpu().single_core_flops_per_s <= hw.cpu().flops_per_s);
 }
 
 // Bad hardware files are refused with the field and value named.
 TEST_CASE("bad hardware files") {
   const std::string good =
       "name: box\npinned_memory_gib: 1\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2}\n";
-  CHECK(parse_hardware(good, "box.yaml").device("cpu").memory_bytes == 8LL << 30);
+  CHECK(parse_hardware(good, "box.yaml").cpu().memory_bytes == 8LL << 30);
   auto rejected = [](const std::string& yaml, const char* message) {
     CAPTURE(yaml);
     CHECK_THROWS_WITH_AS(parse_hardware(yaml, "box.yaml"), doctest::Contains(message), InputError);
@@ -75,7 +75,7 @@ TEST_CASE("bad hardware files") {
            "memory_gib must be a size in GiB between 0 and 1e9, got -8");
   rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2, speed: 3}\n",
            "unknown key 'devices[0].speed'");
-  rejected("name: box\ndevices:\n  - {name: tpu, memory_gib: 8, flops_per_s: 1.0e10}\n", "'tpu'; expected cpu or cuda:N");
+  rejected("name: box\ndevices:\n  - {name: tpu, memory_gib: 8, flops_per_s: 1.0e10}\n", "box.yaml: devices[0].name: 'tpu' is not a device; devices are cpu and cuda:N");
   rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2, safety_margin: 1.5}\n",
            "safety_margin must be in (0, 1], got 1.5");
   rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2}\n"

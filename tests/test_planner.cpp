@@ -28,12 +28,12 @@ std::vector<StageTiming> equal_stages(int s, double f, double b) {
 
 // Equal stages without transfers: a step takes (M + S - 1)(f + b) and the bubble is (S-1)/(M+S-1).
 TEST_CASE("equal stages: (M+S-1)(f+b) per step") {
-  for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB}) {
+  for (ScheduleKind kind : {ScheduleKind::named("gpipe"), ScheduleKind::named("1f1b")}) {
     for (int s : {1, 2, 3, 4}) {
       for (int m : {1, 4, 8}) {
         const SimResult r = simulate(make_schedule(kind, s, m), equal_stages(s, 1.0, 2.0),
                                      std::vector<TransferTiming>(static_cast<size_t>(s - 1)), 1000);
-        CAPTURE(schedule_kind_name(kind));
+        CAPTURE(kind.name());
         CAPTURE(s);
         CAPTURE(m);
         CHECK(r.step_seconds == doctest::Approx((m + s - 1) * 3.0));
@@ -49,7 +49,7 @@ TEST_CASE("one slow stage dominates") {
   std::vector<StageTiming> stages = equal_stages(3, 1.0, 2.0);
   stages[1].forward_seconds = 3.0;
   stages[1].backward_seconds = 6.0;
-  const SimResult r = simulate(make_schedule(ScheduleKind::kGPipe, 3, 8), stages, std::vector<TransferTiming>(2), 1);
+  const SimResult r = simulate(make_schedule(ScheduleKind::named("gpipe"), 3, 8), stages, std::vector<TransferTiming>(2), 1);
   CHECK(r.step_seconds == doctest::Approx(8 * 9.0 + 3.0 + 3.0));
   CHECK(r.bottleneck == "r1");
   CHECK(r.utilisation.at("r1") == doctest::Approx(72.0 / 78.0));
@@ -57,7 +57,7 @@ TEST_CASE("one slow stage dominates") {
 
 // Two CPU stages that share one pool of cores queue for it; with their own cores they overlap.
 TEST_CASE("two CPU stages sharing cores run slower than on their own cores") {
-  const Schedule schedule = make_schedule(ScheduleKind::kOneFOneB, 2, 8);
+  const Schedule schedule = make_schedule(ScheduleKind::named("1f1b"), 2, 8);
   const SimResult own = simulate(schedule, {{1.0, 2.0, 0.0, "cpu[0]"}, {1.0, 2.0, 0.0, "cpu[1]"}}, {TransferTiming{}}, 1);
   const SimResult shared = simulate(schedule, {{1.0, 2.0, 0.0, "cpu"}, {1.0, 2.0, 0.0, "cpu"}}, {TransferTiming{}}, 1);
   CHECK(own.step_seconds == doctest::Approx(9 * 3.0));
@@ -67,7 +67,7 @@ TEST_CASE("two CPU stages sharing cores run slower than on their own cores") {
 
 // Transfers run on their own copy engines: they delay a micro-batch but overlap other compute.
 TEST_CASE("transfers overlap compute") {
-  const Schedule schedule = make_schedule(ScheduleKind::kGPipe, 2, 4);
+  const Schedule schedule = make_schedule(ScheduleKind::named("gpipe"), 2, 4);
   const std::vector<StageTiming> stages = {{1.0, 2.0, 0.0, "cpu"}, {1.0, 2.0, 0.0, "cuda:0"}};
   const TransferTiming link{0.5, 0.5, "cpu->cuda:0", "cuda:0->cpu"};
   const SimResult r = simulate(schedule, stages, {link}, 1);
@@ -84,7 +84,7 @@ TEST_CASE("optimizer steps end the step") {
   std::vector<StageTiming> stages = equal_stages(2, 1.0, 1.0);
   stages[0].optimizer_seconds = 5.0;
   stages[1].optimizer_seconds = 1.0;
-  const SimResult r = simulate(make_schedule(ScheduleKind::kGPipe, 2, 2), stages, {TransferTiming{}}, 1);
+  const SimResult r = simulate(make_schedule(ScheduleKind::named("gpipe"), 2, 2), stages, {TransferTiming{}}, 1);
   CHECK(r.pipeline_seconds == doctest::Approx(6.0));
   CHECK(r.step_seconds == doctest::Approx(11.0));
 }
@@ -101,11 +101,11 @@ double brute_force_best(const ModelDesc& model, const HardwareSpec& hw, const Pl
     std::vector<std::vector<int>> splits = {std::vector<int>(shape.size(), 0)};
     std::vector<int> cpu;
     for (int i = 0; i < s; ++i) {
-      if (hw.device(shape[i]).kind == DeviceKind::kCpu) cpu.push_back(i);
+      if (shape[i].is_cpu()) cpu.push_back(i);
     }
     if (cpu.size() == 2) {
-      for (int c = 1; c < hw.device("cpu").cores; ++c) {
-        for (int d = 1; c + d <= hw.device("cpu").cores; ++d) {
+      for (int c = 1; c < hw.cpu().cores; ++c) {
+        for (int d = 1; c + d <= hw.cpu().cores; ++d) {
           std::vector<int> split(shape.size(), 0);
           split[cpu[0]] = c;
           split[cpu[1]] = d;
@@ -118,7 +118,7 @@ double brute_force_best(const ModelDesc& model, const HardwareSpec& hw, const Pl
       if (i == s - 1) {
         last[i] = n - 1;
         for (const auto& split : splits) {
-          for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB}) {
+          for (ScheduleKind kind : {ScheduleKind::named("gpipe"), ScheduleKind::named("1f1b")}) {
             for (int m : {1, 2, 4, 8, 16, 32}) {
               for (bool ckpt : {false, true}) {
                 PlanOptions o = base;
@@ -192,20 +192,23 @@ TEST_CASE("planner limits and fixed choices") {
   CHECK(plan_auto(model, nothing, PlanOptions{}, PlannerChoices{}).plans.empty());
 
   PlannerChoices fixed;
-  fixed.shapes = {{"cpu", "cuda:0", "cpu"}};
-  fixed.schedules = {ScheduleKind::kGPipe};
+  fixed.shapes = {{kCpu, kGpu, kCpu}};
+  fixed.schedules = {ScheduleKind::named("gpipe")};
   fixed.micro_batch_counts = {4};
   fixed.checkpointing = {false};
   const PlannerResult r = plan_auto(model, cpu_gpu_box(), PlanOptions{}, fixed);
   REQUIRE(!r.plans.empty());
   for (const Plan& p : r.plans) {
     CHECK(p.map.num_stages() == 3);
-    CHECK(p.map.stages[1].device == "cuda:0");
-    CHECK(p.options.schedule == ScheduleKind::kGPipe);
+    CHECK(p.map.stages[1].device == kGpu);
+    CHECK(p.options.schedule == ScheduleKind::named("gpipe"));
     CHECK(p.options.micro_batches == 4);
   }
-  fixed.shapes = {{"cpu", "tpu"}};
-  CHECK_THROWS_WITH_AS(plan_auto(model, cpu_gpu_box(), PlanOptions{}, fixed), doctest::Contains("'tpu'"), InputError);
+  fixed.shapes = {{kCpu, DeviceId::cuda(1)}};
+  CHECK_THROWS_WITH_AS(plan_auto(model, cpu_gpu_box(), PlanOptions{}, fixed), doctest::Contains("device 'cuda:1' is not in hardware"),
+                       InputError);
+  CHECK_THROWS_WITH_AS(parse_shape({"cpu", "tpu"}), doctest::Contains("'tpu'"), InputError);
+  CHECK(parse_shape({"cpu", "cuda:0", "cpu"}) == Shape{kCpu, kGpu, kCpu});
 }
 
 // 200 layers: the bound prunes nearly everything, so the planner simulates a tiny fraction of the
@@ -225,7 +228,7 @@ TEST_CASE("assign_cores: owned cores, the shared pool, and BLAS threads") {
   const ModelConfig model = small_model(4);  // layers 0..5
 
   // stage 0 and 2 share what stage 1 does not own: the reference box's shape with the GPU stage on cores.
-  CoreAssignment mixed = assign_cores(make_stage_map({"cpu", "cpu", "cpu"}, {1, 3, 5}, {0, 1, 0}), hw);
+  CoreAssignment mixed = assign_cores(make_stage_map({kCpu, kCpu, kCpu}, {1, 3, 5}, {0, 1, 0}), hw);
   CHECK(mixed.group_of_stage == std::vector<int>{1, 0, 1});
   CHECK(mixed.groups[0].resource == "cpu[1]");
   CHECK(mixed.groups[0].cpus == std::vector<int>{0});
@@ -238,20 +241,20 @@ TEST_CASE("assign_cores: owned cores, the shared pool, and BLAS threads") {
   CHECK(describe_cores(mixed) == "stage 1 owns core 0; stages 0,2 share cores 1,2,3; OpenBLAS 1 thread");
 
   // One group: it gets every BLAS thread. A GPU stage belongs to no group.
-  CoreAssignment gpu = assign_cores(make_stage_map({"cpu", "cuda:0", "cpu"}, {1, 3, 5}), hw);
+  CoreAssignment gpu = assign_cores(make_stage_map({kCpu, kGpu, kCpu}, {1, 3, 5}), hw);
   CHECK(gpu.group_of_stage == std::vector<int>{0, -1, 0});
   CHECK(gpu.blas_threads == 4);
   CHECK(gpu.groups[0].intra_op_threads == 1);
 
-  CoreAssignment owned = assign_cores(make_stage_map({"cpu", "cpu"}, {2, 5}, {1, 3}), hw);
+  CoreAssignment owned = assign_cores(make_stage_map({kCpu, kCpu}, {2, 5}, {1, 3}), hw);
   CHECK(owned.groups[1].cpus == std::vector<int>{1, 2, 3});
   // The groups' resources are the ones the simulator queues ops on, so traces line up.
-  const StageMap map = make_stage_map({"cpu", "cpu", "cpu"}, {1, 3, 5}, {0, 1, 0});
-  const auto timings = stage_timings(LayerPrefix(describe_model(model)), model, hw, map, PlanOptions{});
+  const StageMap map = make_stage_map({kCpu, kCpu, kCpu}, {1, 3, 5}, {0, 1, 0});
+  const auto timings = stage_timings(model, hw, map, PlanOptions{});
   for (int s = 0; s < 3; ++s) CHECK(timings[s].resource == mixed.groups[mixed.group_of_stage[s]].resource);
   // The shared pool computes at the rate of the cores it has (3 of 4), not the whole CPU's.
   CHECK(timings[0].forward_seconds > 0.0);
-  const DeviceSpec& cpu = hw.device("cpu");
+  const DeviceSpec& cpu = hw.cpu();
   const double stage1_over_stage0 = timings[1].forward_seconds / timings[0].forward_seconds;
   const RangeCosts r0 = LayerPrefix(describe_model(model)).range(0, 1), r1 = LayerPrefix(describe_model(model)).range(2, 3);
   CHECK(stage1_over_stage0 == doctest::Approx((r1.forward_flops_per_token / cpu.flops_per_s_with(1)) /
@@ -262,7 +265,7 @@ TEST_CASE("assign_cores: owned cores, the shared pool, and BLAS threads") {
 TEST_CASE("a shared cpu stage left without cores is refused") {
   const HardwareSpec hw = cpu_only_box(2);
   const ModelConfig model = small_model(4);
-  const StageMap map = make_stage_map({"cpu", "cpu", "cpu"}, {1, 3, 5}, {1, 1, 0});
+  const StageMap map = make_stage_map({kCpu, kCpu, kCpu}, {1, 3, 5}, {1, 1, 0});
   CHECK_THROWS_WITH_AS(validate_stage_map(map, model, hw),
                        doctest::Contains("stage 2 has cores: 0 (it shares the cores no stage owns), but the other cpu "
                                          "stages own all 2 cores"),
@@ -285,7 +288,7 @@ HardwareSpec with_measured_times(const ModelConfig& model, int64_t micro_batch_s
   hw.measured.model_key = profile_key(model, micro_batch_size);
   const size_t n = static_cast<size_t>(model.num_model_layers());
   for (int cores : {1, 2}) {
-    LayerTimes e{"cpu", cores, std::vector<double>(n, 1e-3 / cores), std::vector<double>(n, 2e-3 / cores),
+    LayerTimes e{kCpu, cores, std::vector<double>(n, 1e-3 / cores), std::vector<double>(n, 2e-3 / cores),
                  std::vector<double>(n, 1e-4)};
     e.forward_seconds[n - 2] *= 5.0;  // the last block
     e.backward_seconds[n - 2] *= 5.0;
@@ -304,17 +307,17 @@ TEST_CASE("measured layer times replace FLOP rates for the model they were measu
   o.micro_batch_size = 2;
   const HardwareSpec hw = with_measured_times(model, 2);
   validate_hardware(hw);
-  const StageMap map = make_stage_map({"cpu", "cpu"}, {2, 5}, {1, 1});
-  const auto t = stage_timings(LayerPrefix(describe_model(model)), model, hw, map, o);
+  const StageMap map = make_stage_map({kCpu, kCpu}, {2, 5}, {1, 1});
+  const auto t = stage_timings(model, hw, map, o);
   CHECK(t[0].forward_seconds == doctest::Approx(3e-3));
   CHECK(t[1].forward_seconds == doctest::Approx(1e-3 + 5e-3 + 1e-3));
   CHECK(t[1].backward_seconds == doctest::Approx(2e-3 + 10e-3 + 2e-3));
   CHECK(t[0].optimizer_seconds == doctest::Approx(3e-4));
   o.checkpointing = true;
-  const auto ckpt = stage_timings(LayerPrefix(describe_model(model)), model, hw, map, o);
+  const auto ckpt = stage_timings(model, hw, map, o);
   CHECK(ckpt[1].backward_seconds == doctest::Approx(14e-3 + 7e-3));
   // Shared pool of both cores: the 2-core entry.
-  const auto shared = stage_timings(LayerPrefix(describe_model(model)), model, hw, make_stage_map({"cpu"}, {5}), micro_batches_of(2));
+  const auto shared = stage_timings(model, hw, make_stage_map({kCpu}, {5}), micro_batches_of(2));
   CHECK(shared[0].forward_seconds == doctest::Approx((5 * 1e-3 + 5e-3) / 2));
   // Another micro-batch size: the measurements do not apply.
   PlanOptions other;
@@ -355,6 +358,6 @@ TEST_CASE("measured times are validated") {
   hw.measured.entries[1].cores = 1;
   CHECK_THROWS_WITH_AS(validate_hardware(hw), doctest::Contains("appears twice"), InputError);
   hw = with_measured_times(model, 2);
-  hw.measured.entries[0].device = "cuda:3";
+  hw.measured.entries[0].device = DeviceId::cuda(3);
   CHECK_THROWS_WITH_AS(validate_hardware(hw), doctest::Contains("names a device that is not listed"), InputError);
 }

@@ -58,9 +58,9 @@ TEST_CASE("a measured profile round-trips through its YAML") {
 
   const HardwareSpec back = parse_hardware(hardware_to_yaml(hw), "round trip");
   CHECK(back.name == hw.name);
-  CHECK(back.device("cpu").cores == hw.device("cpu").cores);
-  CHECK(back.device("cpu").memory_bytes == doctest::Approx(static_cast<double>(hw.device("cpu").memory_bytes)).epsilon(1e-5));
-  CHECK(back.device("cpu").flops_per_s == doctest::Approx(hw.device("cpu").flops_per_s).epsilon(1e-5));
+  CHECK(back.cpu().cores == hw.cpu().cores);
+  CHECK(back.cpu().memory_bytes == doctest::Approx(static_cast<double>(hw.cpu().memory_bytes)).epsilon(1e-5));
+  CHECK(back.cpu().flops_per_s == doctest::Approx(hw.cpu().flops_per_s).epsilon(1e-5));
   CHECK(back.measured.model_key == hw.measured.model_key);
   REQUIRE(back.measured.entries.size() == 1);
   for (size_t i = 0; i < e.forward_seconds.size(); ++i) {

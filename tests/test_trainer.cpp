@@ -10,6 +10,7 @@
 #include "runtime/tools/hardware_probe.h"
 #include "runtime/train/lr_schedule.h"
 #include "runtime/train/pipeline_trainer.h"
+#include "runtime/train/run_plan.h"
 #include "runtime/backends/cpu/threads.h"
 #include "runtime/train/trainer.h"
 #include "stages/optim.h"
@@ -104,7 +105,8 @@ TEST_CASE("AdamW and SGD with momentum both learn") {
 TEST_CASE("the default config learns") {
   const RunConfig run = parse_run_config(default_config_text(), "default config");
   REQUIRE(run.stages.num_stages() == 3);
-  PipelineTrainer trainer(run, load_hardware("this-machine"), /*keep_trace=*/false);
+  const HardwareSpec here = load_hardware("this-machine");
+  PipelineTrainer trainer(run, plan_of_run(run, here), here, /*keep_trace=*/false);
   std::vector<StepRecord> records;
   const RunSummary summary = run_training(trainer, [&](const StepRecord& r) { records.push_back(r); });
   CHECK(summary.steps == run.train.steps);

@@ -9,7 +9,8 @@
 //
 //   std::vector<std::string> warnings;
 //   StageMap map = place_stages(run.stages, /*gpu_stages_on_cpu=*/false, &warnings);
-//   std::unique_ptr<StageDevice> runner = make_stage_device(torch_device(map.stages[0].device), micro_batches);
+//   std::unique_ptr<StageDevice> runner = make_stage_device(map.stages[0].device, micro_batches);
+//   torch::Device where = torch_device(map.stages[0].device);
 #pragma once
 
 #include <torch/types.h>
@@ -18,8 +19,10 @@
 #include <string>
 #include <vector>
 
+#include "memory/device.h"
 #include "memory/stage_map.h"
 #include "runtime/backends/backend.h"
+#include "scheduler/planner.h"  // Shape
 
 namespace pipetrain {
 
@@ -34,28 +37,31 @@ bool built_with_cuda();
 StageMap place_stages(const StageMap& map, bool gpu_stages_on_cpu, std::vector<std::string>* warnings);
 
 // The planner's default shapes (scheduler/planner.h) whose devices this build and machine can run.
-std::vector<std::vector<std::string>> runnable_shapes(const HardwareSpec& hardware);
+std::vector<Shape> runnable_shapes(const HardwareSpec& hardware);
 
-// "cpu" -> kCPU, "cuda:1" -> {kCUDA, 1}. The name must have passed place_stages.
-torch::Device torch_device(const std::string& name);
+// Whether this build and machine can compute on `device`.
+bool device_available(DeviceId device);
 
-std::unique_ptr<StageDevice> make_stage_device(torch::Device device, int micro_batches);
+// The LibTorch device: cpu -> kCPU, cuda:1 -> {kCUDA, 1}.
+torch::Device torch_device(DeviceId device);
+
+std::unique_ptr<StageDevice> make_stage_device(DeviceId device, int micro_batches);
 
 // The transfer for a boundary from `from` to `to`. `producer` runs the sending stage's ops and
 // `produced_by` is the op that makes what is sent (kForward: activations; kBackward: gradients), so
 // a copy out of a GPU waits for exactly that op.
-std::unique_ptr<Transfer> make_transfer(torch::Device from, torch::Device to, const RingSpec& ring = {},
+std::unique_ptr<Transfer> make_transfer(DeviceId from, DeviceId to, const RingSpec& ring = {},
                                         StageDevice* producer = nullptr, EventKind produced_by = EventKind::kForward);
 
 // Caps the caching allocator of `device` at `bytes` (a per-process memory fraction), so a large GPU
 // stands in for a smaller card: allocations past it fail as out of memory. No cap when bytes is 0
 // or at least the card's memory. Returns the cap in force. Throws std::runtime_error on a CPU build.
-int64_t cap_device_memory(torch::Device device, int64_t bytes);
-DeviceMemoryReport device_memory_report(torch::Device device);
-void reset_device_memory_peak(torch::Device device);
+int64_t cap_device_memory(DeviceId device, int64_t bytes);
+DeviceMemoryReport device_memory_report(DeviceId device);
+void reset_device_memory_peak(DeviceId device);
 
 // A raw cudaMemcpyAsync of `bytes` between a pinned host buffer and `device`, `reps` times back to
 // back on one stream: the median seconds per copy. The benchmarks' baseline for the staging rings.
-double raw_pinned_copy_seconds(torch::Device device, int64_t bytes, bool host_to_device, int reps);
+double raw_pinned_copy_seconds(DeviceId device, int64_t bytes, bool host_to_device, int reps);
 
 }  // namespace pipetrain

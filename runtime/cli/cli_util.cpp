@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "memory/units.h"
 #include "memory/errors.h"
 #include "memory/machine_probe.h"
 
@@ -59,7 +60,7 @@ HardwareSpec with_vram_cap(HardwareSpec hardware, const cxxopts::ParseResult& ar
   const int64_t cap = *requested;
   bool any = false;
   for (DeviceSpec& d : hardware.devices) {
-    if (d.kind != DeviceKind::kCuda) continue;
+    if (!d.id.has_own_memory()) continue;
     d.memory_bytes = std::min(d.memory_bytes, cap);
     any = true;
   }

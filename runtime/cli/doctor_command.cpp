@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "memory/units.h"
 #include "memory/errors.h"
 #include "memory/machine_probe.h"
 #include "runtime/cli/cli_util.h"
@@ -31,7 +32,7 @@ int doctor_command(int argc, char** argv) {
   print_report(examine_machine(threads), stdout);
   // The VRAM cap: train, plan and bench hold each GPU to the hardware description's memory.
   for (int i = 0; i < gpus; ++i) {
-    const torch::Device gpu(torch::kCUDA, static_cast<c10::DeviceIndex>(i));
+    const DeviceId gpu = DeviceId::cuda(i);
     if (cap) cap_device_memory(gpu, *cap);
     const DeviceMemoryReport v = device_memory_report(gpu);
     std::printf("VRAM cap        cuda:%d %s (card %s); train, plan and bench hold each GPU to the hardware's memory, "

@@ -9,13 +9,11 @@
 #include "runtime/cli/commands.h"
 #include "runtime/config/run_config.h"
 #include "runtime/config/hardware_file.h"
+#include "runtime/io/plan_report.h"
 #include "runtime/tools/hardware_probe.h"
-#include "runtime/tools/plan_report.h"
+#include "runtime/train/run_plan.h"
 
 namespace pipetrain::cli {
-namespace {
-
-}  // namespace
 
 int plan_command(int argc, char** argv) {
   cxxopts::Options options("pipetrain plan",
@@ -50,7 +48,7 @@ int plan_command(int argc, char** argv) {
       plan_request_for(run, with_vram_cap(load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware), args));
   request.choices.runners_up = args["runners-up"].as<int>();
   if (args.count("schedule")) {
-    request.options.schedule = parse_schedule_kind(args["schedule"].as<std::string>());
+    request.options.schedule = ScheduleKind::named(args["schedule"].as<std::string>());
     request.choices.schedules = {request.options.schedule};
   }
   if (args.count("micro-batches")) {
@@ -65,7 +63,7 @@ int plan_command(int argc, char** argv) {
     request.options.checkpointing = value == "on";
     request.choices.checkpointing = {request.options.checkpointing};
   }
-  if (args.count("shape")) request.choices.shapes = {split_list(args["shape"].as<std::string>())};
+  if (args.count("shape")) request.choices.shapes = {parse_shape(split_list(args["shape"].as<std::string>()))};
 
   if (args.count("auto")) {
     if (args.count("stage-map")) throw InputError("give either --auto or --stage-map, not both");

@@ -59,7 +59,7 @@ int profile_command(int argc, char** argv) {
   const HardwareSpec hw = profile_this_machine(run.model, run.train.micro_batch_size, run.train.optimizer, profile);
   write_file_atomically(out, "# pipetrain profile of this machine: per-layer times measured for model " +
                                  hw.measured.model_key + "\n" + hardware_to_yaml(hw));
-  const DeviceSpec& cpu = hw.device("cpu");
+  const DeviceSpec& cpu = hw.cpu();
   std::printf("GEMM: %.1f GFLOP/s on %d cores, %.1f on one\n", cpu.flops_per_s / 1e9, cpu.cores,
               cpu.single_core_flops_per_s / 1e9);
   for (const LayerTimes& e : hw.measured.entries) {

@@ -66,12 +66,14 @@ MeasuredTimes parse_measured(const YAML::Node& node, const std::string& source) 
     Section t(times[i], where, source);
     LayerTimes e;
     int64_t cores = 0;
-    t.read_string("device", e.device);
+    std::string device = "cpu";
+    t.read_string("device", device);
     t.read_int("cores", cores);
     t.read_node("forward_ms");
     t.read_node("backward_ms");
     t.read_node("optimizer_ms");
     t.reject_unknown_keys();
+    e.device = parse_device_at(device, where + ".device", source);
     e.cores = static_cast<int>(std::clamp<int64_t>(cores, -1, 1 << 20));
     e.forward_seconds = read_milliseconds(times[i]["forward_ms"], where + ".forward_ms", source);
     e.backward_seconds = read_milliseconds(times[i]["backward_ms"], where + ".backward_ms", source);
@@ -83,6 +85,14 @@ MeasuredTimes parse_measured(const YAML::Node& node, const std::string& source) 
 
 }  // namespace
 
+DeviceId parse_device_at(const std::string& name, const std::string& key, const std::string& source) {
+  try {
+    return parse_device(name);
+  } catch (const InputError& e) {
+    throw InputError(source + ": " + key + ": " + e.what());
+  }
+}
+
 std::string hardware_to_yaml(const HardwareSpec& hw) {
   YAML::Emitter out;
   out.SetDoublePrecision(6);
@@ -91,13 +101,13 @@ std::string hardware_to_yaml(const HardwareSpec& hw) {
   out << YAML::Key << "pinned_memory_gib" << YAML::Value << static_cast<double>(hw.pinned_bytes) / kGiB;
   out << YAML::Key << "devices" << YAML::Value << YAML::BeginSeq;
   for (const DeviceSpec& d : hw.devices) {
-    out << YAML::BeginMap << YAML::Key << "name" << YAML::Value << d.name;
+    out << YAML::BeginMap << YAML::Key << "name" << YAML::Value << d.name();
     out << YAML::Key << "memory_gib" << YAML::Value << static_cast<double>(d.memory_bytes) / kGiB;
     out << YAML::Key << "reserved_gib" << YAML::Value << static_cast<double>(d.reserved_bytes) / kGiB;
     out << YAML::Key << "safety_margin" << YAML::Value << d.safety_margin;
     out << YAML::Key << "allocator_slack" << YAML::Value << d.allocator_slack;
     out << YAML::Key << "flops_per_s" << YAML::Value << d.flops_per_s;
-    if (d.kind == DeviceKind::kCpu) {
+    if (d.id.is_cpu()) {
       out << YAML::Key << "single_core_flops_per_s" << YAML::Value << d.single_core_flops_per_s;
       out << YAML::Key << "cores" << YAML::Value << d.cores;
     }
@@ -106,8 +116,8 @@ std::string hardware_to_yaml(const HardwareSpec& hw) {
   out << YAML::EndSeq;
   out << YAML::Key << "links" << YAML::Value << YAML::BeginSeq;
   for (const LinkSpec& l : hw.links) {
-    out << YAML::Flow << YAML::BeginMap << YAML::Key << "from" << YAML::Value << l.from << YAML::Key << "to"
-        << YAML::Value << l.to << YAML::Key << "bandwidth_gb_per_s" << YAML::Value << l.bytes_per_s / 1e9
+    out << YAML::Flow << YAML::BeginMap << YAML::Key << "from" << YAML::Value << l.from.name() << YAML::Key << "to"
+        << YAML::Value << l.to.name() << YAML::Key << "bandwidth_gb_per_s" << YAML::Value << l.bytes_per_s / 1e9
         << YAML::Key << "latency_us" << YAML::Value << l.latency_s * 1e6 << YAML::EndMap;
   }
   out << YAML::EndSeq;
@@ -121,7 +131,7 @@ std::string hardware_to_yaml(const HardwareSpec& hw) {
         for (double t : seconds) v.push_back(t * 1e3);
         return v;
       };
-      out << YAML::BeginMap << YAML::Key << "device" << YAML::Value << e.device << YAML::Key << "cores" << YAML::Value
+      out << YAML::BeginMap << YAML::Key << "device" << YAML::Value << e.device.name() << YAML::Key << "cores" << YAML::Value
           << e.cores;
       out << YAML::Key << "forward_ms" << YAML::Value << YAML::Flow << ms(e.forward_seconds);
       out << YAML::Key << "backward_ms" << YAML::Value << YAML::Flow << ms(e.backward_seconds);
@@ -165,15 +175,9 @@ HardwareSpec parse_hardware(const std::string& yaml_text, const std::string& sou
     const std::string where = "devices[" + std::to_string(i) + "]";
     Section d(devices[i], where, source);
     DeviceSpec dev;
-    d.read_string("name", dev.name);
-    if (dev.name == "cpu") {
-      dev.kind = DeviceKind::kCpu;
-    } else if (dev.name.rfind("cuda:", 0) == 0 && dev.name.size() > 5 &&
-               dev.name.find_first_not_of("0123456789", 5) == std::string::npos) {
-      dev.kind = DeviceKind::kCuda;
-    } else {
-      throw InputError(source + ": " + where + ".name is '" + dev.name + "'; expected cpu or cuda:N");
-    }
+    std::string name;
+    d.read_string("name", name);
+    dev.id = parse_device_at(name, where + ".name", source);
     double memory_gib = 0.0, reserved_gib = 0.0;
     d.read_number("memory_gib", memory_gib);
     d.read_number("reserved_gib", reserved_gib);
@@ -194,14 +198,18 @@ HardwareSpec parse_hardware(const std::string& yaml_text, const std::string& sou
   if (links && !links.IsNull()) {
     if (!links.IsSequence()) throw InputError(source + ": links must be a list");
     for (size_t i = 0; i < links.size(); ++i) {
-      Section l(links[i], "links[" + std::to_string(i) + "]", source);
+      const std::string where = "links[" + std::to_string(i) + "]";
+      Section l(links[i], where, source);
       LinkSpec link;
       double gb_per_s = 0.0, latency_us = 0.0;
-      l.read_string("from", link.from);
-      l.read_string("to", link.to);
+      std::string from, to;
+      l.read_string("from", from);
+      l.read_string("to", to);
       l.read_number("bandwidth_gb_per_s", gb_per_s);
       l.read_number("latency_us", latency_us);
       l.reject_unknown_keys();
+      link.from = parse_device_at(from, where + ".from", source);
+      link.to = parse_device_at(to, where + ".to", source);
       link.bytes_per_s = gb_per_s * 1e9;
       link.latency_s = latency_us * 1e-6;
       hw.links.push_back(link);
@@ -238,15 +246,21 @@ StageMap parse_stage_map(const YAML::Node& node, const ModelConfig& model, const
     const std::string where = "stages[" + std::to_string(i) + "]";
     Section s(list[i], where, source);
     StageSpec spec;
-    s.read_string("device", spec.device);
+    std::string device, weights, optimizer;
+    s.read_string("device", device);
     int64_t cores = 0;
     s.read_int("cores", cores);
     if (cores < 0 || cores > 100000) throw InputError(source + ": " + where + ".cores = " + std::to_string(cores) + " is not a core count");
     spec.cores = static_cast<int>(cores);
     s.read_node("layers");
+    s.read_string("weights", weights);
+    s.read_string("optimizer", optimizer);
     s.reject_unknown_keys();
     const YAML::Node layers = list[i]["layers"];
-    if (spec.device.empty()) throw InputError(source + ": " + where + " needs a device");
+    if (device.empty()) throw InputError(source + ": " + where + " needs a device");
+    spec.device = parse_device_at(device, where + ".device", source);
+    if (!weights.empty()) spec.weights = parse_device_at(weights, where + ".weights", source);
+    if (!optimizer.empty()) spec.optimizer = parse_device_at(optimizer, where + ".optimizer", source);
     if (!layers || !layers.IsSequence() || layers.size() != 2 || !layers[0].IsScalar() || !layers[1].IsScalar()) {
       throw InputError(source + ": " + where + ".layers must be [first, last], e.g. [embed, 3] or [4, head]");
     }

@@ -27,7 +27,13 @@ HardwareSpec parse_hardware(const std::string& yaml_text, const std::string& sou
 // The hardware as YAML that parse_hardware reads back (a profile: pipetrain profile writes these).
 std::string hardware_to_yaml(const HardwareSpec& hardware);
 
-// A YAML list of {device, layers: [first, last], cores} entries (or a mapping with key `stages`).
+// `name` as a device; InputError naming the source and key ("box.yaml: devices[1].name: 'tpu' is
+// not a device; ...") otherwise.
+DeviceId parse_device_at(const std::string& name, const std::string& key, const std::string& source);
+
+// A YAML list of {device, layers: [first, last], cores, weights, optimizer} entries (or a mapping
+// with the key `stages`). `weights` and `optimizer` name where a stage's weights and optimizer
+// state live (default: its device); validate_stage_map says which the runtime supports.
 StageMap parse_stage_map(const YAML::Node& node, const ModelConfig& model, const std::string& source);
 StageMap load_stage_map_file(const std::string& path, const ModelConfig& model);
 

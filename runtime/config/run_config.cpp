@@ -128,8 +128,12 @@ void validate(const RunConfig& run) {
   require_fraction(t.min_lr_ratio, "train.min_lr_ratio", true);
   require_fraction(o.beta1, "train.beta1", false);
   require_fraction(o.beta2, "train.beta2", false);
-  if (o.kind != OptimizerKind::kSgd && o.momentum != 0.0) {
-    throw InputError(src + ": train.momentum is only used by train.optimizer: sgd");
+  if (!o.kind.def().uses_momentum && o.momentum != 0.0) {
+    std::string users;
+    for (OptimizerKind k : OptimizerKind::all()) {
+      if (k.def().uses_momentum) users += (users.empty() ? "" : ", ") + k.name();
+    }
+    throw InputError(src + ": train.momentum is not used by train.optimizer: " + o.kind.name() + " (only by " + users + ")");
   }
 
   const DataConfig& d = run.data;
@@ -197,10 +201,10 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   train.read_int("micro_batch_size", t.micro_batch_size);
   train.read_int("micro_batches", t.micro_batches);
   OptimizerConfig& o = t.optimizer;
-  std::string optimizer = optimizer_name(o.kind);
+  std::string optimizer = o.kind.name();
   train.read_string("optimizer", optimizer);
   try {
-    o.kind = parse_optimizer_kind(optimizer);
+    o.kind = OptimizerKind::named(optimizer);
   } catch (const InputError& e) {
     throw InputError(source + ": " + e.what());
   }
@@ -219,10 +223,10 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   train.read_int("checkpoint_interval", t.checkpoint_interval);
   train.read_int("keep_checkpoints", t.keep_checkpoints);
   train.read_int("seed", t.seed);
-  std::string schedule = schedule_kind_name(t.schedule);
+  std::string schedule = t.schedule.name();
   train.read_string("schedule", schedule);
   try {
-    t.schedule = parse_schedule_kind(schedule);
+    t.schedule = ScheduleKind::named(schedule);
   } catch (const InputError& e) {
     throw InputError(source + ": train." + e.what());
   }
@@ -284,7 +288,7 @@ std::string to_yaml(const RunConfig& run) {
   out << YAML::Key << "steps" << YAML::Value << t.steps;
   out << YAML::Key << "micro_batch_size" << YAML::Value << t.micro_batch_size;
   out << YAML::Key << "micro_batches" << YAML::Value << t.micro_batches;
-  out << YAML::Key << "optimizer" << YAML::Value << optimizer_name(t.optimizer.kind);
+  out << YAML::Key << "optimizer" << YAML::Value << t.optimizer.kind.name();
   out << YAML::Key << "lr" << YAML::Value << t.optimizer.lr;
   out << YAML::Key << "min_lr_ratio" << YAML::Value << t.min_lr_ratio;
   out << YAML::Key << "warmup_steps" << YAML::Value << t.warmup_steps;
@@ -300,7 +304,7 @@ std::string to_yaml(const RunConfig& run) {
   out << YAML::Key << "checkpoint_interval" << YAML::Value << t.checkpoint_interval;
   out << YAML::Key << "keep_checkpoints" << YAML::Value << t.keep_checkpoints;
   out << YAML::Key << "seed" << YAML::Value << t.seed;
-  out << YAML::Key << "schedule" << YAML::Value << schedule_kind_name(t.schedule);
+  out << YAML::Key << "schedule" << YAML::Value << t.schedule.name();
   out << YAML::Key << "checkpointing" << YAML::Value << t.checkpointing;
   out << YAML::Key << "intra_op_threads" << YAML::Value << t.intra_op_threads;
   out << YAML::Key << "blas_threads" << YAML::Value << t.blas_threads;
@@ -313,13 +317,12 @@ std::string to_yaml(const RunConfig& run) {
   if (!run.stages.stages.empty()) {
     out << YAML::Key << "stages" << YAML::Value << YAML::BeginSeq;
     for (const StageSpec& st : run.stages.stages) {
-      auto ref = [&](int64_t i) {
-        const LayerId id = layer_at(run.model, i);
-        return id.kind == LayerKind::kBlock ? std::to_string(id.block_index) : layer_name(run.model, i);
-      };
-      out << YAML::Flow << YAML::BeginMap << YAML::Key << "device" << YAML::Value << st.device << YAML::Key << "layers"
-          << YAML::Value << YAML::Flow << YAML::BeginSeq << ref(st.first) << ref(st.last) << YAML::EndSeq;
+      out << YAML::Flow << YAML::BeginMap << YAML::Key << "device" << YAML::Value << st.device.name() << YAML::Key
+          << "layers" << YAML::Value << YAML::Flow << YAML::BeginSeq << layer_ref(run.model, st.first)
+          << layer_ref(run.model, st.last) << YAML::EndSeq;
       if (st.cores > 0) out << YAML::Key << "cores" << YAML::Value << st.cores;
+      if (st.weights) out << YAML::Key << "weights" << YAML::Value << st.weights->name();
+      if (st.optimizer) out << YAML::Key << "optimizer" << YAML::Value << st.optimizer->name();
       out << YAML::EndMap;
     }
     out << YAML::EndSeq;

@@ -15,8 +15,8 @@
 
 #include "memory/model_config.h"
 #include "memory/optimizer_config.h"
-#include "memory/plan_options.h"
 #include "memory/stage_map.h"
+#include "scheduler/schedule.h"
 
 namespace pipetrain {
 
@@ -34,7 +34,7 @@ struct TrainConfig {
   int64_t checkpoint_interval = 100;  // steps between checkpoints (and one at the end); 0: only at the end
   int64_t keep_checkpoints = 2;       // the newest this many stay on disk
   int64_t seed = 1234;
-  ScheduleKind schedule = ScheduleKind::kOneFOneB;  // pipeline schedule (with a stage map)
+  ScheduleKind schedule = ScheduleKind::named("1f1b");  // pipeline schedule (with a stage map)
   bool checkpointing = false;                       // activation checkpointing per stage
   int64_t intra_op_threads = 0;  // 0 = choose for this machine
   int64_t blas_threads = 0;      // 0 = choose for this machine

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "memory/units.h"
 #include "memory/errors.h"
 #include "memory/machine_probe.h"
 

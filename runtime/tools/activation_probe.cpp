@@ -33,15 +33,13 @@ int64_t estimated_activations(const ModelConfig& model, int64_t micro_batch_size
   HardwareSpec hw;
   hw.name = "counted";
   DeviceSpec cpu;
-  cpu.name = "cpu";
+  cpu.id = DeviceId::cpu();
   cpu.allocator_slack = 0.0;
   hw.devices = {cpu};
-  PlanOptions o;
-  o.schedule = ScheduleKind::kGPipe;
-  o.micro_batches = held;
+  MemoryOptions o;
   o.micro_batch_size = micro_batch_size;
-  const StageMap whole = make_stage_map({"cpu"}, {model.num_model_layers() - 1});
-  return estimate_memory(describe_model(model), hw, whole, o).stages[0].activations;
+  // One stage holding `held` micro-batches, as GPipe holds them.
+  return estimate_memory(describe_model(model), hw, single_cpu_stage(model), {held}, o).stages[0].activations;
 }
 
 }  // namespace pipetrain

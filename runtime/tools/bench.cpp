@@ -3,13 +3,12 @@
 #include <memory>
 #include <sstream>
 
-#include "memory/model_desc.h"
 #include "runtime/backends/cpu/cpu_alloc_counter.h"
-#include "runtime/train/pipeline_trainer.h"
 #include "runtime/backends/cpu/threads.h"
+#include "runtime/train/pipeline_trainer.h"
+#include "runtime/train/run_plan.h"
 #include "runtime/train/trainer.h"
-#include "memory/machine_probe.h"
-#include "scheduler/planner.h"
+#include "scheduler/statistics.h"
 
 namespace pipetrain {
 
@@ -29,7 +28,7 @@ std::vector<BenchResult> run_bench(const RunConfig& base, const HardwareSpec& ha
     std::vector<double> step_seconds, bubbles;
     int64_t before_bytes = 0;  // counted bytes before the trainer was built
   };
-  const ThreadChoice reference_threads = choose_threads(0, 0, hardware.device("cpu").cores);
+  const ThreadChoice reference_threads = choose_threads(0, 0, hardware.cpu().cores);
   std::vector<BenchResult> results(cases.size());
   std::vector<Running> running(cases.size());
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -49,17 +48,11 @@ std::vector<BenchResult> run_bench(const RunConfig& base, const HardwareSpec& ha
       results[i].state_bytes = CpuAllocCounter::current_bytes() - running[i].before_bytes;  // weights
       continue;
     }
-    PlanOptions po;
-    po.schedule = c.schedule;
-    po.micro_batches = c.micro_batches;
-    po.micro_batch_size = run.train.micro_batch_size;
-    po.checkpointing = run.train.checkpointing;
-    po.optimizer = run.train.optimizer;
-    const Plan plan = evaluate_plan(describe_model(run.model), hardware, c.map, po);
+    const Plan plan = plan_of_run(run, hardware);
     results[i].predicted_tokens_per_s = plan.predicted.tokens_per_s;
     results[i].predicted_bubble = plan.predicted.bubble_fraction;
     for (const StageMemory& s : plan.memory.stages) results[i].planned_bytes += s.weights + s.grads + s.optimizer + s.activations;
-    running[i].trainer = std::make_unique<PipelineTrainer>(run, hardware, false);
+    running[i].trainer = std::make_unique<PipelineTrainer>(run, plan, hardware, false);
     results[i].state_bytes = CpuAllocCounter::current_bytes() - running[i].before_bytes;  // weights
   }
 
@@ -102,7 +95,7 @@ std::string bench_csv(const std::vector<BenchResult>& results) {
   out << "kind,split,schedule,micro_batches,planner_choice,tokens_per_s,step_seconds,predicted_tokens_per_s,error,"
          "bubble,predicted_bubble,state_bytes,activation_peak_bytes,planned_bytes\n";
   for (const BenchResult& r : results) {
-    out << bench_kind_name(r.bench.kind) << ",\"" << r.bench.label << "\"," << schedule_kind_name(r.bench.schedule) << ','
+    out << bench_kind_name(r.bench.kind) << ",\"" << r.bench.label << "\"," << r.bench.schedule.name() << ','
         << r.bench.micro_batches << ',' << (r.bench.planner_choice ? 1 : 0) << ',' << r.stats.median_tokens_per_s << ','
         << r.stats.median_step_seconds << ',' << r.predicted_tokens_per_s << ',' << r.error << ',' << r.measured_bubble
         << ',' << r.predicted_bubble << ',' << r.state_bytes << ',' << r.activation_peak_bytes << ',' << r.planned_bytes

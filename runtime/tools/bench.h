@@ -25,7 +25,7 @@ enum class BenchKind { kSplit, kReference, kNaive };
 struct BenchCase {
   BenchKind kind = BenchKind::kSplit;
   StageMap map;  // empty for the reference trainer
-  ScheduleKind schedule = ScheduleKind::kOneFOneB;
+  ScheduleKind schedule = ScheduleKind::named("1f1b");
   int micro_batches = 1;
   bool planner_choice = false;
   std::string label;  // filled by run_bench when empty

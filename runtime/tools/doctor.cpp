@@ -1,5 +1,7 @@
 #include "runtime/tools/doctor.h"
 
+#include "memory/units.h"
+
 #include <torch/cuda.h>
 #include <torch/version.h>
 

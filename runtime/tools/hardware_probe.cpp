@@ -21,8 +21,7 @@ HardwareSpec probe_this_machine() {
   hw.source = "probed";
   const MachineMemory mem = probe_machine_memory();
   DeviceSpec cpu;
-  cpu.name = "cpu";
-  cpu.kind = DeviceKind::kCpu;
+  cpu.id = DeviceId::cpu();
   cpu.memory_bytes = mem.ram_total_bytes;
   if (mem.cgroup_limit_bytes > 0 && mem.cgroup_limit_bytes < cpu.memory_bytes) cpu.memory_bytes = mem.cgroup_limit_bytes;
   cpu.safety_margin = 0.9;
@@ -37,16 +36,15 @@ HardwareSpec probe_this_machine() {
   for (const GpuInfo& gpu : probe_driver_gpus()) {
     if (gpu.memory_bytes <= 0) continue;
     DeviceSpec dev;
-    dev.name = "cuda:" + std::to_string(index++);
-    dev.kind = DeviceKind::kCuda;
+    dev.id = DeviceId::cuda(index++);
     dev.memory_bytes = gpu.memory_bytes;
     dev.safety_margin = 0.95;
     dev.reserved_bytes = static_cast<int64_t>(0.6 * kGiB);
     dev.allocator_slack = 0.10;
     dev.flops_per_s = 10e12;  // unknown until profiled: a mid-range GPU's sustained FP32 rate
     hw.devices.push_back(dev);
-    hw.links.push_back({"cpu", dev.name, 12e9, 20e-6});
-    hw.links.push_back({dev.name, "cpu", 12e9, 20e-6});
+    hw.links.push_back({DeviceId::cpu(), dev.id, 12e9, 20e-6});
+    hw.links.push_back({dev.id, DeviceId::cpu(), 12e9, 20e-6});
   }
   hw.pinned_bytes = cpu.memory_bytes / 4;
   validate_hardware(hw);

@@ -1,8 +1,6 @@
 #include "runtime/tools/profile.h"
 
 #include <ATen/Parallel.h>
-#include <pthread.h>
-#include <sched.h>
 #include <torch/optim/optimizer.h>
 #include <torch/torch.h>
 
@@ -14,11 +12,13 @@
 
 #include "memory/errors.h"
 #include "memory/machine_probe.h"
+#include "runtime/backends/cpu/core_pinning.h"
 #include "runtime/config/hardware_file.h"
 #include "runtime/tools/hardware_probe.h"
 #include "runtime/backends/cpu/threads.h"
 #include "runtime/train/trainer.h"
 #include "scheduler/cost_model.h"
+#include "scheduler/statistics.h"
 #include "stages/model.h"
 #include "stages/optim.h"
 
@@ -28,33 +28,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-// Pins the calling thread to `count` of the CPUs this process may use, starting at the `first`-th,
-// for as long as it lives.
-class PinCores {
- public:
-  PinCores(int first, int count) {
-    if (pthread_getaffinity_np(pthread_self(), sizeof(previous_), &previous_) != 0) return;
-    cpu_set_t mine;
-    CPU_ZERO(&mine);
-    int seen = 0;
-    for (int c = 0; c < CPU_SETSIZE && seen < first + count; ++c) {
-      if (!CPU_ISSET(c, &previous_)) continue;
-      if (seen >= first) CPU_SET(c, &mine);
-      ++seen;
-    }
-    pinned_ = pthread_setaffinity_np(pthread_self(), sizeof(mine), &mine) == 0;
-  }
-  ~PinCores() {
-    if (pinned_) pthread_setaffinity_np(pthread_self(), sizeof(previous_), &previous_);
-  }
-  PinCores(const PinCores&) = delete;
-  PinCores& operator=(const PinCores&) = delete;
-
- private:
-  cpu_set_t previous_;
-  bool pinned_ = false;
-};
 
 // Lets the copies of a measurement start each repetition together, so they overlap as pipeline
 // stages on neighbouring cores do.
@@ -88,32 +61,34 @@ struct CopyTimes {
 // One copy of the measurement, on cores [first_core, first_core + cores).
 CopyTimes measure_copy(const ModelConfig& model, int64_t micro_batch_size, const OptimizerConfig& optimizer,
                        int first_core, int cores, int intra_op_threads, const ProfileOptions& options, Barrier& barrier) {
-  PinCores pin(first_core, cores);
+  std::vector<int> logical(static_cast<size_t>(cores));
+  for (int c = 0; c < cores; ++c) logical[static_cast<size_t>(c)] = first_core + c;
+  PinToCores pin(logical);
   at::set_num_threads(intra_op_threads);
   CopyTimes out;
-  const int64_t n = model.num_model_layers();
   const int64_t t = model.seq_len;
   torch::manual_seed(static_cast<uint64_t>(first_core));
   const torch::Tensor tokens = torch::randint(model.vocab_size, {micro_batch_size, t}, torch::kLong);
   const torch::Tensor targets = torch::randint(model.vocab_size, {micro_batch_size, t}, torch::kLong);
   const torch::Tensor hidden = torch::randn({micro_batch_size, t, model.hidden_dim}).to(to_torch_dtype(model.dtype));
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = kEmbedLayer; i <= head_layer(model); ++i) {
+    const bool head = is_head_layer(model, i);
     const std::shared_ptr<LayerImpl> layer = build_layer(model, i, /*seed=*/1234);
     layer->train();
     const auto opt = make_optimizer(layer->named_parameters(), optimizer);
     std::vector<double> forward, backward, step;
     for (int r = 0; r < options.warmup + options.repeats; ++r) {
       opt->zero_grad();
-      torch::Tensor x = i == 0 ? tokens : hidden.detach().requires_grad_(true);
+      torch::Tensor x = i == kEmbedLayer ? tokens : hidden.detach().requires_grad_(true);
       barrier.arrive_and_wait();
       auto start = Clock::now();
       torch::Tensor y = layer->forward(x);
-      if (i == n - 1) y = lm_loss(y, targets);  // the last stage's forward ends in the loss
+      if (head) y = lm_loss(y, targets);  // the last stage's forward ends in the loss
       const double f = seconds_since(start);
-      const torch::Tensor grad = i == n - 1 ? torch::Tensor() : torch::randn_like(y);
+      const torch::Tensor grad = head ? torch::Tensor() : torch::randn_like(y);
       barrier.arrive_and_wait();
       start = Clock::now();
-      if (i == n - 1) {
+      if (head) {
         y.backward();
       } else {
         y.backward(grad);
@@ -171,7 +146,7 @@ LayerTimes measure_layer_times(const ModelConfig& model, int64_t micro_batch_siz
   at::set_num_threads(previous_threads);
 
   LayerTimes out;
-  out.device = "cpu";
+  out.device = DeviceId::cpu();
   out.cores = cores;
   const size_t n = static_cast<size_t>(model.num_model_layers());
   for (size_t i = 0; i < n; ++i) {
@@ -199,7 +174,7 @@ HardwareSpec profile_this_machine(const ModelConfig& model, int64_t micro_batch_
                                   const ProfileOptions& options) {
   HardwareSpec hw = probe_this_machine();  // memory, cores, GPUs, measured GEMM rates
   hw.name = "this-machine (profiled)";
-  const int total = hw.device("cpu").cores;
+  const int total = hw.cpu().cores;
   std::vector<int> counts = options.core_counts;
   if (counts.empty()) {
     for (int c = 1; c <= total; ++c) counts.push_back(c);

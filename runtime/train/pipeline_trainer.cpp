@@ -2,8 +2,6 @@
 
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
-#include <pthread.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <cmath>
@@ -13,13 +11,15 @@
 
 #include "memory/errors.h"
 #include "memory/machine_probe.h"
-#include "memory/plan_options.h"
 #include "memory/stage_map.h"
-#include "runtime/backends/registry.h"
+#include "runtime/backends/cpu/core_pinning.h"
 #include "runtime/backends/cpu/host_allocator.h"
-#include "runtime/train/lr_schedule.h"
 #include "runtime/backends/cpu/threads.h"
+#include "runtime/backends/registry.h"
+#include "runtime/train/lr_schedule.h"
+#include "runtime/train/run_plan.h"
 #include "scheduler/executor.h"
+#include "scheduler/statistics.h"
 #include "stages/optim.h"
 
 namespace pipetrain {
@@ -27,27 +27,14 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The OS's ids of the CPUs this process may run on, in order: logical core i is the i-th of them.
-std::vector<int> usable_cpu_ids() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  std::vector<int> ids;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    for (int c = 0; c < CPU_SETSIZE; ++c) {
-      if (CPU_ISSET(c, &set)) ids.push_back(c);
-    }
-  }
-  return ids;
-}
-
 std::string error_text(const std::exception& e) {
   if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) return c10_error->what_without_backtrace();
   return e.what();
 }
 
-std::string describe_stage(const RunConfig& run, int s) {
-  const StageSpec& st = run.stages.stages[static_cast<size_t>(s)];
-  return "stage " + std::to_string(s) + " (" + st.device + ", " + describe_range(run.model, st.first, st.last) + ")";
+std::string describe_stage(const ModelConfig& model, const StageMap& map, int s) {
+  const StageSpec& st = map.stages[static_cast<size_t>(s)];
+  return "stage " + std::to_string(s) + " (" + st.device.name() + ", " + describe_range(model, st.first, st.last) + ")";
 }
 
 }  // namespace
@@ -57,24 +44,19 @@ std::string describe_stage(const RunConfig& run, int s) {
 class PipelineTrainer::OpScope {
  public:
   OpScope(PipelineTrainer& trainer, int stage) : previous_threads_(at::get_num_threads()) {
-    const int group = trainer.cores_.group_of_stage[static_cast<size_t>(stage)];
+    const CoreAssignment& cores = trainer.plan_.cores;
+    const int group = cores.group_of_stage[static_cast<size_t>(stage)];
     if (group < 0) {  // a GPU stage's feeding thread: launches and waits, one thread
       at::set_num_threads(1);
       return;
     }
-    const CoreGroup& g = trainer.cores_.groups[static_cast<size_t>(group)];
+    const CoreGroup& g = cores.groups[static_cast<size_t>(group)];
     at::set_num_threads(trainer.run_.train.intra_op_threads > 0 ? static_cast<int>(trainer.run_.train.intra_op_threads)
                                                                 : g.intra_op_threads);
-    if (trainer.os_cpus_.empty()) return;
-    cpu_set_t mine;
-    CPU_ZERO(&mine);
-    for (int c : g.cpus) CPU_SET(trainer.os_cpus_[static_cast<size_t>(c) % trainer.os_cpus_.size()], &mine);
-    CPU_ZERO(&previous_);
-    pinned_ = pthread_getaffinity_np(pthread_self(), sizeof(previous_), &previous_) == 0 &&
-              pthread_setaffinity_np(pthread_self(), sizeof(mine), &mine) == 0;
+    pin_.emplace(g.cpus);
   }
   ~OpScope() {
-    if (pinned_) pthread_setaffinity_np(pthread_self(), sizeof(previous_), &previous_);
+    pin_.reset();
     at::set_num_threads(previous_threads_);
   }
   OpScope(const OpScope&) = delete;
@@ -82,59 +64,56 @@ class PipelineTrainer::OpScope {
 
  private:
   int previous_threads_;
-  cpu_set_t previous_;
-  bool pinned_ = false;
+  std::optional<PinToCores> pin_;
 };
 
-PipelineTrainer::PipelineTrainer(const RunConfig& run, const HardwareSpec& hardware, bool keep_trace)
-    : run_(run),
+PipelineTrainer::PipelineTrainer(const RunConfig& run, const Plan& plan, const HardwareSpec& hardware, bool keep_trace)
+    : run_(recorded_config(run, plan)),
+      plan_(plan),
       hardware_(hardware),
       corpus_(run.data.files, run.model.seq_len, run.data.val_fraction, static_cast<uint64_t>(run.train.seed)),
-      schedule_(make_schedule(run.train.schedule, run.stages.num_stages(), static_cast<int>(run.train.micro_batches))),
-      cores_(assign_cores(run.stages, hardware)),
-      os_cpus_(usable_cpu_ids()),
       keep_trace_(keep_trace),
       created_(Clock::now()) {
-  validate_stage_map(run_.stages, run_.model, hardware_);
+  validate_stage_map(plan_.map, run_.model, hardware_);
   // Explicit thread counts in the config win over the core groups' choice.
-  set_blas_threads(run_.train.blas_threads > 0 ? static_cast<int>(run_.train.blas_threads) : cores_.blas_threads);
+  set_blas_threads(run_.train.blas_threads > 0 ? static_cast<int>(run_.train.blas_threads) : plan_.cores.blas_threads);
+  hold_devices_to_the_plan();
+  build_stages();
+  build_transfers();
+}
 
-  // Each GPU's caching allocator is held to the memory the plan was made for, so a large card
-  // stands in for the hardware description's (an 8 GiB reference card on an H100, say).
-  for (const StageSpec& st : run_.stages.stages) {
-    if (st.device == "cpu" || std::find(gpus_.begin(), gpus_.end(), st.device) != gpus_.end()) continue;
+// Each device with memory of its own gets its caching allocator held to the memory the plan was
+// made for, so a large card stands in for the hardware description's (an 8 GiB card on an H100).
+void PipelineTrainer::hold_devices_to_the_plan() {
+  for (const StageSpec& st : plan_.map.stages) {
+    if (!st.device.has_own_memory() || std::find(gpus_.begin(), gpus_.end(), st.device) != gpus_.end()) continue;
     gpus_.push_back(st.device);
-    cap_device_memory(torch_device(st.device), hardware_.device(st.device).memory_bytes);
-    reset_device_memory_peak(torch_device(st.device));
+    cap_device_memory(st.device, hardware_.device(st.device).memory_bytes);
+    reset_device_memory_peak(st.device);
   }
+}
 
+// A Stage per stage of the plan, on the device where its layers compute.
+void PipelineTrainer::build_stages() {
   StageOptions options;
-  options.checkpointing = run_.train.checkpointing;
-  options.optimizer = run_.train.optimizer;
-  const int micro_batches = static_cast<int>(run_.train.micro_batches);
-  for (int s = 0; s < run_.stages.num_stages(); ++s) {
-    const StageSpec& st = run_.stages.stages[static_cast<size_t>(s)];
-    options.device = torch_device(st.device);
+  options.checkpointing = plan_.options.checkpointing;
+  options.optimizer = plan_.options.optimizer;
+  for (const StageSpec& st : plan_.map.stages) {
+    options.device = torch_device(st.placement().compute);
     stages_.push_back(std::make_unique<Stage>(run_.model, st.first, st.last, static_cast<uint64_t>(run_.train.seed), options));
-    devices_.push_back(make_stage_device(options.device, micro_batches));
+    devices_.push_back(make_stage_device(st.device, plan_.options.micro_batches));
   }
-  // Staging rings as the planner counts them (memory/estimate.h), of one boundary activation
-  // [micro_batch_size, seq_len, hidden_dim] in FP32 per slot: ring_slots slots into a GPU; out of
-  // one, the receiving stage's micro-batches in flight + 1, since it keeps each slot until backward.
-  auto ring_into = [&](int receiver) {
-    RingSpec ring;
-    ring.slot_bytes = run_.train.micro_batch_size * run_.model.seq_len * run_.model.hidden_dim * static_cast<int64_t>(sizeof(float));
-    ring.micro_batches = micro_batches;
-    ring.slots = stages_[static_cast<size_t>(receiver)]->device().is_cpu()
-                     ? max_in_flight(schedule_.stages[static_cast<size_t>(receiver)]) + 1
-                     : PlanOptions().ring_slots;
-    return ring;
-  };
-  for (int b = 0; b + 1 < run_.stages.num_stages(); ++b) {
-    const torch::Device from = stages_[static_cast<size_t>(b)]->device();
-    const torch::Device to = stages_[static_cast<size_t>(b + 1)]->device();
-    send_forward_.push_back(make_transfer(from, to, ring_into(b + 1), devices_[static_cast<size_t>(b)].get(), EventKind::kForward));
-    send_backward_.push_back(make_transfer(to, from, ring_into(b), devices_[static_cast<size_t>(b + 1)].get(), EventKind::kBackward));
+}
+
+// Per boundary and direction, the transfer the plan sized: its staging ring's slots and bytes
+// (memory/estimate.h counted the same), with the op that makes what crosses.
+void PipelineTrainer::build_transfers() {
+  for (size_t b = 0; b < plan_.boundaries.size(); ++b) {
+    const BoundaryPlan& boundary = plan_.boundaries[b];
+    const RingSpec forward{boundary.rings.forward_slots, boundary.rings.slot_bytes, plan_.options.micro_batches};
+    const RingSpec backward{boundary.rings.backward_slots, boundary.rings.slot_bytes, plan_.options.micro_batches};
+    send_forward_.push_back(make_transfer(boundary.from, boundary.to, forward, devices_[b].get(), EventKind::kForward));
+    send_backward_.push_back(make_transfer(boundary.to, boundary.from, backward, devices_[b + 1].get(), EventKind::kBackward));
     forward_resources_.push_back(send_forward_.back()->resource().empty() ? "send " + std::to_string(b) + "->" + std::to_string(b + 1)
                                                                           : send_forward_.back()->resource());
     backward_resources_.push_back(send_backward_.back()->resource().empty() ? "send " + std::to_string(b + 1) + "->" + std::to_string(b)
@@ -156,7 +135,7 @@ int64_t PipelineTrainer::pinned_bytes() const {
 
 std::vector<VramLine> PipelineTrainer::vram() const {
   std::vector<VramLine> lines;
-  for (const std::string& gpu : gpus_) lines.push_back({gpu, device_memory_report(torch_device(gpu))});
+  for (DeviceId gpu : gpus_) lines.push_back({gpu, device_memory_report(gpu)});
   return lines;
 }
 
@@ -165,9 +144,9 @@ PipelineTrainer::~PipelineTrainer() = default;
 std::vector<std::string> PipelineTrainer::stage_resources() const {
   std::vector<std::string> names;
   for (int s = 0; s < static_cast<int>(stages_.size()); ++s) {
-    const int group = cores_.group_of_stage[static_cast<size_t>(s)];
-    names.push_back(group < 0 ? run_.stages.stages[static_cast<size_t>(s)].device
-                              : cores_.groups[static_cast<size_t>(group)].resource);
+    const int group = plan_.cores.group_of_stage[static_cast<size_t>(s)];
+    names.push_back(group < 0 ? plan_.map.stages[static_cast<size_t>(s)].device.name()
+                              : plan_.cores.groups[static_cast<size_t>(group)].resource);
   }
   return names;
 }
@@ -224,7 +203,7 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
     } catch (const PipelineError&) {
       throw;
     } catch (const std::exception& e) {
-      throw PipelineError(describe_stage(run_, s) + " failed in " + op + " of micro-batch " + std::to_string(k) +
+      throw PipelineError(describe_stage(run_.model, plan_.map, s) + " failed in " + op + " of micro-batch " + std::to_string(k) +
                           " at step " + std::to_string(steps_done_ + 1) + ": " + error_text(e));
     }
   };
@@ -275,13 +254,13 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
 
   ExecutorOptions options;
   options.stage_resources = stage_resources();
-  options.stage_groups = one_op_at_a_time_ ? std::vector<int>(static_cast<size_t>(num), 0) : cores_.group_of_stage;
+  options.stage_groups = one_op_at_a_time_ ? std::vector<int>(static_cast<size_t>(num), 0) : plan_.cores.group_of_stage;
   options.forward_resources = forward_resources_;
   options.backward_resources = backward_resources_;
   for (auto& d : devices_) d->begin_step();
   for (auto& t : send_forward_) t->begin_step();
   for (auto& t : send_backward_) t->begin_step();
-  ExecutionReport report = run_schedule(schedule_, callbacks, boundaries, options);
+  ExecutionReport report = run_schedule(plan_.schedule, callbacks, boundaries, options);
   last_max_in_flight_ = report.max_in_flight;
 
   // What a device timed itself replaces the host's view of it: a GPU op's span is when the GPU ran
@@ -313,7 +292,7 @@ StepRecord PipelineTrainer::train_step() {
   const TokenBatch batch = to_token_batch(corpus_.next_train_batch(rows), rows, run_.model.seq_len, torch::kCPU);
 
   // Process-wide, so set every step: another trainer in this process may have changed it.
-  set_blas_threads(run_.train.blas_threads > 0 ? static_cast<int>(run_.train.blas_threads) : cores_.blas_threads);
+  set_blas_threads(run_.train.blas_threads > 0 ? static_cast<int>(run_.train.blas_threads) : plan_.cores.blas_threads);
   for (auto& stage : stages_) stage->zero_grad();
   std::vector<double> losses(static_cast<size_t>(t.micro_batches), 0.0);
   const double step_offset = std::chrono::duration<double>(Clock::now() - created_).count();
@@ -421,7 +400,7 @@ PipelineSummary PipelineTrainer::summary() const {
   out.measured_pipeline_seconds = median(spans);
   out.op_times = median_op_times(steps, num_stages(), stage_resources());
   const int64_t tokens = run_.train.micro_batch_size * run_.train.micro_batches * run_.model.seq_len;
-  const SimResult predicted = simulate(schedule_, out.op_times.stages, out.op_times.transfers, tokens);
+  const SimResult predicted = simulate(plan_.schedule, out.op_times.stages, out.op_times.transfers, tokens);
   out.predicted_bubble = predicted.bubble_fraction;
   out.predicted_pipeline_seconds = predicted.pipeline_seconds;
   out.predicted_step_seconds = predicted.step_seconds;

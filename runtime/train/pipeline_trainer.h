@@ -1,5 +1,8 @@
-// The pipelined trainer: the model cut into stages by a stage map, micro-batches flowing through a
-// oneTBB flow graph (scheduler/executor.h), every stage busy at once.
+// The pipelined trainer: a plan (scheduler/plan.h) executed. The model is cut into the plan's stages,
+// micro-batches flow through a oneTBB flow graph (scheduler/executor.h) in the order of the plan's
+// op lists, every stage busy at once. The trainer builds nothing the plan decided: the schedule,
+// the cores each stage computes on, the staging rings and the placement of every layer are the
+// plan's; the run's config gives the model, the data, the learning rate and evaluation.
 //
 // A step is the reference trainer's step, executed differently: the same micro_batch_size *
 // micro_batches windows, micro-batch m = rows [m * mbs, (m + 1) * mbs), each loss divided by M,
@@ -13,8 +16,8 @@
 // and train.blas_threads override them when non-zero). An exception in any stage cancels the step before any optimizer
 // steps: the parameters stay as they were, and the error names the stage, the op and the micro-batch.
 //
-//   run.stages = place_stages(map, false, &warnings);
-//   PipelineTrainer trainer(run, load_hardware("this-machine"), /*keep_trace=*/true);
+//   Plan plan = plan_of_run(run, hardware);            // runtime/train/run_plan.h
+//   PipelineTrainer trainer(run, plan, hardware, /*keep_trace=*/true);
 //   run_training(trainer, on_step);
 //   PipelineSummary s = trainer.summary();   // measured bubble and step time against the simulator's
 #pragma once
@@ -22,12 +25,14 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "memory/hardware.h"
 #include "scheduler/cores.h"
+#include "scheduler/plan.h"
 #include "scheduler/schedule.h"
 #include "scheduler/timeline.h"
 #include "runtime/backends/registry.h"
@@ -58,14 +63,15 @@ struct PipelineSummary {
 
 // A GPU's caching allocator against the planner's estimate for that device.
 struct VramLine {
-  std::string device;
+  DeviceId device;
   DeviceMemoryReport report;
 };
 
 class PipelineTrainer : public Trainer, public LayerStates {
  public:
-  // run.stages must be a placed stage map (runtime/devices.h) valid for run.model and hardware.
-  PipelineTrainer(const RunConfig& run, const HardwareSpec& hardware, bool keep_trace);
+  // `plan` was made for run.model on `hardware`, with devices this build and machine have
+  // (runtime/backends/registry.h place_stages). config() is `run` with the plan's decisions in it.
+  PipelineTrainer(const RunConfig& run, const Plan& plan, const HardwareSpec& hardware, bool keep_trace);
   ~PipelineTrainer() override;
 
   StepRecord train_step() override;
@@ -86,8 +92,9 @@ class PipelineTrainer : public Trainer, public LayerStates {
 
   int num_stages() const { return static_cast<int>(stages_.size()); }
   Stage& stage(int s) { return *stages_[static_cast<size_t>(s)]; }
-  const Schedule& schedule() const { return schedule_; }
-  const CoreAssignment& cores() const { return cores_; }
+  const Plan& plan() const { return plan_; }
+  const Schedule& schedule() const { return plan_.schedule; }
+  const CoreAssignment& cores() const { return plan_.cores; }
   // Where each stage's ops run, as the simulator names it: "cpu", "cpu[1]", "cuda:0".
   std::vector<std::string> stage_resources() const;
   // Every parameter in layer order (the reference model's order).
@@ -113,18 +120,19 @@ class PipelineTrainer : public Trainer, public LayerStates {
 
  private:
   class OpScope;
+  void hold_devices_to_the_plan();
+  void build_stages();
+  void build_transfers();
   // Runs the schedule; returns its spans on the step's clock.
   std::vector<SimEvent> run_step_ops(const TokenBatch& batch, std::vector<double>& losses);
 
   RunConfig run_;
+  Plan plan_;
   HardwareSpec hardware_;
   ByteCorpus corpus_;
-  Schedule schedule_;
-  CoreAssignment cores_;
-  std::vector<int> os_cpus_;  // logical core i is the OS's CPU os_cpus_[i]
   std::vector<std::unique_ptr<Stage>> stages_;
   std::vector<std::unique_ptr<StageDevice>> devices_;  // how each stage's ops run
-  std::vector<std::string> gpus_;                       // distinct GPU names the stages use
+  std::vector<DeviceId> gpus_;                          // distinct devices of their own memory the stages use
   bool one_op_at_a_time_ = false;
   std::vector<std::unique_ptr<Transfer>> send_forward_, send_backward_;
   std::vector<std::string> forward_resources_, backward_resources_;

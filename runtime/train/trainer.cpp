@@ -9,6 +9,7 @@
 #include "memory/machine_probe.h"
 #include "runtime/backends/cpu/host_allocator.h"
 #include "runtime/train/lr_schedule.h"
+#include "scheduler/statistics.h"
 #include "stages/optim.h"
 
 namespace pipetrain {
@@ -82,13 +83,6 @@ double ReferenceTrainer::validation_loss() {
     total += lm_loss(model_->forward(batch.inputs), batch.targets).item<double>();
   }
   return total / static_cast<double>(run_.train.eval_batches);
-}
-
-double median(std::vector<double> values) {
-  if (values.empty()) return 0.0;
-  std::sort(values.begin(), values.end());
-  const size_t mid = values.size() / 2;
-  return values.size() % 2 == 1 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
 }
 
 RunSummary run_training(Trainer& trainer, const std::function<void(const StepRecord&)>& on_step,

@@ -85,6 +85,4 @@ struct RunSummary {
 RunSummary run_training(Trainer& trainer, const std::function<void(const StepRecord&)>& on_step,
                         const std::function<bool()>& stop = nullptr);
 
-double median(std::vector<double> values);
-
 }  // namespace pipetrain

@@ -1,34 +1,22 @@
-#include "runtime/tools/plan_report.h"
-
-#include "scheduler/cost_model.h"
+#include "runtime/io/plan_report.h"
 
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
 
-#include "memory/machine_probe.h"
 #include "memory/param_count.h"
+#include "memory/units.h"
+#include "scheduler/cost_model.h"
 
 namespace pipetrain {
 
-PlanRequest plan_request_for(const RunConfig& run, const HardwareSpec& hardware) {
-  PlanRequest request;
-  request.model = run.model;
-  request.hardware = hardware;
-  request.options.micro_batch_size = run.train.micro_batch_size;
-  request.options.micro_batches = static_cast<int>(run.train.micro_batches);
-  request.options.schedule = run.train.schedule;
-  request.options.checkpointing = run.train.checkpointing;
-  request.options.optimizer = run.train.optimizer;
-  return request;
-}
 namespace {
 
 std::string options_line(const PlanOptions& o) {
   char line[256];
-  std::snprintf(line, sizeof(line), "%s, %d micro-batches of %lld, checkpointing %s, %s", schedule_kind_name(o.schedule).c_str(),
+  std::snprintf(line, sizeof(line), "%s, %d micro-batches of %lld, checkpointing %s, %s", o.schedule.name().c_str(),
                 o.micro_batches, static_cast<long long>(o.micro_batch_size), o.checkpointing ? "on" : "off",
-                optimizer_name(o.optimizer.kind).c_str());
+                o.optimizer.kind.name().c_str());
   return line;
 }
 
@@ -44,7 +32,7 @@ std::string prediction_line(const Plan& p) {
 std::string map_line(const ModelConfig& model, const StageMap& map) {
   std::string text;
   for (const StageSpec& st : map.stages) {
-    text += (text.empty() ? "" : " | ") + st.device + (st.cores > 0 ? "(" + std::to_string(st.cores) + "c)" : "") + " " +
+    text += (text.empty() ? "" : " | ") + st.device.name() + (st.cores > 0 ? "(" + std::to_string(st.cores) + "c)" : "") + " " +
             describe_range(model, st.first, st.last);
   }
   return text;
@@ -80,7 +68,7 @@ std::string format_plan_text(const PlanRequest& request, const PlanOutcome& outc
     out += std::string(request.map ? "plan (given stage map): " : "closest plan (nothing fits): ") + map_line(m, plan.map) + "\n";
   }
   out += "options: " + options_line(plan.options) + "\n\n";
-  out += format_memory_table(plan.memory, m, request.hardware, plan.map);
+  out += format_memory_table(plan.memory, m, plan.map);
   out += "\npredicted: " + prediction_line(plan) + "\n";
   out += "times: " + time_source(m, request.hardware, request.options) + "\n";
   if (outcome.fits && outcome.plans.size() > 1) {
@@ -100,7 +88,7 @@ std::string format_plan_text(const PlanRequest& request, const PlanOutcome& outc
     out += "\nDOES NOT FIT:";
     for (const DeviceMemory& d : plan.memory.devices) {
       if (d.fits) continue;
-      out += " " + d.name + " needs " + format_gib(d.need_bytes) + ", budget is " + format_gib(d.budget_bytes) + ";";
+      out += " " + d.name() + " needs " + format_gib(d.need_bytes) + ", budget is " + format_gib(d.budget_bytes) + ";";
     }
     if (plan.memory.pinned_need_bytes > plan.memory.pinned_budget_bytes) {
       out += " pinned memory needs " + format_gib(plan.memory.pinned_need_bytes) + ", budget is " +
@@ -112,58 +100,87 @@ std::string format_plan_text(const PlanRequest& request, const PlanOutcome& outc
   return out;
 }
 
+namespace {
+
+nlohmann::ordered_json stage_json(const ModelConfig& model, const Plan& p, size_t s) {
+  const StageSpec& st = p.map.stages[s];
+  const StageMemory& mem = p.memory.stages[s];
+  const StageTiming& t = p.stage_times[s];
+  const Placement place = st.placement();
+  return {{"device", st.device.name()},
+          {"cores", st.cores},
+          {"weights", place.weights.name()},
+          {"optimizer_state", place.optimizer.name()},
+          {"layers", {{"first", st.first}, {"last", st.last}, {"first_name", layer_name(model, st.first)},
+                      {"last_name", layer_name(model, st.last)}}},
+          {"micro_batches_held", mem.in_flight},
+          {"ops", format_ops(p.schedule.stages[s])},
+          {"bytes", {{"weights", mem.weights}, {"grads", mem.grads}, {"optimizer", mem.optimizer},
+                     {"activations", mem.activations}, {"buffers", mem.buffers}, {"slack", mem.slack}, {"total", mem.total}}},
+          {"predicted", {{"resource", t.resource}, {"forward_seconds", t.forward_seconds},
+                         {"backward_seconds", t.backward_seconds}, {"optimizer_seconds", t.optimizer_seconds}}}};
+}
+
+nlohmann::ordered_json boundary_json(const BoundaryPlan& b) {
+  nlohmann::ordered_json j = {{"from", b.from.name()}, {"to", b.to.name()}, {"activation_bytes", b.activation_bytes}};
+  if (b.rings.staged) {
+    j["pinned_rings"] = {{"host_stage", b.rings.host_stage}, {"slot_bytes", b.rings.slot_bytes},
+                         {"forward_slots", b.rings.forward_slots}, {"backward_slots", b.rings.backward_slots}};
+  }
+  if (!b.predicted.forward_resource.empty()) {
+    j["forward_copy"] = {{"resource", b.predicted.forward_resource}, {"seconds", b.predicted.forward_seconds}};
+  }
+  if (!b.predicted.backward_resource.empty()) {
+    j["backward_copy"] = {{"resource", b.predicted.backward_resource}, {"seconds", b.predicted.backward_seconds}};
+  }
+  return j;
+}
+
+nlohmann::ordered_json plan_json(const ModelConfig& model, const Plan& p) {
+  nlohmann::ordered_json j;
+  j["schedule"] = p.options.schedule.name();
+  j["micro_batches"] = p.options.micro_batches;
+  j["micro_batch_size"] = p.options.micro_batch_size;
+  j["checkpointing"] = p.options.checkpointing;
+  j["optimizer"] = p.options.optimizer.kind.name();
+  j["stages"] = nlohmann::ordered_json::array();
+  for (size_t s = 0; s < p.map.stages.size(); ++s) j["stages"].push_back(stage_json(model, p, s));
+  j["boundaries"] = nlohmann::ordered_json::array();
+  for (const BoundaryPlan& b : p.boundaries) j["boundaries"].push_back(boundary_json(b));
+  j["devices"] = nlohmann::ordered_json::array();
+  for (const DeviceMemory& d : p.memory.devices) {
+    j["devices"].push_back({{"name", d.name()}, {"memory_bytes", d.memory_bytes}, {"safety_margin", d.safety_margin},
+                            {"budget_bytes", d.budget_bytes}, {"need_bytes", d.need_bytes}, {"fits", d.fits}});
+  }
+  j["pinned"] = {{"need_bytes", p.memory.pinned_need_bytes}, {"budget_bytes", p.memory.pinned_budget_bytes}};
+  nlohmann::ordered_json utilisation;
+  for (const auto& [resource, u] : p.predicted.utilisation) utilisation[resource] = u;
+  j["predicted"] = {{"step_seconds", p.predicted.step_seconds},
+                    {"tokens_per_second", p.predicted.tokens_per_s},
+                    {"bubble_fraction", p.predicted.bubble_fraction},
+                    {"bottleneck", p.predicted.bottleneck},
+                    {"utilisation", utilisation}};
+  return j;
+}
+
+}  // namespace
+
 nlohmann::ordered_json plan_to_json(const PlanRequest& request, const PlanOutcome& outcome, const std::vector<Remedy>& remedies) {
-  auto plan_json = [&](const Plan& p) {
-    nlohmann::ordered_json j;
-    j["schedule"] = schedule_kind_name(p.options.schedule);
-    j["micro_batches"] = p.options.micro_batches;
-    j["micro_batch_size"] = p.options.micro_batch_size;
-    j["checkpointing"] = p.options.checkpointing;
-    j["optimizer"] = optimizer_name(p.options.optimizer.kind);
-    j["stages"] = nlohmann::ordered_json::array();
-    for (size_t s = 0; s < p.map.stages.size(); ++s) {
-      const StageSpec& st = p.map.stages[s];
-      const StageMemory& mem = p.memory.stages[s];
-      j["stages"].push_back({{"device", st.device},
-                             {"cores", st.cores},
-                             {"layers", {{"first", st.first}, {"last", st.last},
-                                         {"first_name", layer_name(request.model, st.first)},
-                                         {"last_name", layer_name(request.model, st.last)}}},
-                             {"micro_batches_held", mem.in_flight},
-                             {"bytes", {{"weights", mem.weights}, {"grads", mem.grads}, {"optimizer", mem.optimizer},
-                                        {"activations", mem.activations}, {"buffers", mem.buffers}, {"slack", mem.slack},
-                                        {"total", mem.total}}}});
-    }
-    j["devices"] = nlohmann::ordered_json::array();
-    for (const DeviceMemory& d : p.memory.devices) {
-      j["devices"].push_back({{"name", d.name}, {"memory_bytes", d.memory_bytes}, {"safety_margin", d.safety_margin},
-                              {"budget_bytes", d.budget_bytes}, {"need_bytes", d.need_bytes}, {"fits", d.fits}});
-    }
-    j["pinned"] = {{"need_bytes", p.memory.pinned_need_bytes}, {"budget_bytes", p.memory.pinned_budget_bytes}};
-    nlohmann::ordered_json utilisation;
-    for (const auto& [resource, u] : p.predicted.utilisation) utilisation[resource] = u;
-    j["predicted"] = {{"step_seconds", p.predicted.step_seconds},
-                      {"tokens_per_second", p.predicted.tokens_per_s},
-                      {"bubble_fraction", p.predicted.bubble_fraction},
-                      {"bottleneck", p.predicted.bottleneck},
-                      {"utilisation", utilisation}};
-    return j;
-  };
   nlohmann::ordered_json out;
   out["fits"] = outcome.fits;
   out["model"] = {{"params", total_param_count(request.model)}, {"num_layers", request.model.num_layers},
                   {"hidden_dim", request.model.hidden_dim}, {"dtype", dtype_name(request.model.dtype)}};
   out["hardware"] = {{"name", request.hardware.name}, {"source", request.hardware.source}};
-  const nlohmann::ordered_json best = plan_json(outcome.plans.front());
+  const nlohmann::ordered_json best = plan_json(request.model, outcome.plans.front());
   for (const auto& [key, value] : best.items()) out[key] = value;
   out["runners_up"] = nlohmann::ordered_json::array();
-  for (size_t i = 1; i < outcome.plans.size(); ++i) out["runners_up"].push_back(plan_json(outcome.plans[i]));
+  for (size_t i = 1; i < outcome.plans.size(); ++i) out["runners_up"].push_back(plan_json(request.model, outcome.plans[i]));
   out["search"] = {{"auto", !request.map.has_value()}, {"candidates", outcome.candidates}, {"simulated", outcome.simulated}};
   out["remedies"] = nlohmann::ordered_json::array();
   for (const Remedy& r : remedies) {
     nlohmann::ordered_json needs = nlohmann::ordered_json::array();
     for (const DeviceMemory& d : r.outcome.plans.front().memory.devices) {
-      needs.push_back({{"name", d.name}, {"need_bytes", d.need_bytes}, {"budget_bytes", d.budget_bytes}});
+      needs.push_back({{"name", d.name()}, {"need_bytes", d.need_bytes}, {"budget_bytes", d.budget_bytes}});
     }
     out["remedies"].push_back({{"change", r.change}, {"fits", r.fits}, {"description", r.description}, {"devices", needs}});
   }

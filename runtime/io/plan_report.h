@@ -1,5 +1,6 @@
-// What `pipetrain plan` prints: the memory table, verdicts, predicted speed, runners-up and, when
-// nothing fits, need against budget and the remedies; or the same as JSON.
+// What `pipetrain plan` prints of a plan (scheduler/plan.h): the memory table, verdicts, predicted
+// speed, runners-up and, when nothing fits, need against budget and the remedies; or the same
+// object as JSON, with each layer's placement and each boundary's copies and rings besides.
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>
@@ -11,10 +12,6 @@
 #include "scheduler/remedies.h"
 
 namespace pipetrain {
-
-// The planning request a run's config makes: its model, micro-batching, schedule, checkpointing and
-// optimizer on `hardware`, with no stage map yet (the caller sets request.map, or leaves it to plan_auto).
-PlanRequest plan_request_for(const RunConfig& run, const HardwareSpec& hardware);
 
 // Where the predicted op times come from: "measured per-layer times (profile.yaml)", or FLOPs over the
 // hardware's rates, saying why a profile's measurements do not apply when there is one.

@@ -1,0 +1,268 @@
+#include "runtime/train/session.h"
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "memory/errors.h"
+#include "memory/machine_probe.h"
+#include "memory/param_count.h"
+#include "memory/units.h"
+#include "runtime/backends/registry.h"
+#include "runtime/io/atomic_file.h"
+#include "runtime/io/metrics.h"
+#include "runtime/io/plan_report.h"
+#include "runtime/io/run_dir.h"
+#include "runtime/io/signals.h"
+#include "runtime/io/trace.h"
+#include "runtime/train/pipeline_trainer.h"
+#include "runtime/train/run_plan.h"
+
+namespace pipetrain {
+namespace {
+
+// The memory guard stops a run whose resident memory passes this fraction of the CPU budget.
+constexpr double kMemoryWatermark = 0.95;
+
+std::string ms(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.2f ms", seconds * 1e3);
+  return text;
+}
+
+// The plan the run executes: the planner's choice with --auto, else the given or configured stage
+// map on the devices this build has. A plan that does not fit is refused with the planner's table
+// and remedies, before anything is allocated.
+Plan plan_the_run(const TrainRequest& request, std::vector<std::string>& warnings) {
+  const RunConfig& run = request.run;
+  PlanRequest planning = plan_request_for(run, request.hardware);
+  if (request.automatic) {
+    // The planner chooses where and how, never what is computed: the global batch stays the config's.
+    planning.choices.micro_batch_counts = {planning.options.micro_batches};
+    planning.choices.shapes = runnable_shapes(planning.hardware);
+  } else {
+    StageMap map = request.stage_map ? *request.stage_map
+                                     : (run.stages.stages.empty() ? single_cpu_stage(run.model) : run.stages);
+    map = place_stages(map, request.gpu_stages_on_cpu, &warnings);
+    validate_stage_map(map, run.model, planning.hardware);
+    planning.map = map;
+  }
+  const PlanOutcome outcome = run_plan(planning);
+  if (!outcome.fits) {
+    std::fprintf(stderr, "%s", format_plan_text(planning, outcome, suggest_remedies(planning, outcome)).c_str());
+    throw InputError("the plan does not fit hardware '" + planning.hardware.name +
+                     "' (above: need against budget per device, and what would fit); nothing was allocated");
+  }
+  return outcome.plans.front();
+}
+
+void check_run_dir(const TrainRequest& request) {
+  const std::string metrics_path = request.run_dir + "/metrics.jsonl";
+  if (!request.resume && path_exists(metrics_path) && !request.overwrite) {
+    throw InputError("'" + request.run_dir + "' already holds a run (" + metrics_path +
+                     "); choose another --out, or pass --overwrite to replace it");
+  }
+}
+
+void print_run_header(const TrainRequest& request, PipelineTrainer& trainer, const std::vector<std::string>& warnings) {
+  const RunConfig& run = trainer.config();
+  const Plan& plan = trainer.plan();
+  for (const std::string& w : warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  std::printf("pipetrain train: %s, %lld parameters, %lld layers, %s\n", run.source.c_str(),
+              static_cast<long long>(total_param_count(run.model)), static_cast<long long>(run.model.num_layers),
+              dtype_name(run.model.dtype).c_str());
+  const ByteCorpus& corpus = trainer.corpus();
+  std::printf("data: %lld bytes in %zu file(s), %lld training and %lld validation windows of %lld tokens\n",
+              static_cast<long long>(corpus.total_bytes()), run.data.files.size(),
+              static_cast<long long>(corpus.num_train_windows()), static_cast<long long>(corpus.num_val_windows()),
+              static_cast<long long>(run.model.seq_len));
+  std::printf("pipeline: %d stage%s, %s, %lld micro-batches of %lld%s%s\n", trainer.num_stages(),
+              trainer.num_stages() == 1 ? "" : "s", plan.options.schedule.name().c_str(),
+              static_cast<long long>(plan.options.micro_batches), static_cast<long long>(plan.options.micro_batch_size),
+              plan.options.checkpointing ? ", activation checkpointing" : "", request.automatic ? " (chosen by --auto)" : "");
+  for (int s = 0; s < trainer.num_stages(); ++s) {
+    const StageSpec& st = plan.map.stages[static_cast<size_t>(s)];
+    const StageMemory& mem = plan.memory.stages[static_cast<size_t>(s)];
+    std::printf("  stage %d: %-20s on %-7s %s planned\n", s, describe_range(run.model, st.first, st.last).c_str(),
+                st.device.name().c_str(),
+                format_gib(mem.weights + mem.grads + mem.optimizer + mem.activations + mem.buffers).c_str());
+  }
+  std::printf("cores: %s\n", describe_cores(trainer.cores()).c_str());
+  std::printf("plan times: %s\n", time_source(run.model, request.hardware, plan.options).c_str());
+  for (const DeviceMemory& d : plan.memory.devices) {
+    if (d.need_bytes > 0) {
+      std::printf("memory: %s needs %s of %s budget (hardware '%s')\n", d.name().c_str(), format_gib(d.need_bytes).c_str(),
+                  format_gib(d.budget_bytes).c_str(), request.hardware.name.c_str());
+    }
+  }
+  std::printf("metrics: %s/metrics.jsonl\n", request.run_dir.c_str());
+  if (request.resume) {
+    std::printf("resumed from %s (step %lld of %lld)\n", request.resume->path.c_str(),
+                static_cast<long long>(request.resume->step), static_cast<long long>(run.train.steps));
+  }
+  std::fflush(stdout);
+}
+
+// Which budget the memory guard saw passed: the CPU's (resident memory) or a GPU's (what its
+// caching allocator holds), by how much, and the budget.
+struct MemoryStop {
+  std::optional<DeviceId> device;
+  int64_t bytes = 0;
+  int64_t budget = 0;
+};
+
+// Asked at every step boundary: past the watermark of a device's budget, stop with a checkpoint
+// rather than be killed by the OS (or fail an allocation) mid-step.
+bool memory_guard_stops(const PipelineTrainer& trainer, const HardwareSpec& hardware, MemoryStop& stop) {
+  const int64_t cpu_budget = hardware.cpu().usable_bytes();
+  const int64_t rss = current_rss_bytes();
+  if (rss > static_cast<int64_t>(kMemoryWatermark * static_cast<double>(cpu_budget))) {
+    stop = {DeviceId::cpu(), rss, cpu_budget};
+    return true;
+  }
+  for (const VramLine& v : trainer.vram()) {
+    const int64_t budget = hardware.device(v.device).usable_bytes();
+    if (v.report.reserved_bytes > static_cast<int64_t>(kMemoryWatermark * static_cast<double>(budget))) {
+      stop = {v.device, v.report.reserved_bytes, budget};
+      return true;
+    }
+  }
+  return false;
+}
+
+// Trains to the configured step count, writing metrics and the progress line every step and a
+// checkpoint every checkpoint_interval; stops early on a signal or the memory guard.
+RunSummary train_steps(const TrainRequest& request, PipelineTrainer& trainer, MemoryStop& memory_stop) {
+  const RunConfig& run = trainer.config();
+  MetricsWriter metrics(request.run_dir + "/metrics.jsonl",
+                        request.resume ? std::optional<int64_t>(request.resume->step) : std::nullopt);
+  ProgressLine progress(stderr, run.train.steps, run.train.log_interval);
+  try {
+    const RunSummary summary = run_training(
+        trainer,
+        [&](const StepRecord& record) {
+          metrics.write(record);
+          progress.update(record);
+          if (run.train.checkpoint_interval > 0 && record.step % run.train.checkpoint_interval == 0 &&
+              record.step < run.train.steps) {
+            trainer.save_checkpoint(request.run_dir, run.train.keep_checkpoints);
+          }
+        },
+        [&] { return StopSignals::requested() || memory_guard_stops(trainer, request.hardware, memory_stop); });
+    progress.finish();
+    return summary;
+  } catch (...) {
+    progress.finish();
+    if (request.trace_path) write_chrome_trace(*request.trace_path, {{"measured", trainer.trace_events()}});
+    throw;
+  }
+}
+
+void report_memory_stop(const TrainRequest& request, const Plan& plan, const RunSummary& summary, const MemoryStop& stop,
+                        const std::string& checkpoint) {
+  int64_t need = 0;
+  for (const DeviceMemory& d : plan.memory.devices) {
+    if (d.id == *stop.device) need = d.need_bytes;
+  }
+  const bool cpu = stop.device->is_cpu();
+  std::fprintf(stderr,
+               "error: %s %s passed %.0f%% of the %s budget (%s of hardware '%s') after step %lld; "
+               "stopped with checkpoint %s before %s. The plan needed %s: something outside it "
+               "grows, or the budget is too tight (resume with: pipetrain train --resume %s)\n",
+               cpu ? "resident memory" : "GPU memory held by the caching allocator,", format_gib(stop.bytes).c_str(),
+               100.0 * kMemoryWatermark, stop.device->name().c_str(), format_gib(stop.budget).c_str(),
+               request.hardware.name.c_str(), static_cast<long long>(summary.steps), checkpoint.c_str(),
+               cpu ? "the OS kills the run" : "an allocation fails", format_gib(need).c_str(), request.run_dir.c_str());
+}
+
+// Measured against predicted: the bubble and span the simulator gives for the measured op times,
+// each stage's op times, the planner's tokens/s, the GPUs' allocator peaks, the trace.
+void print_run_summary(const TrainRequest& request, const PipelineTrainer& trainer, const RunSummary& summary) {
+  const RunConfig& run = trainer.config();
+  const Plan& plan = trainer.plan();
+  const double drop = 100.0 * (summary.initial_val_loss - summary.final_val_loss) / summary.initial_val_loss;
+  std::printf("done: %lld steps in %.1f s, median %.0f tokens/s; validation loss %.4f -> %.4f (%.1f%% lower)\n",
+              static_cast<long long>(summary.steps), summary.seconds, summary.median_tokens_per_s,
+              summary.initial_val_loss, summary.final_val_loss, drop);
+  const PipelineSummary pipe = trainer.summary();
+  if (pipe.steps_measured > 0) {
+    std::printf("pipeline (median of %d steps): bubble %.3f measured, %.3f predicted by the simulator from the measured "
+                "op times; forward+backward span %s measured, %s predicted\n",
+                pipe.steps_measured, pipe.measured_bubble, pipe.predicted_bubble,
+                ms(pipe.measured_pipeline_seconds).c_str(), ms(pipe.predicted_pipeline_seconds).c_str());
+    for (int s = 0; s < trainer.num_stages(); ++s) {
+      const StageTiming& t = pipe.op_times.stages[static_cast<size_t>(s)];
+      std::printf("  stage %d on %-7s forward %s, backward %s, optimizer %s; busy %.0f%% of the span%s\n", s,
+                  t.resource.c_str(), ms(t.forward_seconds).c_str(), ms(t.backward_seconds).c_str(),
+                  ms(t.optimizer_seconds).c_str(), 100.0 * pipe.stage_busy[static_cast<size_t>(s)],
+                  plan.map.stages[static_cast<size_t>(s)].device.is_cpu() ? "" : " (timed with CUDA events)");
+    }
+    std::printf("  the planner predicted %.0f tokens/s from %s\n", plan.predicted.tokens_per_s,
+                time_source(run.model, request.hardware, plan.options).c_str());
+  }
+  for (const VramLine& v : trainer.vram()) {
+    int64_t planned = 0;
+    for (const DeviceMemory& d : plan.memory.devices) {
+      if (d.id == v.device) planned = d.need_bytes;
+    }
+    std::printf("vram: %s peak %s allocated, %s reserved by the caching allocator; the plan estimated %s; cap %s (card %s)\n",
+                v.device.name().c_str(), format_gib(v.report.peak_allocated_bytes).c_str(),
+                format_gib(v.report.peak_reserved_bytes).c_str(), format_gib(planned).c_str(),
+                v.report.cap_bytes > 0 ? format_gib(v.report.cap_bytes).c_str() : "none",
+                format_gib(v.report.total_bytes).c_str());
+  }
+  if (trainer.pinned_bytes() > 0) {
+    std::printf("staging rings: %.2f MiB pinned\n", static_cast<double>(trainer.pinned_bytes()) / (1024.0 * 1024.0));
+  }
+  if (request.trace_path) {
+    const SimResult predicted = simulate(plan.schedule, pipe.op_times.stages, pipe.op_times.transfers,
+                                         tokens_per_step(run.model, plan.options));
+    write_chrome_trace(*request.trace_path, {{"measured", trainer.trace_events()},
+                                             {"predicted: one step, simulated from the median op times", predicted.events}});
+    std::printf("trace written to %s (open it in https://ui.perfetto.dev)\n", request.trace_path->c_str());
+  }
+  std::printf("metrics written to %s/metrics.jsonl\n", request.run_dir.c_str());
+}
+
+}  // namespace
+
+int run_training_session(const TrainRequest& request) {
+  std::vector<std::string> warnings;
+  const Plan plan = plan_the_run(request, warnings);
+  if (request.print_config) {
+    std::printf("%s", to_yaml(recorded_config(request.run, plan)).c_str());
+    return 0;
+  }
+  // Everything that can be refused is checked before the output directory is touched.
+  check_run_dir(request);
+  if (request.resume && request.resume->step >= request.run.train.steps) {
+    std::printf("nothing to do: %s is at step %lld of %lld (raise --steps to train on)\n", request.resume->path.c_str(),
+                static_cast<long long>(request.resume->step), static_cast<long long>(request.run.train.steps));
+    return 0;
+  }
+  PipelineTrainer trainer(request.run, plan, request.hardware, request.trace_path.has_value());
+  if (request.resume) trainer.resume_from(*request.resume);
+  make_dirs(request.run_dir);
+  const RunConfig& run = trainer.config();
+  write_file_atomically(request.run_dir + "/config.yaml", "# resolved config of this run (" + run.source + ")\n" + to_yaml(run));
+  print_run_header(request, trainer, warnings);
+
+  MemoryStop memory_stop;
+  const RunSummary summary = train_steps(request, trainer, memory_stop);
+  const std::string checkpoint = trainer.save_checkpoint(request.run_dir, run.train.keep_checkpoints);
+  if (summary.stopped && memory_stop.device) {
+    report_memory_stop(request, plan, summary, memory_stop, checkpoint);
+    return 1;
+  }
+  if (summary.stopped) {
+    std::printf("stopped by signal %d after step %lld; checkpoint %s\nresume with: pipetrain train --resume %s\n",
+                StopSignals::signal_number(), static_cast<long long>(summary.steps), checkpoint.c_str(),
+                request.run_dir.c_str());
+    return StopSignals::exit_status();
+  }
+  std::printf("checkpoint: %s\n", checkpoint.c_str());
+  print_run_summary(request, trainer, summary);
+  return 0;
+}
+
+}  // namespace pipetrain
