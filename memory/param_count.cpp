@@ -41,7 +41,7 @@ std::string architecture_key(const ModelConfig& m) {
 LayerId layer_at(const ModelConfig& model, int64_t i) {
   if (i < 0 || i >= model.num_model_layers()) {
     throw std::out_of_range("layer " + std::to_string(i) + " is outside 0.." +
-                            std::to_string(model.num_model_layers() - 1));
+                            std::to_string(head_layer(model)));
   }
   if (i == kEmbedLayer) return {LayerKind::kEmbed, -1};
   if (is_head_layer(model, i)) return {LayerKind::kHead, -1};

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test suite under sanitizers (scripts/test.sh runs this after the plain suite):
+# The test suite under sanitizers (CI, .ci/run, runs this after the README's test command):
 #   asan  every ctest case built with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
 #         any report fails the test that made it (tests/sanitizers/ubsan.supp: one check inside
 #         oneTBB's headers)

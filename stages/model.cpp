@@ -114,9 +114,9 @@ std::shared_ptr<LayerImpl> build_layer(const ModelConfig& model, int64_t i, uint
 
 LayerRangeImpl::LayerRangeImpl(const ModelConfig& model, int64_t first, int64_t last, uint64_t seed)
     : first_(first), last_(last) {
-  if (first < 0 || last >= model.num_model_layers() || first > last) {
+  if (first < kEmbedLayer || last > head_layer(model) || first > last) {
     throw std::out_of_range("layer range " + std::to_string(first) + ".." + std::to_string(last) +
-                            " is not inside 0.." + std::to_string(model.num_model_layers() - 1));
+                            " is not inside 0.." + std::to_string(head_layer(model)));
   }
   for (int64_t i = first; i <= last; ++i) {
     layers_.push_back(register_module("layer" + std::to_string(i), build_layer(model, i, seed)));
@@ -129,7 +129,7 @@ torch::Tensor LayerRangeImpl::forward(torch::Tensor x) {
 }
 
 LayerRange make_gpt_model(const ModelConfig& model, uint64_t seed) {
-  return LayerRange(model, 0, model.num_model_layers() - 1, seed);
+  return LayerRange(model, kEmbedLayer, head_layer(model), seed);
 }
 
 torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& targets) {

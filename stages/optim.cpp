@@ -1,6 +1,7 @@
 #include "stages/optim.h"
 
 #include "stages/optimizers/optimizer_impl.h"
+#include "stages/optimizer_list.inc"  // kOptimizerImpls: generated from stages/optimizers/
 
 #include <sstream>
 #include <string>
@@ -56,12 +57,8 @@ void scale_grads(const std::vector<torch::Tensor>& params, double scale) {
 
 namespace pipetrain {
 
-// The implementations of the kinds memory/optimizer_config.h registers (stages/optimizers/).
-extern const OptimizerImpl kOptimizerAdamW;
-extern const OptimizerImpl kOptimizerSgd;
-
 const OptimizerImpl& optimizer_impl(OptimizerKind kind) {
-  for (const OptimizerImpl* impl : {&kOptimizerAdamW, &kOptimizerSgd}) {
+  for (const OptimizerImpl* impl : kOptimizerImpls) {
     if (kind.name() == impl->name) return *impl;
   }
   throw std::logic_error("optimizer '" + kind.name() + "' is registered in memory/ but has no implementation in stages/optimizers/");

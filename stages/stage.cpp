@@ -10,7 +10,7 @@
 namespace pipetrain {
 
 Stage::Stage(const ModelConfig& model, int64_t first, int64_t last, uint64_t seed, const StageOptions& options)
-    : first_(first), last_(last), num_model_layers_(model.num_model_layers()), options_(options) {
+    : first_(first), last_(last), head_layer_(head_layer(model)), options_(options) {
   layers_ = LayerRange(model, first, last, seed);
   layers_->to(options_.device);
   layers_->train();
@@ -94,10 +94,10 @@ torch::Tensor Stage::backward(int k, const torch::Tensor& grad_output) {
   const auto& layers = layers_->layers();
   torch::Tensor grad = grad_output;
   for (size_t i = layers.size(); i-- > 0;) {
-    const bool token_ids = is_first() && i == 0;
+    const bool token_ids = first_ + static_cast<int64_t>(i) == kEmbedLayer;
     torch::Tensor x = token_ids ? saved.layer_inputs[i] : saved.layer_inputs[i].requires_grad_(true);
     torch::Tensor y = layers[i]->forward(x);
-    if (is_last() && i + 1 == layers.size()) {
+    if (first_ + static_cast<int64_t>(i) == head_layer_) {
       (lm_loss(y, saved.targets) / saved.loss_divisor).backward();
     } else {
       y.backward(grad);

@@ -49,8 +49,8 @@ class Stage {
   Stage(const Stage&) = delete;
   Stage& operator=(const Stage&) = delete;
 
-  bool is_first() const { return first_ == 0; }
-  bool is_last() const { return last_ == num_model_layers_ - 1; }
+  bool is_first() const { return first_ == kEmbedLayer; }  // starts with the embedding: its input is token ids
+  bool is_last() const { return last_ == head_layer_; }    // ends with the head: its forward ends in the loss
   int64_t first() const { return first_; }
   int64_t last() const { return last_; }
   torch::Device device() const { return options_.device; }
@@ -99,7 +99,7 @@ class Stage {
 
   int64_t first_;
   int64_t last_;
-  int64_t num_model_layers_;
+  int64_t head_layer_;
   StageOptions options_;
   LayerRange layers_{nullptr};
   std::vector<torch::Tensor> params_;

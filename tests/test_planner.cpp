@@ -211,6 +211,30 @@ TEST_CASE("planner limits and fixed choices") {
   CHECK(parse_shape({"cpu", "cuda:0", "cpu"}) == Shape{kCpu, kGpu, kCpu});
 }
 
+// The fit check counts every device of the hardware, however many: a plan on the 18th GPU is
+// held to that GPU's budget (an earlier fit check looked at the first 16 devices only).
+TEST_CASE("the fit check counts every device") {
+  const ModelDesc model = describe_model(small_model(4));
+  HardwareSpec many = cpu_gpu_box();
+  for (int i = 1; i < 18; ++i) {
+    DeviceSpec gpu = many.devices[1];
+    gpu.id = DeviceId::cuda(i);
+    many.devices.push_back(gpu);
+    many.links.push_back({kCpu, gpu.id, 10e9, 10e-6});
+    many.links.push_back({gpu.id, kCpu, 10e9, 10e-6});
+  }
+  many.devices.back().memory_bytes = 256 * 1024;  // cuda:17 cannot hold even the head
+  validate_hardware(many);
+  PlannerChoices on_last;
+  on_last.shapes = {{kCpu, DeviceId::cuda(17)}};
+  CHECK(plan_auto(model, many, PlanOptions{}, on_last).plans.empty());
+  on_last.shapes = {{kCpu, DeviceId::cuda(16)}};
+  CHECK_FALSE(plan_auto(model, many, PlanOptions{}, on_last).plans.empty());
+  const Plan p = evaluate_plan(model, many, make_stage_map({kCpu, DeviceId::cuda(17)}, {1, 5}), PlanOptions{});
+  CHECK_FALSE(p.memory.fits);
+  CHECK_FALSE(p.memory.devices.back().fits);
+}
+
 // 200 layers: the bound prunes nearly everything, so the planner simulates a tiny fraction of the
 // candidates it enumerates (its wall time is measured in benchmarks/bench_planner, not here).
 TEST_CASE("planner prunes at 200 layers") {

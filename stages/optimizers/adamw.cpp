@@ -37,7 +37,7 @@ void set_state(torch::optim::Optimizer& optimizer, const torch::Tensor& param, c
 
 }  // namespace
 
-extern const OptimizerImpl kOptimizerAdamW;
-const OptimizerImpl kOptimizerAdamW = {"adamw", make, state_of, set_state};
+extern const OptimizerImpl kOptimizer_adamw;  // listed by CMake (stages/CMakeLists.txt)
+const OptimizerImpl kOptimizer_adamw = {"adamw", make, state_of, set_state};
 
 }  // namespace pipetrain

@@ -1,5 +1,7 @@
-// How stages/ builds and checkpoints one registered optimizer kind (memory/optimizer_config.h
-// registers the kinds and their state sizes; each file beside this one implements one of them).
+// How stages/ builds and checkpoints one registered optimizer kind. memory/optimizer_config.cpp
+// registers the kinds and their state sizes (what the planner needs); each file beside this one
+// implements one of them and defines `const OptimizerImpl kOptimizer_<file name>`, which CMake
+// lists for optimizer_impl(). Adding an optimizer is its registry entry there and its file here.
 #pragma once
 
 #include <torch/optim/optimizer.h>

@@ -35,7 +35,7 @@ void set_state(torch::optim::Optimizer& optimizer, const torch::Tensor& param, c
 
 }  // namespace
 
-extern const OptimizerImpl kOptimizerSgd;
-const OptimizerImpl kOptimizerSgd = {"sgd", make, state_of, set_state};
+extern const OptimizerImpl kOptimizer_sgd;  // listed by CMake (stages/CMakeLists.txt)
+const OptimizerImpl kOptimizer_sgd = {"sgd", make, state_of, set_state};
 
 }  // namespace pipetrain
