@@ -151,12 +151,7 @@ TEST_CASE("initialisation is deterministic per layer") {
 // Every optimizer kind memory/ registers (what the planner sizes) has an implementation in
 // stages/optimizers/, and each builds an optimizer whose checkpoint state round-trips.
 TEST_CASE("every registered optimizer kind has an implementation") {
-  ModelConfig m;
-  m.num_layers = 1;
-  m.hidden_dim = 16;
-  m.num_heads = 2;
-  m.intermediate_size = 32;
-  m.seq_len = 8;
+  const ModelConfig m = tiny_config();
   for (const OptimizerKind kind : OptimizerKind::all()) {
     CAPTURE(kind.name());
     OptimizerConfig config;
