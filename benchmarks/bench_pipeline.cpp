@@ -59,6 +59,7 @@ HardwareSpec this_host() {
   cpu.id = DeviceId::cpu();
   cpu.memory_bytes = probe_machine_memory().ram_total_bytes;
   cpu.flops_per_s = 1e10;  // unused: predictions here come from measured op times
+  cpu.memory_bytes_per_s = 1e10;  // likewise
   cpu.cores = usable_cores();
   hw.devices = {cpu};
   return hw;

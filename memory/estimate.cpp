@@ -25,14 +25,20 @@ int64_t checked_add(int64_t a, int64_t b, const char* what) {
   return out;
 }
 
-StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const DeviceSpec& device, int in_flight,
-                           int64_t pinned_bytes, const MemoryOptions& options) {
+StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const DeviceSpec& device,
+                           const DeviceSpec& optimizer_home, int in_flight, int64_t ring_bytes,
+                           const MemoryOptions& options) {
+  const Dtype compute = options.precision.compute(device.id);
   const int64_t tokens = checked_mul(options.micro_batch_size, cfg.seq_len, "tokens per micro-batch");
   StageMemory m;
+  m.compute = compute;
   m.in_flight = in_flight;
-  m.weights = checked_mul(r.params, dtype_bytes(cfg.dtype), "weight bytes");
+  m.weights = checked_mul(r.params, dtype_bytes(compute), "weight bytes");
   m.grads = m.weights;
-  m.optimizer = checked_mul(r.params, optimizer_state_bytes_per_param(options.optimizer), "optimizer state bytes");
+  const OptimizerMethod method =
+      optimizer_method(options.optimizer, compute, optimizer_home.id.is_cpu(), optimizer_home.id == device.id);
+  m.master = method.masters ? checked_mul(r.params, dtype_bytes(Dtype::kFloat32), "master weight bytes") : 0;
+  m.optimizer = checked_mul(r.params, method.state_bytes_per_param, "optimizer state bytes");
   const int64_t held = checked_mul(in_flight, tokens, "activations");
   if (options.checkpointing) {
     // Each layer's input per micro-batch in flight; during a backward, one layer at a time is
@@ -47,12 +53,59 @@ StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const De
                                             "activations"),
                                 r.max_transient_bytes_fixed, "activations");
   }
-  m.buffers = pinned_bytes;
-  int64_t sum = 0;
-  for (int64_t part : {m.weights, m.grads, m.optimizer, m.activations, m.buffers}) sum = checked_add(sum, part, "stage total");
-  m.slack = static_cast<int64_t>(static_cast<double>(sum) * device.allocator_slack);
-  m.total = checked_add(sum, m.slack, "stage total");
+  // A GPU stage whose optimizer lives in RAM streams its gradients out and its weights back
+  // through two pinned slots of its largest layer (one copying while the other is stepped).
+  const bool optimizer_in_ram = device.id != optimizer_home.id;
+  const int64_t optimizer_staging =
+      optimizer_in_ram ? checked_mul(2, checked_mul(r.max_layer_params, dtype_bytes(compute), "staging"), "staging") : 0;
+  m.buffers = checked_add(ring_bytes, optimizer_staging, "pinned bytes");
+
+  // Each part where it lives, with that device's slack: the stage's device, its optimizer's home,
+  // and pinned host memory (the CPU's). Parts on one device share one slack.
+  struct Part {
+    DeviceId device;
+    double slack;
+    int64_t bytes;
+    int64_t StageMemory::*field;
+  };
+  const DeviceId cpu = DeviceId::cpu();
+  const double cpu_slack = device.id.is_cpu() ? device.allocator_slack : optimizer_home.allocator_slack;
+  std::vector<Part> parts = {
+      {device.id, device.allocator_slack, checked_add(checked_add(m.weights, m.grads, "stage"), m.activations, "stage"),
+       &StageMemory::on_device},
+      {optimizer_home.id, optimizer_home.allocator_slack, checked_add(m.master, m.optimizer, "stage"),
+       &StageMemory::on_optimizer_home},
+      {cpu, cpu_slack, m.buffers, &StageMemory::on_host_pinned}};
+  for (size_t i = 1; i < parts.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (parts[i].device == parts[j].device && parts[i].bytes > 0) {
+        parts[j].bytes = checked_add(parts[j].bytes, parts[i].bytes, "stage total");
+        parts[i].bytes = 0;
+      }
+    }
+  }
+  for (const Part& part : parts) {
+    const int64_t slack = static_cast<int64_t>(static_cast<double>(part.bytes) * part.slack);
+    m.*part.field = checked_add(part.bytes, slack, "stage total");
+    m.slack = checked_add(m.slack, slack, "stage total");
+    m.total = checked_add(m.total, m.*part.field, "stage total");
+  }
   return m;
+}
+
+void tally_stage(DeviceTally& tally, const StageMemory& m, DeviceId device, DeviceId optimizer_home) {
+  tally.add(device, m.on_device);
+  if (m.on_optimizer_home > 0) tally.add(optimizer_home, m.on_optimizer_home);
+  if (m.on_host_pinned > 0) tally.add(DeviceId::cpu(), m.on_host_pinned);
+  tally.add_pinned(m.buffers);
+}
+
+const LayerPrefix& PrefixByDtype::operator()(Dtype dtype) {
+  for (const auto& [d, prefix] : prefixes_) {
+    if (d == dtype) return prefix;
+  }
+  prefixes_.emplace_back(dtype, LayerPrefix(describe_model(with_dtype(model_, dtype))));
+  return prefixes_.back().second;
 }
 
 int64_t BoundaryRings::pinned_bytes() const {
@@ -72,17 +125,26 @@ BoundaryRings boundary_rings(int b, DeviceId sender, DeviceId receiver, int send
   return r;
 }
 
-std::vector<BoundaryRings> stage_map_rings(const LayerPrefix& prefix, const ModelConfig& model, const StageMap& map,
-                                           const std::vector<int>& in_flight, const MemoryOptions& options) {
-  const int64_t tokens = checked_mul(options.micro_batch_size, model.seq_len, "tokens per micro-batch");
-  std::vector<BoundaryRings> rings;
+std::vector<int64_t> boundary_bytes_per_token(PrefixByDtype& prefixes, const StageMap& map, const Precision& precision) {
+  std::vector<int64_t> bytes;
   for (int b = 0; b + 1 < map.num_stages(); ++b) {
     const StageSpec& sender = map.stages[static_cast<size_t>(b)];
     const StageSpec& receiver = map.stages[static_cast<size_t>(b + 1)];
-    const int64_t slot_bytes =
-        checked_mul(tokens, prefix.range(sender.last, sender.last).output_bytes_per_token, "ring slot bytes");
-    rings.push_back(boundary_rings(b, sender.device, receiver.device, in_flight[static_cast<size_t>(b)],
-                                   in_flight[static_cast<size_t>(b + 1)], slot_bytes, options.ring_slots));
+    const LayerPrefix& prefix = prefixes(boundary_dtype(precision.compute(sender.device), precision.compute(receiver.device)));
+    bytes.push_back(prefix.range(sender.last, sender.last).output_bytes_per_token);
+  }
+  return bytes;
+}
+
+std::vector<BoundaryRings> stage_map_rings(PrefixByDtype& prefixes, const ModelConfig& model, const StageMap& map,
+                                           const std::vector<int>& in_flight, const MemoryOptions& options) {
+  const int64_t tokens = checked_mul(options.micro_batch_size, model.seq_len, "tokens per micro-batch");
+  const std::vector<int64_t> per_token = boundary_bytes_per_token(prefixes, map, options.precision);
+  std::vector<BoundaryRings> rings;
+  for (int b = 0; b + 1 < map.num_stages(); ++b) {
+    const size_t i = static_cast<size_t>(b);
+    rings.push_back(boundary_rings(b, map.stages[i].device, map.stages[i + 1].device, in_flight[i], in_flight[i + 1],
+                                   checked_mul(tokens, per_token[i], "ring slot bytes"), options.ring_slots));
   }
   return rings;
 }
@@ -131,9 +193,9 @@ bool DeviceTally::fits() const {
 
 MemoryEstimate estimate_memory(const ModelDesc& model, const HardwareSpec& hw, const StageMap& map,
                                const std::vector<int>& in_flight, const MemoryOptions& options) {
-  const LayerPrefix prefix(model);
+  PrefixByDtype prefixes(model.config);
   MemoryEstimate e;
-  e.rings = stage_map_rings(prefix, model.config, map, in_flight, options);
+  e.rings = stage_map_rings(prefixes, model.config, map, in_flight, options);
   e.pinned_budget_bytes = hw.pinned_bytes;
   DeviceTally tally(hw);
   for (int s = 0; s < map.num_stages(); ++s) {
@@ -142,10 +204,11 @@ MemoryEstimate estimate_memory(const ModelDesc& model, const HardwareSpec& hw, c
     for (const BoundaryRings& r : e.rings) {
       if (r.host_stage == s) pinned = checked_add(pinned, r.pinned_bytes(), "pinned bytes");
     }
-    const StageMemory m = estimate_stage(prefix.range(st.first, st.last), model.config, hw.device(st.device),
-                                         in_flight[static_cast<size_t>(s)], pinned, options);
-    tally.add(st.device, m.total);
-    tally.add_pinned(m.buffers);
+    const Placement place = st.placement();
+    const LayerPrefix& prefix = prefixes(options.precision.compute(place.compute));
+    const StageMemory m = estimate_stage(prefix.range(st.first, st.last), model.config, hw.device(place.compute),
+                                         hw.device(place.optimizer), in_flight[static_cast<size_t>(s)], pinned, options);
+    tally_stage(tally, m, place.compute, place.optimizer);
     e.stages.push_back(m);
   }
   e.devices = tally.devices();
@@ -183,6 +246,19 @@ std::string format_memory_table(const MemoryEstimate& e, const ModelConfig& mode
   row("", names);
   row("device", devices);
   row("layers", ranges);
+  // Rows that only a mixed-precision or optimizer-in-RAM plan needs.
+  bool any_16_bit = false, any_elsewhere = false, any_master = false;
+  std::vector<std::string> computes, homes;
+  for (size_t s = 0; s < map.stages.size(); ++s) {
+    any_16_bit = any_16_bit || is_16_bit(e.stages[s].compute);
+    any_master = any_master || e.stages[s].master > 0;
+    computes.push_back(dtype_name(e.stages[s].compute));
+    const Placement place = map.stages[s].placement();
+    any_elsewhere = any_elsewhere || place.optimizer != place.compute;
+    homes.push_back(place.optimizer.name());
+  }
+  if (any_16_bit) row("computes in", computes);
+  if (any_elsewhere) row("optimizer on", homes);
   row("micro-batches held", in_flight);
   auto component = [&](const std::string& label, int64_t StageMemory::*field) {
     std::vector<std::string> cells;
@@ -191,6 +267,7 @@ std::string format_memory_table(const MemoryEstimate& e, const ModelConfig& mode
   };
   component("weights", &StageMemory::weights);
   component("gradients", &StageMemory::grads);
+  if (any_master) component("master weights", &StageMemory::master);
   component("optimizer state", &StageMemory::optimizer);
   component("activations", &StageMemory::activations);
   component("pinned buffers", &StageMemory::buffers);

@@ -1,19 +1,28 @@
 // The memory every stage needs, computed before anything is allocated.
 //
 // Per stage s of S (tokens = micro_batch_size * seq_len; in_flight = the micro-batches stage s
-// holds at once, which the schedule's op lists decide and the caller passes in):
-//   weights      params * dtype bytes
-//   gradients    params * dtype bytes
-//   optimizer    params * state bytes (memory/optimizer_config.h: AdamW 8, SGD with momentum 4, SGD 0)
+// holds at once, which the schedule's op lists decide and the caller passes in; c = the dtype its
+// device computes in, memory/precision.h), each part counted where it lives:
+//   on its device
+//   weights      params * c bytes
+//   gradients    params * c bytes
 //   activations  without checkpointing: in_flight * tokens * Σ saved + tokens * max transient
 //                                       + max per-layer transient (a weight-gradient temporary)
 //                with checkpointing:    in_flight * tokens * Σ layer inputs
 //                                       + tokens * max over layers (saved + transient)
 //                                       + max per-layer transient,
 //                the second term being the one layer being recomputed in a backward
-//   buffers      the pinned staging rings of its boundaries with a device of its own memory, on the
-//                host side (boundary_rings below); pinned memory is its own budget too
-//   slack        the device's allocator_slack fraction of the above
+//   where its optimizer lives (its device, or CPU RAM for a GPU stage with `optimizer: cpu`)
+//   master       params * 4 when c is 16-bit or the optimizer lives in RAM (float32 master
+//                weights), else 0
+//   optimizer    params * state bytes (memory/optimizer_config.h: AdamW 2 moments, SGD with
+//                momentum 1, each in the state dtype; SGD 0)
+//   in pinned host memory (its own budget too)
+//   buffers      the staging rings of its boundaries with a device of its own memory, on the host
+//                side (boundary_rings below); and for a GPU stage whose optimizer lives in RAM, two
+//                slots of its largest layer's c-bit gradients (copied out, then refilled with the
+//                updated c-bit weights that go back)
+//   slack        each device's allocator_slack fraction of what it holds
 // A device's need = its reserved bytes + Σ its stages; it fits when need <= memory * safety_margin.
 // All arithmetic is overflow-checked: an absurd config is an InputError, never a wrapped number.
 //
@@ -34,14 +43,20 @@
 namespace pipetrain {
 
 struct StageMemory {
+  Dtype compute = Dtype::kFloat32;  // what the stage computes in
   int in_flight = 0;
   int64_t weights = 0;
   int64_t grads = 0;
-  int64_t optimizer = 0;
+  int64_t master = 0;     // float32 master weights (16-bit compute)
+  int64_t optimizer = 0;  // the optimizer's state
   int64_t activations = 0;
   int64_t buffers = 0;  // pinned
   int64_t slack = 0;
   int64_t total = 0;
+  // The total, by where it lives (each with its share of the slack).
+  int64_t on_device = 0;          // weights, gradients, activations
+  int64_t on_optimizer_home = 0;  // master weights and optimizer state, where they are not on the device
+  int64_t on_host_pinned = 0;     // buffers, where the stage is not on the CPU
 };
 
 struct DeviceMemory {
@@ -55,6 +70,17 @@ struct DeviceMemory {
   std::string name() const { return id.name(); }
 };
 
+// The layer list's costs in each dtype the stages compute in, made once per dtype.
+class PrefixByDtype {
+ public:
+  explicit PrefixByDtype(const ModelConfig& model) : model_(model) {}
+  const LayerPrefix& operator()(Dtype dtype);
+
+ private:
+  ModelConfig model_;
+  std::vector<std::pair<Dtype, LayerPrefix>> prefixes_;
+};
+
 // The pinned staging rings of the boundary between stage b (which sends activations forward) and
 // stage b + 1, as the runtime allocates them. Only a boundary that crosses between host memory and
 // a device's own memory has them, held by the stage on the host side:
@@ -62,7 +88,8 @@ struct DeviceMemory {
 //   out of it:        the receiving host stage's micro-batches in flight + 1 (the host stage keeps
 //                     each slot as its tensor until the micro-batch's backward; one more for the
 //                     copy arriving meanwhile)
-// Each slot holds one micro-batch's boundary activation (its gradient has the same size).
+// Each slot holds one micro-batch's boundary activation (its gradient has the same size), in the
+// boundary's dtype.
 struct BoundaryRings {
   bool staged = false;
   int host_stage = -1;     // whose budget holds the rings
@@ -77,8 +104,12 @@ struct BoundaryRings {
 BoundaryRings boundary_rings(int b, DeviceId sender, DeviceId receiver, int sender_in_flight, int receiver_in_flight,
                              int64_t slot_bytes, int ring_slots);
 
-// Every boundary's rings for a stage map; slot bytes from the sending stage's last layer.
-std::vector<BoundaryRings> stage_map_rings(const LayerPrefix& prefix, const ModelConfig& model, const StageMap& map,
+// Per boundary of a stage map, the bytes per token that cross it: the sending stage's last layer's
+// output, in the boundary's dtype (memory/precision.h boundary_dtype).
+std::vector<int64_t> boundary_bytes_per_token(PrefixByDtype& prefixes, const StageMap& map, const Precision& precision);
+
+// Every boundary's rings for a stage map, each slot one micro-batch of boundary_bytes_per_token.
+std::vector<BoundaryRings> stage_map_rings(PrefixByDtype& prefixes, const ModelConfig& model, const StageMap& map,
                                            const std::vector<int>& in_flight, const MemoryOptions& options);
 
 // Σ what the stages need per device of the hardware, plus each used device's reserve (the CPU's
@@ -113,10 +144,15 @@ struct MemoryEstimate {
 MemoryEstimate estimate_memory(const ModelDesc& model, const HardwareSpec& hardware, const StageMap& map,
                                const std::vector<int>& in_flight, const MemoryOptions& options);
 
-// One stage's need: the formula above for a range of layers on `device`, holding `in_flight`
-// micro-batches, with `pinned_bytes` of staging rings. estimate_memory and the planner share it.
-StageMemory estimate_stage(const RangeCosts& range, const ModelConfig& model, const DeviceSpec& device, int in_flight,
-                           int64_t pinned_bytes, const MemoryOptions& options);
+// One stage's need: the formula above for a range of layers (its costs for the dtype the device
+// computes in) on `device`, its optimizer on `optimizer_home`, holding `in_flight` micro-batches,
+// with `ring_bytes` of boundary staging rings. estimate_memory and the planner share it.
+StageMemory estimate_stage(const RangeCosts& range, const ModelConfig& model, const DeviceSpec& device,
+                           const DeviceSpec& optimizer_home, int in_flight, int64_t ring_bytes, const MemoryOptions& options);
+
+// Adds a stage's memory to the tally: each part on the device that holds it.
+void tally_stage(DeviceTally& tally, const StageMemory& memory, DeviceId device, DeviceId optimizer_home);
+
 
 // Component rows, stage columns, then device totals against budgets; GiB with two decimals.
 std::string format_memory_table(const MemoryEstimate& estimate, const ModelConfig& model, const StageMap& map);

@@ -1,5 +1,6 @@
 #include "memory/hardware.h"
 
+#include <cstdio>
 #include <sstream>
 
 #include "memory/errors.h"
@@ -10,6 +11,24 @@ double DeviceSpec::flops_per_s_with(int n) const {
   if (!id.is_cpu() || cores <= 1 || n <= 0 || n >= cores) return flops_per_s;
   const double one = single_core_flops_per_s > 0.0 ? single_core_flops_per_s : flops_per_s / cores;
   return one + (flops_per_s - one) * static_cast<double>(n - 1) / static_cast<double>(cores - 1);
+}
+
+double DeviceSpec::flops_per_s_for(Dtype dtype, int n) const {
+  const auto it = flops_per_s_by_dtype.find(dtype);
+  const double base = flops_per_s_with(n);
+  if (it == flops_per_s_by_dtype.end() || dtype == Dtype::kFloat32) return base;
+  return base * it->second / flops_per_s;
+}
+
+std::string DeviceSpec::flops_source(Dtype dtype) const {
+  char text[96];
+  const auto it = flops_per_s_by_dtype.find(dtype);
+  if (dtype == Dtype::kFloat32 || it != flops_per_s_by_dtype.end()) {
+    std::snprintf(text, sizeof(text), "%s %.3g FLOP/s", dtype_name(dtype).c_str(),
+                  dtype == Dtype::kFloat32 ? flops_per_s : it->second);
+    return text;
+  }
+  return dtype_name(dtype) + " at float32's rate (no " + dtype_name(dtype) + " figure)";
 }
 
 const LayerTimes* MeasuredTimes::find(DeviceId device, int cores) const {
@@ -76,6 +95,13 @@ void validate_hardware(const HardwareSpec& hw) {
     }
     if (!(d.allocator_slack >= 0.0 && d.allocator_slack < 1.0)) fail(key + ".allocator_slack must be in [0, 1)", d.allocator_slack);
     if (!(d.flops_per_s > 0.0)) fail(key + ".flops_per_s must be positive", d.flops_per_s);
+    for (const auto& [dtype, rate] : d.flops_per_s_by_dtype) {
+      if (!(rate > 0.0)) fail(key + ".flops_per_s_by_dtype." + dtype_name(dtype) + " must be positive", rate);
+    }
+    if (!(d.memory_bytes_per_s > 0.0)) {
+      fail(key + ".memory_bandwidth_gb_per_s must be positive (the optimizer and the gradient norm are timed by it)",
+           d.memory_bytes_per_s / 1e9);
+    }
     if (d.id.is_cpu() && d.cores <= 0) fail(key + ".cores must be positive", d.cores);
     if (d.single_core_flops_per_s < 0.0 || d.single_core_flops_per_s > d.flops_per_s) {
       fail(key + ".single_core_flops_per_s must be in [0, flops_per_s]", d.single_core_flops_per_s);

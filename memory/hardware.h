@@ -9,10 +9,12 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "memory/device.h"
+#include "memory/model_config.h"  // Dtype
 
 namespace pipetrain {
 
@@ -24,6 +26,11 @@ struct DeviceSpec {
   double allocator_slack = 0.05;  // fragmentation, as a fraction of what the stages allocate
   double flops_per_s = 0.0;    // sustained FP32 rate on training GEMMs (all cores, for the CPU)
   double single_core_flops_per_s = 0.0;  // CPU only; 0 = flops_per_s / cores (perfect scaling)
+  // Sustained rates of the other dtypes the device computes in (float16 on a GPU's tensor cores,
+  // say); a dtype without one is rated at float32's (flops_source says so).
+  std::map<Dtype, double> flops_per_s_by_dtype;
+  double memory_bytes_per_s = 0.0;  // sustained memory bandwidth (a STREAM-style triad): what the
+                                    // optimizer and the gradient norm are charged against
   int cores = 0;               // CPU only
 
   std::string name() const { return id.name(); }
@@ -32,6 +39,10 @@ struct DeviceSpec {
   // linear in between (two single-thread GEMMs on the two cores here ran 26.6 + 28.2 GFLOP/s
   // against 52.6 for one two-thread GEMM, DESIGN.md: scaling is nearly, not quite, perfect).
   double flops_per_s_with(int n) const;
+  // The rate of `dtype` on `n` cores: its own figure, scaled like float32's across cores on a CPU.
+  double flops_per_s_for(Dtype dtype, int n) const;
+  // "float16: 2.0e13 FLOP/s" or "bfloat16: float32's rate (no bfloat16 figure)".
+  std::string flops_source(Dtype dtype) const;
 };
 
 // One direction of a transfer path, e.g. cpu -> cuda:0 (H2D) over PCIe.

@@ -27,7 +27,7 @@ LayerPrefix::LayerPrefix(const ModelDesc& model) : layers_(model.layers) {
   inputs_.assign(n + 1, 0);
   forward_.assign(n + 1, 0.0);
   backward_.assign(n + 1, 0.0);
-  std::vector<int64_t> transient(n), fixed(n), layer(n);
+  std::vector<int64_t> transient(n), fixed(n), layer(n), params(n);
   for (size_t i = 0; i < n; ++i) {
     const LayerCost& c = layers_[i];
     params_[i + 1] = checked_add(params_[i], c.params, "parameter count");
@@ -38,10 +38,12 @@ LayerPrefix::LayerPrefix(const ModelDesc& model) : layers_(model.layers) {
     transient[i] = c.transient_bytes_per_token;
     fixed[i] = c.transient_bytes_fixed;
     layer[i] = checked_add(c.saved_bytes_per_token, c.transient_bytes_per_token, "layer bytes");
+    params[i] = c.params;
   }
   transient_max_ = sparse_table(transient);
   fixed_max_ = sparse_table(fixed);
   layer_max_ = sparse_table(layer);
+  params_max_ = sparse_table(params);
 }
 
 int64_t LayerPrefix::range_max(const std::vector<std::vector<int64_t>>& table, int64_t first, int64_t last) const {
@@ -63,6 +65,7 @@ RangeCosts LayerPrefix::range(int64_t first, int64_t last) const {
   r.max_transient_bytes_per_token = range_max(transient_max_, first, last);
   r.max_transient_bytes_fixed = range_max(fixed_max_, first, last);
   r.max_layer_bytes_per_token = range_max(layer_max_, first, last);
+  r.max_layer_params = range_max(params_max_, first, last);
   r.input_bytes_per_token = layers_[a].input_bytes_per_token;
   r.output_bytes_per_token = layers_[static_cast<size_t>(last)].output_bytes_per_token;
   return r;

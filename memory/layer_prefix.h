@@ -21,6 +21,7 @@ struct RangeCosts {
   int64_t max_transient_bytes_per_token = 0;
   int64_t max_transient_bytes_fixed = 0;
   int64_t max_layer_bytes_per_token = 0;       // max over layers of saved + transient
+  int64_t max_layer_params = 0;                // the largest layer's parameters
   int64_t input_bytes_per_token = 0;           // of the first layer: what the range receives
   int64_t output_bytes_per_token = 0;          // of the last layer: what it hands on
 };
@@ -39,7 +40,7 @@ class LayerPrefix {
   std::vector<LayerCost> layers_;
   std::vector<int64_t> params_, saved_, inputs_;  // prefix sums, size n + 1
   std::vector<double> forward_, backward_;
-  std::vector<std::vector<int64_t>> transient_max_, fixed_max_, layer_max_;  // sparse tables
+  std::vector<std::vector<int64_t>> transient_max_, fixed_max_, layer_max_, params_max_;  // sparse tables
 };
 
 }  // namespace pipetrain

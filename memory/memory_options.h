@@ -1,10 +1,14 @@
 // What the memory estimate needs besides the model, the hardware, the stage map and how many
 // micro-batches each stage holds (which the schedule decides: scheduler/plan_options.h).
+//
+// A layer's costs depend on the dtype it computes in (memory/precision.h): describe it with
+// with_dtype(model, options.precision.compute(device)).
 #pragma once
 
 #include <cstdint>
 
 #include "memory/optimizer_config.h"
+#include "memory/precision.h"
 
 namespace pipetrain {
 
@@ -13,6 +17,7 @@ struct MemoryOptions {
   bool checkpointing = false;    // keep only each layer's input; recompute a layer at a time in backward
   int ring_slots = 2;            // pinned staging buffers per boundary into a device with its own memory
   OptimizerConfig optimizer;
+  Precision precision;           // what each device computes in (the model's dtype is not used here)
 };
 
 }  // namespace pipetrain

@@ -13,12 +13,15 @@
 
 namespace pipetrain {
 
-enum class Dtype { kFloat32, kFloat64, kBFloat16 };
+enum class Dtype { kFloat32, kFloat64, kBFloat16, kFloat16 };
 
 int64_t dtype_bytes(Dtype dtype);
 std::string dtype_name(Dtype dtype);
-// Throws InputError naming the value when `name` is not one of float32, float64, bfloat16.
-Dtype parse_dtype(const std::string& name);
+// bfloat16 and float16: computing in them keeps float32 master weights where the optimizer lives.
+bool is_16_bit(Dtype dtype);
+// Throws InputError naming the value when `name` is not one of float32, float64, bfloat16, float16
+// (`what` names the key in the message: "model.dtype").
+Dtype parse_dtype(const std::string& name, const std::string& what = "model.dtype");
 
 struct ModelConfig {
   int64_t vocab_size = 256;
@@ -27,7 +30,7 @@ struct ModelConfig {
   int64_t num_heads = 4;
   int64_t intermediate_size = 1024;
   int64_t seq_len = 128;
-  Dtype dtype = Dtype::kFloat32;
+  Dtype dtype = Dtype::kFloat32;  // what layers compute in (memory/precision.h may choose per device)
 
   int64_t num_model_layers() const { return num_layers + 2; }  // embed + blocks + head
 };
@@ -42,6 +45,9 @@ struct LayerId {
 
 // "V256 H256 L4 A4 I1024 T128 float32": the architecture, what must match for weights to load.
 std::string architecture_key(const ModelConfig& model);
+
+// The same model computing in `dtype`.
+ModelConfig with_dtype(ModelConfig model, Dtype dtype);
 
 // The layer list's indices, stated once: 0 is the embedding, 1..L the blocks, L+1 the head.
 constexpr int64_t kEmbedLayer = 0;

@@ -12,8 +12,16 @@ int64_t dtype_bytes(Dtype dtype) {
     case Dtype::kFloat32: return 4;
     case Dtype::kFloat64: return 8;
     case Dtype::kBFloat16: return 2;
+    case Dtype::kFloat16: return 2;
   }
   throw std::logic_error("unknown Dtype");
+}
+
+bool is_16_bit(Dtype dtype) { return dtype == Dtype::kBFloat16 || dtype == Dtype::kFloat16; }
+
+ModelConfig with_dtype(ModelConfig model, Dtype dtype) {
+  model.dtype = dtype;
+  return model;
 }
 
 std::string dtype_name(Dtype dtype) {
@@ -21,15 +29,17 @@ std::string dtype_name(Dtype dtype) {
     case Dtype::kFloat32: return "float32";
     case Dtype::kFloat64: return "float64";
     case Dtype::kBFloat16: return "bfloat16";
+    case Dtype::kFloat16: return "float16";
   }
   throw std::logic_error("unknown Dtype");
 }
 
-Dtype parse_dtype(const std::string& name) {
+Dtype parse_dtype(const std::string& name, const std::string& what) {
   if (name == "float32" || name == "fp32") return Dtype::kFloat32;
   if (name == "float64" || name == "fp64") return Dtype::kFloat64;
   if (name == "bfloat16" || name == "bf16") return Dtype::kBFloat16;
-  throw InputError("model.dtype is '" + name + "'; expected one of float32, float64, bfloat16");
+  if (name == "float16" || name == "fp16") return Dtype::kFloat16;
+  throw InputError(what + " is '" + name + "'; expected one of float32, float64, bfloat16, float16");
 }
 
 std::string architecture_key(const ModelConfig& m) {

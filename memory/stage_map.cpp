@@ -50,10 +50,17 @@ void validate_stage_map(const StageMap& map, const ModelConfig& model, const Har
       throw InputError(where + " keeps its weights on " + place.weights.name() + " but computes on " +
                        place.compute.name() + "; weights can only live where their layers compute so far (drop `weights:`)");
     }
-    if (place.optimizer != place.compute) {
+    // The optimizer may live in CPU RAM for layers that compute on a device of their own memory
+    // (gradients come out, updated weights go back); nowhere else.
+    const bool optimizer_in_ram = place.optimizer.is_cpu() && place.compute.has_own_memory();
+    if (place.optimizer != place.compute && !optimizer_in_ram) {
       throw InputError(where + " keeps its optimizer state on " + place.optimizer.name() + " but computes on " +
-                       place.compute.name() +
-                       "; optimizer state can only live where its layers compute so far (drop `optimizer:`)");
+                       place.compute.name() + "; the optimizer lives where its layers compute, or in CPU RAM for a "
+                       "GPU stage (optimizer: cpu)");
+    }
+    if (!hardware.has_device(place.optimizer)) {
+      throw InputError(where + " keeps its optimizer state on '" + place.optimizer.name() + "', which hardware '" +
+                       hardware.name + "' does not have (it has: " + hardware.device_names() + ")");
     }
     if (st.first < 0 || st.last >= n || st.first > n - 1 || st.last < 0) {
       throw InputError(where + " names layers outside the model's embed..head");

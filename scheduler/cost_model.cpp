@@ -1,5 +1,7 @@
 #include "scheduler/cost_model.h"
 
+#include <algorithm>
+
 #include "scheduler/cores.h"
 
 namespace pipetrain {
@@ -10,7 +12,8 @@ std::string profile_key(const ModelConfig& model, int64_t micro_batch_size) {
 
 StageTimer::StageTimer(const ModelConfig& model, const HardwareSpec& hardware, const PlanOptions& options)
     : model_(model), hardware_(hardware), options_(options), prefix_(describe_model(model)) {
-  if (hardware.measured.model_key != profile_key(model, options.micro_batch_size)) return;
+  // A profile measures the CPU in the dtype it computes in.
+  if (hardware.measured.model_key != profile_key(with_dtype(model, options.precision.cpu), options.micro_batch_size)) return;
   const size_t layers = static_cast<size_t>(model.num_model_layers());
   for (const LayerTimes& e : hardware.measured.entries) {
     if (e.forward_seconds.size() != layers) continue;
@@ -31,31 +34,75 @@ const StageTimer::Sums* StageTimer::find(DeviceId device, int cores) const {
   return nullptr;
 }
 
-StageTiming StageTimer::time(DeviceId device, int cores, int64_t first, int64_t last, bool checkpointing) const {
+StageTiming StageTimer::time(DeviceId device, DeviceId optimizer_home, int cores, int64_t first, int64_t last,
+                             bool checkpointing) const {
+  const RangeCosts range = prefix_.range(first, last);
+  const DeviceSpec& d = hardware_.device(device);
   if (const Sums* s = find(device, cores)) {
     const size_t a = static_cast<size_t>(first), b = static_cast<size_t>(last) + 1;
     StageTiming t;
     t.forward_seconds = s->forward[b] - s->forward[a];
     t.backward_seconds = s->backward[b] - s->backward[a] + (checkpointing ? t.forward_seconds : 0.0);
     t.optimizer_seconds = s->optimizer[b] - s->optimizer[a];
+    t.norm_seconds = norm_seconds(range, d, options_);
     return t;
   }
   PlanOptions o = options_;
   o.checkpointing = checkpointing;
-  const DeviceSpec& d = hardware_.device(device);
-  return stage_timing(prefix_.range(first, last), model_, d, "", device.is_cpu() ? cores : 0, o);
+  StageTiming t = stage_timing(range, model_, d, "", device.is_cpu() ? cores : 0, o);
+  t.optimizer_seconds = optimizer_seconds(range, hardware_, device, optimizer_home, o);
+  return t;
 }
 
 StageTiming stage_timing(const RangeCosts& range, const ModelConfig& model, const DeviceSpec& device,
                          const std::string& resource, int cores, const PlanOptions& options) {
   const double tokens = static_cast<double>(options.micro_batch_size * model.seq_len);
-  const double rate = device.flops_per_s_with(cores > 0 ? cores : device.cores);
+  const double rate = device.flops_per_s_for(options.precision.compute(device.id), cores > 0 ? cores : device.cores);
   StageTiming t;
   t.resource = resource;
   t.forward_seconds = range.forward_flops_per_token * tokens / rate;
   t.backward_seconds = (range.backward_flops_per_token +
                         (options.checkpointing ? range.forward_flops_per_token : 0.0)) * tokens / rate;
+  t.norm_seconds = norm_seconds(range, device, options);
   return t;
+}
+
+double optimizer_step_bytes_per_param(const OptimizerConfig& optimizer, Dtype compute, DeviceId device, DeviceId home) {
+  const OptimizerMethod method = optimizer_method(optimizer, compute, home.is_cpu(), home == device);
+  const double state = static_cast<double>(method.state_bytes_per_param);
+  const double c = static_cast<double>(dtype_bytes(compute));
+  if (method.fused) {
+    // Fused (stages/kernels/cpu_adamw.h): master read and written, each moment read and written,
+    // the gradient read, and with masters the compute weights written.
+    return 2.0 * 4.0 + 2.0 * state + c + (method.masters ? c : 0.0);
+  }
+  // LibTorch's optimizer, a pass per operation over float32 (scaled to its state's dtype); with
+  // masters, the gradient is converted first (c read, 4 written) and the weights refreshed after
+  // (4 read, c written).
+  const double width = static_cast<double>(dtype_bytes(method.masters ? Dtype::kFloat32 : compute)) / 4.0;
+  return optimizer.kind.def().library_step_bytes(optimizer) * width + (method.masters ? 2.0 * (c + 4.0) : 0.0);
+}
+
+double norm_seconds(const RangeCosts& range, const DeviceSpec& device, const PlanOptions& options) {
+  const double bytes = static_cast<double>(range.params) * static_cast<double>(dtype_bytes(options.precision.compute(device.id)));
+  return bytes / device.memory_bytes_per_s;
+}
+
+double optimizer_seconds(const RangeCosts& range, const HardwareSpec& hw, DeviceId device, DeviceId home,
+                         const PlanOptions& options) {
+  const Dtype compute = options.precision.compute(device);
+  const double params = static_cast<double>(range.params);
+  const double step = params * optimizer_step_bytes_per_param(options.optimizer, compute, device, home) /
+                      hw.device(home).memory_bytes_per_s;
+  if (home == device) return step;
+  // Gradients out and updated weights back, a layer at a time, overlapped with the step: the
+  // longest of the three, plus one layer's copies that cannot overlap (the first out, the last back).
+  const double bytes = params * static_cast<double>(dtype_bytes(compute));
+  const double layer_bytes = static_cast<double>(range.max_layer_params) * static_cast<double>(dtype_bytes(compute));
+  const LinkSpec& out = *hw.link(device, home);
+  const LinkSpec& back = *hw.link(home, device);
+  return std::max({step, link_seconds(out, bytes), link_seconds(back, bytes)}) + link_seconds(out, layer_bytes) +
+         link_seconds(back, layer_bytes);
 }
 
 const LinkSpec* copy_link(const HardwareSpec& hw, DeviceId from, DeviceId to) {
@@ -91,20 +138,20 @@ std::vector<StageTiming> stage_timings(const ModelConfig& model, const HardwareS
   std::vector<StageTiming> out;
   for (int s = 0; s < map.num_stages(); ++s) {
     const StageSpec& st = map.stages[static_cast<size_t>(s)];
-    out.push_back(timer.time(st.device, st.device.is_cpu() && st.cores == 0 ? pool : st.cores, st.first, st.last,
-                             options.checkpointing));
+    out.push_back(timer.time(st.device, st.placement().optimizer, st.device.is_cpu() && st.cores == 0 ? pool : st.cores,
+                             st.first, st.last, options.checkpointing));
     out.back().resource = compute_resource(st, s);
   }
   return out;
 }
 
-std::vector<TransferTiming> transfer_timings(const LayerPrefix& prefix, const ModelConfig& model, const HardwareSpec& hw,
-                                             const StageMap& map, const PlanOptions& options) {
+std::vector<TransferTiming> transfer_timings(const std::vector<int64_t>& boundary_bytes_per_token, const ModelConfig& model,
+                                             const HardwareSpec& hw, const StageMap& map, const PlanOptions& options) {
   std::vector<TransferTiming> out;
   for (int s = 0; s + 1 < map.num_stages(); ++s) {
-    const StageSpec& st = map.stages[static_cast<size_t>(s)];
-    out.push_back(transfer_timing(prefix.range(st.last, st.last).output_bytes_per_token, model, hw, st.device,
-                                  map.stages[static_cast<size_t>(s + 1)].device, options));
+    out.push_back(transfer_timing(boundary_bytes_per_token[static_cast<size_t>(s)], model, hw,
+                                  map.stages[static_cast<size_t>(s)].device, map.stages[static_cast<size_t>(s + 1)].device,
+                                  options));
   }
   return out;
 }

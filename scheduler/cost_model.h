@@ -2,9 +2,15 @@
 //
 //   forward  = Σ forward FLOPs per token * tokens / rate,   backward likewise (plus a forward
 //              again under activation checkpointing, which recomputes before it differentiates)
-//   rate     = the device's sustained FLOP/s; a CPU stage with its own cores gets the rate of that
-//              many cores and its own resource "cpu[s]"; CPU stages without cores share "cpu", the pool of
-//              the cores no stage owns, at that pool's rate (scheduler/cores.h)
+//   rate     = the device's sustained FLOP/s in the dtype it computes in (memory/precision.h); a
+//              CPU stage with its own cores gets the rate of that many cores and its own resource
+//              "cpu[s]"; CPU stages without cores share "cpu", the pool of the cores no stage owns,
+//              at that pool's rate (scheduler/cores.h)
+//   norm     = its gradients' bytes / the device's memory bandwidth (one read)
+//   optimizer = the bytes its optimizer moves per parameter / the bandwidth where it runs
+//              (optimizer_step_bytes_per_param); for a GPU stage whose optimizer lives in RAM, its
+//              gradients out and its weights back over the links, overlapped with the CPU's step:
+//              the longest of the three
 //   transfer = boundary bytes / link bandwidth + latency, on the link's own resource
 //              ("cpu->cuda:0" is H2D, "cuda:0->cpu" is D2H); CPU to CPU is a free hand-off.
 // A measured profile (pipetrain profile: hardware.measured, per-layer times for this model and
@@ -32,9 +38,11 @@ class StageTimer {
   StageTimer(const ModelConfig& model, const HardwareSpec& hardware, const PlanOptions& options);
   // True when the hardware's measured times are for this model and micro-batch size.
   bool uses_measured_times() const { return !sums_.empty(); }
-  // Layers [first, last] on `device`, computing with `cores` (a CPU stage's own cores, or the size of
-  // the pool it shares; ignored for a GPU). The resource is left empty.
-  StageTiming time(DeviceId device, int cores, int64_t first, int64_t last, bool checkpointing) const;
+  // Layers [first, last] on `device` with their optimizer on `optimizer_home`, computing with
+  // `cores` (a CPU stage's own cores, or the size of the pool it shares; ignored for a GPU). The
+  // resource is left empty.
+  StageTiming time(DeviceId device, DeviceId optimizer_home, int cores, int64_t first, int64_t last,
+                   bool checkpointing) const;
 
  private:
   struct Sums {
@@ -47,12 +55,24 @@ class StageTimer {
   const ModelConfig& model_;
   const HardwareSpec& hardware_;
   PlanOptions options_;
-  LayerPrefix prefix_;
+  LayerPrefix prefix_;  // FLOPs and parameters, which do not depend on the dtype
   std::vector<Sums> sums_;
 };
 
 StageTiming stage_timing(const RangeCosts& range, const ModelConfig& model, const DeviceSpec& device,
                          const std::string& resource, int cores, const PlanOptions& options);
+
+// The bytes one parameter's optimizer step moves through memory where it runs: the fused CPU AdamW
+// reads and writes the float32 master and both moments once, reads the gradient and writes the
+// 16-bit weights (28 bytes in float32); LibTorch's optimizers make a pass per operation
+// (OptimizerDef::library_step_bytes), plus the gradient's conversion and the weights' refresh when
+// the master is a copy.
+double optimizer_step_bytes_per_param(const OptimizerConfig& optimizer, Dtype compute, DeviceId device, DeviceId home);
+
+// Seconds of one stage's optimizer step and of its gradient-norm pass, from bytes over bandwidth.
+double optimizer_seconds(const RangeCosts& range, const HardwareSpec& hardware, DeviceId device, DeviceId home,
+                         const PlanOptions& options);
+double norm_seconds(const RangeCosts& range, const DeviceSpec& device, const PlanOptions& options);
 
 // The link a tensor takes from `from` to `to`, or nullptr when it is handed over without a copy
 // (the same device, or two stages that both compute in host memory).
@@ -65,7 +85,8 @@ TransferTiming transfer_timing(int64_t boundary_bytes_per_token, const ModelConf
 
 std::vector<StageTiming> stage_timings(const ModelConfig& model, const HardwareSpec& hardware, const StageMap& map,
                                        const PlanOptions& options);
-std::vector<TransferTiming> transfer_timings(const LayerPrefix& prefix, const ModelConfig& model,
+// Per boundary, from the bytes per token crossing it (memory/estimate.h boundary_bytes_per_token).
+std::vector<TransferTiming> transfer_timings(const std::vector<int64_t>& boundary_bytes_per_token, const ModelConfig& model,
                                              const HardwareSpec& hardware, const StageMap& map,
                                              const PlanOptions& options);
 

@@ -1,6 +1,5 @@
 #include "scheduler/plan.h"
 
-#include "memory/layer_prefix.h"
 #include "scheduler/cost_model.h"
 
 namespace pipetrain {
@@ -21,14 +20,16 @@ Plan evaluate_plan(const ModelDesc& model, const HardwareSpec& hw, const StageMa
             stage_timings(model.config, hw, map, options),
             {}};
   plan.memory = estimate_memory(model, hw, map, plan.schedule.in_flight(), options);
-  const LayerPrefix prefix(model);
-  const std::vector<TransferTiming> transfers = transfer_timings(prefix, model.config, hw, map, options);
+  PrefixByDtype prefixes(model.config);
+  const std::vector<int64_t> per_token = boundary_bytes_per_token(prefixes, map, options.precision);
+  const std::vector<TransferTiming> transfers = transfer_timings(per_token, model.config, hw, map, options);
   for (int b = 0; b + 1 < map.num_stages(); ++b) {
-    const StageSpec& sender = map.stages[static_cast<size_t>(b)];
-    const int64_t bytes = checked_mul(options.micro_batch_size * model.config.seq_len,
-                                      prefix.range(sender.last, sender.last).output_bytes_per_token, "boundary bytes");
-    plan.boundaries.push_back({sender.device, map.stages[static_cast<size_t>(b + 1)].device, bytes,
-                               plan.memory.rings[static_cast<size_t>(b)], transfers[static_cast<size_t>(b)]});
+    const size_t i = static_cast<size_t>(b);
+    const DeviceId from = map.stages[i].device, to = map.stages[i + 1].device;
+    plan.boundaries.push_back({from, to,
+                               boundary_dtype(options.precision.compute(from), options.precision.compute(to)),
+                               checked_mul(options.micro_batch_size * model.config.seq_len, per_token[i], "boundary bytes"),
+                               plan.memory.rings[i], transfers[i]});
   }
   plan.predicted = simulate(plan.schedule, plan.stage_times, transfers, tokens_per_step(model.config, options));
   return plan;

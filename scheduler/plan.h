@@ -4,6 +4,7 @@
 //
 //   Plan plan = evaluate_plan(describe_model(model), hardware, map, options);
 //   plan.layers[i];          // where layer i computes, and where its weights and optimizer state live
+//   plan.options.precision;  // what each device computes in
 //   plan.schedule.stages[s]; // the op list stage s runs (and the simulator replayed)
 //   plan.boundaries[b];      // what crosses boundary b, over which link, through how many pinned slots
 //   plan.memory;             // bytes per stage and device, against the budgets
@@ -27,6 +28,7 @@ namespace pipetrain {
 struct BoundaryPlan {
   DeviceId from;               // stage b's device (activations go from -> to, gradients back)
   DeviceId to;                 // stage b + 1's device
+  Dtype dtype;                 // what crosses (memory/precision.h boundary_dtype)
   int64_t activation_bytes;    // one micro-batch's boundary activation; its gradient is as large
   BoundaryRings rings;         // pinned staging slots each way, counted in memory (memory/estimate.h)
   TransferTiming predicted;    // copy times and engines; no resource for a hand-off

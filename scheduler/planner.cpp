@@ -72,6 +72,7 @@ struct Candidate {
   uint16_t split;
   uint8_t schedule;    // index into the choices' schedules
   uint8_t checkpointing;
+  uint8_t optimizer_in_ram;  // GPU stages' optimizer in CPU RAM
   int32_t micro_batches;
   std::array<int32_t, kMaxAutoStages> last;  // last layer of each stage
   bool operator<(const Candidate& other) const { return lower_bound < other.lower_bound; }
@@ -87,7 +88,15 @@ struct ShapeInfo {
   std::vector<int> forward_link, backward_link;  // [boundary] -> resource id, -1 = free hand-off
   std::vector<const LinkSpec*> forward_spec, backward_spec;
   std::vector<std::vector<std::vector<int>>> in_flight;  // [schedule][count] -> per stage
+  std::vector<Dtype> compute;     // per stage: the dtype it computes in
+  std::vector<Dtype> boundary;    // per boundary: the dtype that crosses it
+  bool has_own_memory_stage = false;  // a GPU stage, whose optimizer may live in RAM
   int num_resources = 0;
+
+  // The device where stage s's optimizer lives.
+  DeviceId optimizer_home(size_t s, bool in_ram) const {
+    return in_ram && devices[s].has_own_memory() ? DeviceId::cpu() : devices[s];
+  }
 };
 
 // The options one candidate cut can run with: which (schedule, micro-batch count) pairs, by index.
@@ -111,7 +120,8 @@ class AutoPlanner {
         schedules_(choices.schedules.empty() ? ScheduleKind::all() : choices.schedules),
         counts_(choices.micro_batch_counts.empty() ? std::vector<int>{1, 2, 4, 8, 16, 32} : choices.micro_batch_counts),
         checkpointing_(choices.checkpointing.empty() ? std::vector<bool>{false, true} : choices.checkpointing),
-        keep_(static_cast<size_t>(1 + std::max(0, choices.runners_up))) {
+        optimizer_in_ram_(choices.optimizer_in_ram.empty() ? std::vector<bool>{false, true} : choices.optimizer_in_ram),
+        keep_(static_cast<size_t>(1 + std::max(0, choices.runners_up))), prefixes_(model.config) {
     for (const Shape& shape : shapes_) infos_.push_back(describe_shape(shape, choices.choose_cores));
   }
 
@@ -137,7 +147,8 @@ class AutoPlanner {
   ShapeInfo describe_shape(const Shape& shape, bool choose_cores) const;
   void enumerate(const std::function<void(const Candidate&)>& visit);
   void enumerate_cut(size_t shape_index, const std::vector<int64_t>& last, const std::function<void(const Candidate&)>& visit);
-  OptionList fitting_options(const ShapeInfo& info, const std::vector<RangeCosts>& ranges, bool checkpointing) const;
+  OptionList fitting_options(const ShapeInfo& info, const std::vector<RangeCosts>& ranges,
+                             const std::vector<int64_t>& boundary_bytes, bool checkpointing, bool in_ram) const;
   Bound bound_of(const ShapeInfo& info, size_t split, const std::vector<int64_t>& last, bool checkpointing,
                  const Bound& transfers, const std::vector<double>& link_work) const;
   std::vector<Candidate> best_bounds(size_t count);
@@ -156,7 +167,9 @@ class AutoPlanner {
   const std::vector<ScheduleKind> schedules_;
   const std::vector<int> counts_;
   const std::vector<bool> checkpointing_;
+  const std::vector<bool> optimizer_in_ram_;
   const size_t keep_;
+  PrefixByDtype prefixes_;  // the layer costs in each dtype a stage computes in
   std::vector<ShapeInfo> infos_;
   PlannerResult result_;
 };
@@ -194,6 +207,11 @@ ShapeInfo AutoPlanner::describe_shape(const Shape& shape, bool choose_cores) con
     info.backward_link.push_back(b ? id(link_resource(shape[s + 1], shape[s])) : -1);
   }
   info.num_resources = static_cast<int>(names.size());
+  for (DeviceId d : shape) {
+    info.compute.push_back(base_.precision.compute(d));
+    info.has_own_memory_stage = info.has_own_memory_stage || d.has_own_memory();
+  }
+  for (size_t b = 0; b + 1 < shape.size(); ++b) info.boundary.push_back(boundary_dtype(info.compute[b], info.compute[b + 1]));
   for (ScheduleKind kind : schedules_) {
     info.in_flight.emplace_back();
     for (int m : counts_) info.in_flight.back().push_back(make_schedule(kind, static_cast<int>(shape.size()), m).in_flight());
@@ -218,13 +236,20 @@ void AutoPlanner::enumerate_cut(size_t shape_index, const std::vector<int64_t>& 
                                 const std::function<void(const Candidate&)>& visit) {
   const ShapeInfo& info = infos_[shape_index];
   const size_t num_stages = info.devices.size();
+  // Each stage's costs in the dtype it computes in; each boundary's bytes in the dtype crossing it.
   std::vector<RangeCosts> ranges;
-  for (size_t s = 0; s < num_stages; ++s) ranges.push_back(prefix_.range(s == 0 ? kEmbedLayer : last[s - 1] + 1, last[s]));
+  std::vector<int64_t> boundary_bytes;
+  for (size_t s = 0; s < num_stages; ++s) {
+    ranges.push_back(prefixes_(info.compute[s]).range(s == 0 ? kEmbedLayer : last[s - 1] + 1, last[s]));
+  }
+  for (size_t b = 0; b + 1 < num_stages; ++b) {
+    boundary_bytes.push_back(prefixes_(info.boundary[b]).range(last[b], last[b]).output_bytes_per_token);
+  }
   // Transfers depend only on the boundaries.
   Bound transfers;
   std::vector<double> link_work(static_cast<size_t>(info.num_resources), 0.0);
   for (size_t b = 0; b + 1 < num_stages; ++b) {
-    const double bytes = static_cast<double>(ranges[b].output_bytes_per_token) * tokens_;
+    const double bytes = static_cast<double>(boundary_bytes[b]) * tokens_;
     for (const auto& [link, resource] : {std::pair{info.forward_spec[b], info.forward_link[b]},
                                          std::pair{info.backward_spec[b], info.backward_link[b]}}) {
       if (link == nullptr) continue;
@@ -233,19 +258,22 @@ void AutoPlanner::enumerate_cut(size_t shape_index, const std::vector<int64_t>& 
       link_work[static_cast<size_t>(resource)] += t;
     }
   }
-  result_.candidates += static_cast<int64_t>(checkpointing_.size() * schedules_.size() * counts_.size() * info.splits.size());
   std::array<int32_t, kMaxAutoStages> cut{};
   for (size_t s = 0; s < num_stages; ++s) cut[s] = static_cast<int32_t>(last[s]);
-  for (bool ckpt : checkpointing_) {
-    const OptionList fitting = fitting_options(info, ranges, ckpt);
-    if (fitting.empty()) continue;
-    for (size_t split = 0; split < info.splits.size(); ++split) {
-      const Bound bound = bound_of(info, split, last, ckpt, transfers, link_work);
-      for (const auto& [kind, count] : fitting) {
-        ++result_.feasible;
-        const int m = counts_[static_cast<size_t>(count)];
-        visit({bound.per_micro_batch(m), static_cast<uint16_t>(shape_index), static_cast<uint16_t>(split),
-               static_cast<uint8_t>(kind), static_cast<uint8_t>(ckpt), m, cut});
+  for (bool in_ram : optimizer_in_ram_) {
+    if (in_ram && !info.has_own_memory_stage) continue;  // no GPU stage: nothing to move
+    result_.candidates += static_cast<int64_t>(checkpointing_.size() * schedules_.size() * counts_.size() * info.splits.size());
+    for (bool ckpt : checkpointing_) {
+      const OptionList fitting = fitting_options(info, ranges, boundary_bytes, ckpt, in_ram);
+      if (fitting.empty()) continue;
+      for (size_t split = 0; split < info.splits.size(); ++split) {
+        const Bound bound = bound_of(info, split, last, ckpt, transfers, link_work);
+        for (const auto& [kind, count] : fitting) {
+          ++result_.feasible;
+          const int m = counts_[static_cast<size_t>(count)];
+          visit({bound.per_micro_batch(m), static_cast<uint16_t>(shape_index), static_cast<uint16_t>(split),
+                 static_cast<uint8_t>(kind), static_cast<uint8_t>(ckpt), static_cast<uint8_t>(in_ram), m, cut});
+        }
       }
     }
   }
@@ -254,7 +282,8 @@ void AutoPlanner::enumerate_cut(size_t shape_index, const std::vector<int64_t>& 
 // Which (schedule, micro-batch count) fit every budget for these stage ranges: the estimate's own
 // stage formula, rings and device tally. Memory does not depend on the core split.
 OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector<RangeCosts>& ranges,
-                                        bool checkpointing) const {
+                                        const std::vector<int64_t>& boundary_bytes, bool checkpointing,
+                                        bool in_ram) const {
   const int num_stages = static_cast<int>(info.devices.size());
   const int64_t tokens = base_.micro_batch_size * model_.config.seq_len;
   OptionList fitting;
@@ -268,15 +297,16 @@ OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector
         const BoundaryRings rings = boundary_rings(
             b, info.devices[static_cast<size_t>(b)], info.devices[static_cast<size_t>(b + 1)], in_flight[static_cast<size_t>(b)],
             in_flight[static_cast<size_t>(b + 1)],
-            checked_mul(tokens, ranges[static_cast<size_t>(b)].output_bytes_per_token, "ring slot bytes"), po.ring_slots);
+            checked_mul(tokens, boundary_bytes[static_cast<size_t>(b)], "ring slot bytes"), po.ring_slots);
         if (rings.staged) pinned[static_cast<size_t>(rings.host_stage)] += rings.pinned_bytes();
       }
       DeviceTally tally(hw_);
       for (int s = 0; s < num_stages; ++s) {
-        const StageMemory mem = estimate_stage(ranges[static_cast<size_t>(s)], model_.config, *info.specs[static_cast<size_t>(s)],
-                                               in_flight[static_cast<size_t>(s)], pinned[static_cast<size_t>(s)], po);
-        tally.add(info.devices[static_cast<size_t>(s)], mem.total);
-        tally.add_pinned(mem.buffers);
+        const size_t i = static_cast<size_t>(s);
+        const DeviceId home = info.optimizer_home(i, in_ram);
+        const StageMemory mem = estimate_stage(ranges[i], model_.config, *info.specs[i], hw_.device(home), in_flight[i],
+                                               pinned[i], po);
+        tally_stage(tally, mem, info.devices[i], home);
       }
       if (tally.fits()) fitting.emplace_back(static_cast<int>(kind), static_cast<int>(count));
     }
@@ -293,7 +323,7 @@ Bound AutoPlanner::bound_of(const ShapeInfo& info, size_t split, const std::vect
     const DeviceSpec& dev = *info.specs[st];
     const int cores = info.splits[split][st];
     const int64_t first = st == 0 ? kEmbedLayer : last[st - 1] + 1;
-    const StageTiming t = timer_.time(dev.id, cores > 0 ? cores : dev.cores, first, last[st], checkpointing);
+    const StageTiming t = timer_.time(dev.id, dev.id, cores > 0 ? cores : dev.cores, first, last[st], checkpointing);
     const double seconds = t.forward_seconds + t.backward_seconds;
     work[static_cast<size_t>(info.resource[split][st])] += seconds;
     bound.trip += seconds;
@@ -325,7 +355,12 @@ Plan AutoPlanner::simulate(const Candidate& c) const {
   po.micro_batches = c.micro_batches;
   po.checkpointing = c.checkpointing != 0;
   const std::vector<int64_t> last(c.last.begin(), c.last.begin() + static_cast<int64_t>(info.devices.size()));
-  return evaluate_plan(model_, hw_, make_stage_map(info.devices, last, info.splits[c.split]), po);
+  StageMap map = make_stage_map(info.devices, last, info.splits[c.split]);
+  for (size_t s = 0; s < map.stages.size(); ++s) {
+    const DeviceId home = info.optimizer_home(s, c.optimizer_in_ram != 0);
+    if (home != map.stages[s].device) map.stages[s].optimizer = home;
+  }
+  return evaluate_plan(model_, hw_, map, po);
 }
 
 // Simulates candidates best bound first until no remaining bound can beat the kept plans.

@@ -34,6 +34,9 @@ struct PlannerChoices {
   std::vector<ScheduleKind> schedules;  // default: every registered schedule
   std::vector<int> micro_batch_counts;  // default: 1, 2, 4, 8, 16, 32
   std::vector<bool> checkpointing;      // default: off, on
+  // For stages on a device of its own memory (a GPU): its optimizer there, or in CPU RAM (float32
+  // master weights and state in RAM, gradients out and weights back each step). Default: both.
+  std::vector<bool> optimizer_in_ram;
   bool choose_cores = true;             // try giving CPU stages their own cores
   int runners_up = 3;
 };

@@ -95,6 +95,20 @@ std::string needs_line(const MemoryEstimate& e) {
   return text;
 }
 
+// Each device kind in the 16-bit dtype the hardware rates faster (bfloat16 on a tie: it needs no
+// loss scale), with dynamic loss scaling when that is float16.
+Precision sixteen_bit_precision(const HardwareSpec& hw, Precision p) {
+  auto faster = [](const DeviceSpec* d) {
+    if (d == nullptr) return Dtype::kBFloat16;
+    return d->flops_per_s_for(Dtype::kFloat16, d->cores) > d->flops_per_s_for(Dtype::kBFloat16, d->cores) ? Dtype::kFloat16
+                                                                                                          : Dtype::kBFloat16;
+  };
+  if (!is_16_bit(p.cpu)) p.cpu = faster(&hw.cpu());
+  if (!is_16_bit(p.cuda)) p.cuda = faster(hw.first_gpu());
+  if (p.uses(Dtype::kFloat16)) p.loss_scaling = LossScaling::kDynamic;
+  return p;
+}
+
 }  // namespace
 
 PlanOutcome run_plan(const PlanRequest& r) {
@@ -167,9 +181,26 @@ std::vector<Remedy> suggest_remedies(const PlanRequest& request, const PlanOutco
       });
     }
   }
-  if (request.model.dtype == Dtype::kFloat32) {
-    attempt("bfloat16 weights and gradients (optimizer state stays FP32)",
-            [](PlanRequest& r) { r.model.dtype = Dtype::kBFloat16; });
+  // 16-bit compute: each device in its faster 16-bit dtype, float32 masters where the optimizer lives.
+  const Precision& precision = request.options.precision;
+  if (!is_16_bit(precision.cpu) || !is_16_bit(precision.cuda)) {
+    const Precision sixteen = sixteen_bit_precision(request.hardware, precision);
+    attempt("16-bit compute (cpu " + dtype_name(sixteen.cpu) + ", cuda " + dtype_name(sixteen.cuda) +
+                ", float32 master weights where the optimizer lives)",
+            [&sixteen](PlanRequest& r) { r.options.precision = sixteen; });
+  }
+  // A fixed map's GPU stages with their optimizer in RAM (the search tries that by itself).
+  if (fixed) {
+    const auto on_gpu_with_optimizer = [](const StageSpec& st) {
+      return st.device.has_own_memory() && st.placement().optimizer == st.device;
+    };
+    if (std::any_of(request.map->stages.begin(), request.map->stages.end(), on_gpu_with_optimizer)) {
+      attempt("the GPU stages' optimizer in CPU RAM (optimizer: cpu)", [&](PlanRequest& r) {
+        for (StageSpec& st : r.map->stages) {
+          if (on_gpu_with_optimizer(st)) st.optimizer = DeviceId::cpu();
+        }
+      });
+    }
   }
   for (int64_t mb = request.options.micro_batch_size / 2; mb >= 1; mb /= 2) {
     const bool fits = attempt("micro_batch_size " + std::to_string(mb) + " instead of " +

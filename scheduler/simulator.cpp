@@ -13,6 +13,7 @@ std::string event_kind_name(EventKind kind) {
     case EventKind::kSendActivation: return "send activation";
     case EventKind::kSendGradient: return "send gradient";
     case EventKind::kOptimizer: return "optimizer";
+    case EventKind::kGradNorm: return "gradient norm";
   }
   return "?";
 }
@@ -120,13 +121,19 @@ SimResult simulate(const Schedule& schedule, const std::vector<StageTiming>& sta
     if (e.kind == EventKind::kForward || e.kind == EventKind::kBackward) compute += e.end - e.start;
     result.pipeline_seconds = std::max(result.pipeline_seconds, e.end);
   }
-  result.step_seconds = result.pipeline_seconds;
-  for (int s = 0; s < num_stages; ++s) {
-    if (stages[s].optimizer_seconds <= 0.0) continue;
-    const double start = std::max(stage_free[s], resource_free[stages[s].resource]);
-    record(EventKind::kOptimizer, s, -1, stages[s].resource, start, start + stages[s].optimizer_seconds);
-    result.step_seconds = std::max(result.step_seconds, start + stages[s].optimizer_seconds);
+  // The optimizer phase: the norm over every stage, then each stage's step, one after another.
+  double now = result.pipeline_seconds;
+  for (const auto& [kind, seconds] : {std::pair{EventKind::kGradNorm, &StageTiming::norm_seconds},
+                                      std::pair{EventKind::kOptimizer, &StageTiming::optimizer_seconds}}) {
+    for (int s = 0; s < num_stages; ++s) {
+      const double duration = stages[s].*seconds;
+      if (duration <= 0.0) continue;
+      record(kind, s, -1, stages[s].resource, now, now + duration);
+      now += duration;
+    }
   }
+  result.step_seconds = now;
+  result.optimizer_phase_seconds = now - result.pipeline_seconds;
   std::stable_sort(result.events.begin(), result.events.end(),
                    [](const SimEvent& a, const SimEvent& b) { return a.start < b.start; });
   if (result.step_seconds > 0.0) {

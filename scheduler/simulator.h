@@ -7,6 +7,9 @@
 // a GPU, the CPU's shared pool (stages that share cores queue for it), a CPU stage's own cores,
 // or a copy engine (H2D and D2H are separate resources and overlap compute). Among the ops that can
 // run, the one that can start first goes first; ties go to the later stage (backward drains first).
+// Then the optimizer phase, as the runtime orders it: once every stage's last backward is done,
+// each stage's share of the global gradient norm in turn, then each stage's optimizer step in turn
+// (no update may start before the norm is known: clipping needs it).
 //
 //   SimResult r = simulate(make_schedule(ScheduleKind::named("gpipe"), 3, 8), timings, transfers, tokens);
 //   r.step_seconds; r.bubble_fraction; r.events;   // the events can be drawn as a trace
@@ -24,7 +27,8 @@ namespace pipetrain {
 struct StageTiming {
   double forward_seconds = 0.0;   // one micro-batch
   double backward_seconds = 0.0;  // one micro-batch (including recomputation with checkpointing)
-  double optimizer_seconds = 0.0; // once per step, after the stage's last backward
+  double optimizer_seconds = 0.0; // once per step: the stage's optimizer step
+  double norm_seconds = 0.0;      // once per step: its share of the global gradient norm
   std::string resource;           // "cpu" (shared pool), "cpu[1]" (own cores), "cuda:0"
 };
 
@@ -36,7 +40,7 @@ struct TransferTiming {
   std::string backward_resource;  // e.g. "cuda:0->cpu"
 };
 
-enum class EventKind { kForward, kBackward, kSendActivation, kSendGradient, kOptimizer };
+enum class EventKind { kForward, kBackward, kSendActivation, kSendGradient, kOptimizer, kGradNorm };
 
 struct SimEvent {
   EventKind kind;
@@ -49,6 +53,7 @@ struct SimEvent {
 
 struct SimResult {
   double step_seconds = 0.0;      // until the last optimizer step ends
+  double optimizer_phase_seconds = 0.0;  // the gradient norm and the optimizer steps after the pipeline
   double pipeline_seconds = 0.0;  // until the last backward ends
   double tokens_per_s = 0.0;
   double bubble_fraction = 0.0;   // 1 - Σ stage compute / (S * pipeline_seconds)

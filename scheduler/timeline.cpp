@@ -41,7 +41,7 @@ OpTimes median_op_times(const std::vector<std::vector<SimEvent>>& steps, int num
   }
   const size_t s_count = static_cast<size_t>(num_stages);
   const size_t b_count = s_count > 0 ? s_count - 1 : 0;
-  std::vector<std::vector<double>> forward(s_count), backward(s_count), optimizer(s_count);
+  std::vector<std::vector<double>> forward(s_count), backward(s_count), optimizer(s_count), norm(s_count);
   std::vector<std::vector<double>> send_forward(b_count), send_backward(b_count);
   OpTimes out;
   out.stages.resize(s_count);
@@ -55,6 +55,7 @@ OpTimes median_op_times(const std::vector<std::vector<SimEvent>>& steps, int num
         case EventKind::kForward: forward[s].push_back(seconds); break;
         case EventKind::kBackward: backward[s].push_back(seconds); break;
         case EventKind::kOptimizer: optimizer[s].push_back(seconds); break;
+        case EventKind::kGradNorm: norm[s].push_back(seconds); break;
         case EventKind::kSendActivation:
           if (s < b_count) {
             send_forward[s].push_back(seconds);
@@ -71,7 +72,7 @@ OpTimes median_op_times(const std::vector<std::vector<SimEvent>>& steps, int num
     }
   }
   for (size_t s = 0; s < s_count; ++s) {
-    out.stages[s] = {median(forward[s]), median(backward[s]), median(optimizer[s]), stage_resources[s]};
+    out.stages[s] = {median(forward[s]), median(backward[s]), median(optimizer[s]), median(norm[s]), stage_resources[s]};
   }
   for (size_t b = 0; b < b_count; ++b) {
     out.transfers[b].forward_seconds = median(send_forward[b]);

@@ -3,25 +3,23 @@
 #include "stages/optimizers/optimizer_impl.h"
 #include "stages/optimizer_list.inc"  // kOptimizerImpls: generated from stages/optimizers/
 
+#include <cmath>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
 
 namespace pipetrain {
-namespace {
-
-bool decays(const std::string& name, const torch::Tensor& p) {
+bool parameter_decays(const std::string& name, const torch::Tensor& p) {
   if (p.dim() < 2) return false;  // biases and LayerNorm gains
   return name.find("positions") == std::string::npos;
 }
 
-}  // namespace
-
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const torch::OrderedDict<std::string, torch::Tensor>& params,
                                                         const OptimizerConfig& config) {
   std::vector<torch::Tensor> with_decay, without_decay;
-  for (const auto& item : params) (decays(item.key(), item.value()) ? with_decay : without_decay).push_back(item.value());
+  for (const auto& item : params) (parameter_decays(item.key(), item.value()) ? with_decay : without_decay).push_back(item.value());
   return optimizer_impl(config.kind).make(with_decay, without_decay, config);
 }
 
@@ -40,6 +38,9 @@ double grad_squared_norm(const std::vector<torch::Tensor>& params) {
 }
 
 double clip_scale(double total_norm, double max_norm) {
+  if (!std::isfinite(total_norm)) {
+    throw std::invalid_argument("clip_scale: the gradient norm is " + std::to_string(total_norm) + ", not a finite number");
+  }
   if (max_norm <= 0.0) return 1.0;
   const double scale = max_norm / (total_norm + 1e-6);
   return scale < 1.0 ? scale : 1.0;
@@ -51,6 +52,19 @@ void scale_grads(const std::vector<torch::Tensor>& params, double scale) {
   for (const torch::Tensor& p : params) {
     if (p.grad().defined()) p.grad().mul_(scale);
   }
+}
+
+std::optional<std::string> first_non_finite_gradient(const LayerRange& layers, const ModelConfig& model) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < layers->layers().size(); ++i) {
+    for (const auto& item : layers->layers()[i]->named_parameters()) {
+      const torch::Tensor& g = item.value().grad();
+      if (g.defined() && !torch::isfinite(g).all().item<bool>()) {
+        return layer_name(model, layers->first() + static_cast<int64_t>(i)) + " (" + item.key() + ")";
+      }
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace pipetrain

@@ -14,16 +14,21 @@
 #include <torch/optim/optimizer.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "memory/optimizer_config.h"
+#include "stages/model.h"
 
 namespace pipetrain {
 
-// The registered kind's optimizer (stages/optimizers/) with two parameter groups: weight matrices
-// (and the token table) decay; biases, LayerNorm parameters and learned positions do not.
+// Whether a parameter's weights decay: weight matrices (and the token table) do; biases, LayerNorm
+// parameters and learned positions do not.
+bool parameter_decays(const std::string& name, const torch::Tensor& param);
+
+// The registered kind's optimizer (stages/optimizers/) with two parameter groups, by parameter_decays.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const torch::OrderedDict<std::string, torch::Tensor>& params,
                                                         const OptimizerConfig& config);
 
@@ -33,8 +38,13 @@ void set_lr(torch::optim::Optimizer& optimizer, double lr);
 double grad_squared_norm(const std::vector<torch::Tensor>& params);
 
 // The factor that brings a gradient of norm `total_norm` under `max_norm` (1 when it already is or
-// clipping is off, max_norm <= 0). Same rule as torch.nn.utils.clip_grad_norm_.
+// clipping is off, max_norm <= 0). Same rule as torch.nn.utils.clip_grad_norm_. A non-finite norm
+// has no such factor: std::invalid_argument (the caller skips the step or reports the gradient).
 double clip_scale(double total_norm, double max_norm);
+
+// The first parameter of `layers` (in layer order) whose gradient holds a NaN or an infinity, as
+// "block 3 (fc_in.weight)"; nothing when every gradient is finite.
+std::optional<std::string> first_non_finite_gradient(const LayerRange& layers, const ModelConfig& model);
 
 void scale_grads(const std::vector<torch::Tensor>& params, double scale);
 

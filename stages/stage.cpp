@@ -1,7 +1,6 @@
 #include "stages/stage.h"
 
 #include <torch/autograd.h>
-#include <torch/optim/optimizer.h>
 
 #include <stdexcept>
 
@@ -10,20 +9,26 @@
 namespace pipetrain {
 
 Stage::Stage(const ModelConfig& model, int64_t first, int64_t last, uint64_t seed, const StageOptions& options)
-    : first_(first), last_(last), head_layer_(head_layer(model)), options_(options) {
-  layers_ = LayerRange(model, first, last, seed);
-  layers_->to(options_.device);
+    : first_(first), last_(last), model_(model), options_(options),
+      compute_(to_torch_dtype(options.compute.value_or(model.dtype))) {
+  // Built in float32 when computing in 16 bits, so the masters start from the float32 values.
+  const Dtype compute = options.compute.value_or(model.dtype);
+  layers_ = LayerRange(with_dtype(model, is_16_bit(compute) ? Dtype::kFloat32 : compute), first, last, seed);
+  optimizer_ = std::make_unique<StageOptimizer>(layers_->named_parameters(), options_.optimizer, options_.device, compute_,
+                                                options_.optimizer_home.value_or(options_.device), options_.optimizer_threads);
+  layers_->to(options_.device, compute_);
   layers_->train();
   params_ = layers_->parameters();
-  optimizer_ = make_optimizer(layers_->named_parameters(), options_.optimizer);
+  optimizer_->bind();
 }
 
 Stage::~Stage() = default;
 
 torch::Tensor Stage::prepare_input(const torch::Tensor& input) const {
-  // Token ids need no gradient; an activation becomes a leaf whose gradient is what we send back.
+  // Token ids need no gradient; an activation, in this stage's dtype, becomes a leaf whose gradient
+  // is what we send back.
   if (is_first()) return input;
-  return input.detach().requires_grad_(true);
+  return input.to(compute_).detach().requires_grad_(true);
 }
 
 Stage::Saved Stage::take(int k) {
@@ -86,7 +91,7 @@ torch::Tensor Stage::backward(int k, const torch::Tensor& grad_output) {
   if (!is_last() && !grad_output.defined()) throw std::logic_error("backward of a middle stage without an output gradient");
   if (saved.output.defined()) {
     if (is_last()) saved.output.backward();
-    else saved.output.backward(grad_output);
+    else saved.output.backward(grad_output.to(saved.output.scalar_type()));
     return is_first() ? torch::Tensor() : saved.input.grad();
   }
   // Checkpointing: recompute one layer at a time from its kept input, last layer first, and carry
@@ -97,10 +102,10 @@ torch::Tensor Stage::backward(int k, const torch::Tensor& grad_output) {
     const bool token_ids = first_ + static_cast<int64_t>(i) == kEmbedLayer;
     torch::Tensor x = token_ids ? saved.layer_inputs[i] : saved.layer_inputs[i].requires_grad_(true);
     torch::Tensor y = layers[i]->forward(x);
-    if (first_ + static_cast<int64_t>(i) == head_layer_) {
+    if (is_head_layer(model_, first_ + static_cast<int64_t>(i))) {
       (lm_loss(y, saved.targets) / saved.loss_divisor).backward();
     } else {
-      y.backward(grad);
+      y.backward(grad.to(y.scalar_type()));
     }
     grad = token_ids ? torch::Tensor() : x.grad();
     saved.layer_inputs[i] = torch::Tensor();
@@ -110,19 +115,18 @@ torch::Tensor Stage::backward(int k, const torch::Tensor& grad_output) {
 
 torch::Tensor Stage::infer(const torch::Tensor& input) {
   torch::NoGradGuard no_grad;
-  return layers_->forward(input);
+  return layers_->forward(is_first() ? input : input.to(compute_));
 }
 
 void Stage::zero_grad() { optimizer_->zero_grad(); }
 
 double Stage::grad_squared_norm() const { return pipetrain::grad_squared_norm(params_); }
 
-void Stage::scale_grads(double scale) { pipetrain::scale_grads(params_, scale); }
-
-void Stage::step(double lr) {
-  set_lr(*optimizer_, lr);
-  optimizer_->step();
+std::optional<std::string> Stage::first_non_finite_gradient() const {
+  return pipetrain::first_non_finite_gradient(layers_, model_);
 }
+
+void Stage::step(double lr, double grad_scale) { optimizer_->step(lr, grad_scale); }
 
 void Stage::clear_stash() { stash_.clear(); }
 
@@ -143,8 +147,8 @@ const std::shared_ptr<LayerImpl>& layer_at_index(const LayerRange& layers, int64
 std::vector<std::pair<std::string, torch::Tensor>> Stage::layer_state(int64_t layer) const {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (const auto& item : layer_at_index(layers_, layer)->named_parameters()) {
-    out.emplace_back("param/" + item.key(), item.value().detach());
-    for (const auto& [key, tensor] : parameter_state(options_.optimizer, *optimizer_, item.value())) {
+    out.emplace_back("param/" + item.key(), optimizer_->weights_of(item.value()).detach());
+    for (const auto& [key, tensor] : optimizer_->state_of(item.value())) {
       out.emplace_back("state/" + item.key() + "/" + key, tensor);
     }
   }
@@ -157,24 +161,23 @@ void Stage::set_layer_state(int64_t layer, const std::vector<std::pair<std::stri
   for (const auto& item : layer_at_index(layers_, layer)->named_parameters()) {
     const std::string param_name = "param/" + item.key();
     const std::string state_prefix = "state/" + item.key() + "/";
-    bool found = false;
+    torch::Tensor weights;
     std::vector<std::pair<std::string, torch::Tensor>> state;
     for (const auto& [name, tensor] : tensors) {
       if (name == param_name) {
-        if (!tensor.sizes().equals(item.value().sizes())) {
-          throw std::runtime_error(param_name + " has shape " + c10::str(tensor.sizes()) + ", the model's is " +
-                                   c10::str(item.value().sizes()));
-        }
-        item.value().copy_(tensor);
-        found = true;
+        weights = tensor;
         ++used;
       } else if (name.rfind(state_prefix, 0) == 0) {
         state.emplace_back(name.substr(state_prefix.size()), tensor);
         ++used;
       }
     }
-    if (!found) throw std::runtime_error(param_name + " is missing");
-    set_parameter_state(options_.optimizer, *optimizer_, item.value(), state);
+    if (!weights.defined()) throw std::runtime_error(param_name + " is missing");
+    try {
+      optimizer_->restore(item.value(), weights, state);
+    } catch (const std::runtime_error& e) {
+      throw std::runtime_error(param_name + " " + e.what());
+    }
   }
   if (used != tensors.size()) {
     throw std::runtime_error(std::to_string(tensors.size() - used) + " tensor(s) belong to no parameter of layer " +

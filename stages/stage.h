@@ -13,26 +13,27 @@
 // last layer first, and differentiates it: one extra forward per micro-batch, and only one layer's
 // activations exist at once (memory/estimate.h has the formula).
 //
+// Its optimizer (stages/stage_optimizer.h) keeps float32 master weights when the stage computes in
+// 16 bits or keeps its optimizer apart from its device.
+//
 //   Stage stage(model, /*first=*/1, /*last=*/4, seed, {torch::kCPU, /*checkpointing=*/false, optimizer});
 //   torch::Tensor act = stage.forward(k, input);        // send to the next stage
 //   torch::Tensor grad_in = stage.backward(k, grad_out); // send to the previous stage
-//   stage.step(lr);                                     // after the global norm and clipping
+//   stage.step(lr, clip_scale);                         // after the global norm
 #pragma once
 
 #include <torch/types.h>
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "memory/model_config.h"
 #include "memory/optimizer_config.h"
 #include "stages/model.h"
-
-namespace torch::optim {
-class Optimizer;
-}
+#include "stages/stage_optimizer.h"
 
 namespace pipetrain {
 
@@ -40,6 +41,9 @@ struct StageOptions {
   torch::Device device = torch::kCPU;
   bool checkpointing = false;
   OptimizerConfig optimizer;
+  std::optional<Dtype> compute;               // what the layers compute in; default: the model's dtype
+  std::optional<torch::Device> optimizer_home;  // where the optimizer's state lives; default: `device`
+  int optimizer_threads = 1;                  // the fused CPU AdamW's threads
 };
 
 class Stage {
@@ -50,12 +54,15 @@ class Stage {
   Stage& operator=(const Stage&) = delete;
 
   bool is_first() const { return first_ == kEmbedLayer; }  // starts with the embedding: its input is token ids
-  bool is_last() const { return last_ == head_layer_; }    // ends with the head: its forward ends in the loss
+  bool is_last() const { return last_ == head_layer(model_); }  // ends with the head: its forward ends in the loss
   int64_t first() const { return first_; }
   int64_t last() const { return last_; }
   torch::Device device() const { return options_.device; }
+  torch::Dtype compute_dtype() const { return compute_; }
 
-  // Forward of micro-batch k (not the last stage). Returns the activation for the next stage.
+  // Forward of micro-batch k (not the last stage). Returns the activation for the next stage, in
+  // the stage's compute dtype (an input in another dtype is converted on arrival; its gradient
+  // goes back in the stage's dtype).
   torch::Tensor forward(int k, const torch::Tensor& input);
   // Forward of micro-batch k on the last stage: the mean loss over its tokens (unscaled). Backward
   // will differentiate loss / loss_divisor.
@@ -68,9 +75,12 @@ class Stage {
   torch::Tensor infer(const torch::Tensor& input);
 
   void zero_grad();
-  double grad_squared_norm() const;  // Σ ||grad||² over this stage's parameters
-  void scale_grads(double scale);
-  void step(double lr);
+  double grad_squared_norm() const;  // Σ ||grad||² over this stage's parameters, in float64
+  // The first of its parameters whose gradient is not finite: "block 3 (fc_in.weight)".
+  std::optional<std::string> first_non_finite_gradient() const;
+  // The optimizer's step with every gradient multiplied by `grad_scale` (clipping, a loss scale undone).
+  void step(double lr, double grad_scale = 1.0);
+  const StageOptimizer& optimizer() const { return *optimizer_; }
   // Drops every stashed micro-batch (after a failed step, so the next starts clean).
   void clear_stash();
 
@@ -99,11 +109,12 @@ class Stage {
 
   int64_t first_;
   int64_t last_;
-  int64_t head_layer_;
+  ModelConfig model_;
   StageOptions options_;
   LayerRange layers_{nullptr};
   std::vector<torch::Tensor> params_;
-  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  torch::Dtype compute_;
+  std::unique_ptr<StageOptimizer> optimizer_;
   std::map<int, Saved> stash_;
 };
 

@@ -22,6 +22,7 @@ inline HardwareSpec cpu_gpu_box(int64_t ram = 16 * kGiB, int64_t vram = 4 * kGiB
   cpu.safety_margin = 0.9;
   cpu.allocator_slack = 0.0;
   cpu.flops_per_s = 100e9;
+  cpu.memory_bytes_per_s = 20e9;
   cpu.cores = cores;
   DeviceSpec gpu;
   gpu.id = kGpu;
@@ -29,6 +30,7 @@ inline HardwareSpec cpu_gpu_box(int64_t ram = 16 * kGiB, int64_t vram = 4 * kGiB
   gpu.safety_margin = 0.9;
   gpu.allocator_slack = 0.0;
   gpu.flops_per_s = 2000e9;
+  gpu.memory_bytes_per_s = 400e9;
   hw.devices = {cpu, gpu};
   hw.links = {{kCpu, kGpu, 10e9, 10e-6}, {kGpu, kCpu, 10e9, 10e-6}};
   hw.pinned_bytes = 2 * kGiB;

@@ -212,7 +212,7 @@ TEST_CASE("resume refuses a run without a valid checkpoint") {
 TEST_CASE("the memory guard stops a run past its budget with a checkpoint") {
   testing::ScratchDir dir;
   const std::string hardware = dir.file(
-      "small.yaml", "name: small box\ndevices:\n  - {name: cpu, memory_gib: 0.1, reserved_gib: 0, flops_per_s: 1.0e10, cores: 1}\n");
+      "small.yaml", "name: small box\ndevices:\n  - {name: cpu, memory_gib: 0.1, reserved_gib: 0, flops_per_s: 1.0e10, memory_bandwidth_gb_per_s: 10, cores: 1}\n");
   const std::string out = dir.path() + "/run";
   const auto r = testing::run_command(kBinary + " train --hardware " + hardware +
                                       " --set stages=none --set model.num_layers=1 --set model.hidden_dim=32"

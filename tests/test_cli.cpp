@@ -149,9 +149,10 @@ TEST_CASE("train with a stage map and a trace") {
   for (const auto& e : trace["traceEvents"]) {
     if (e["ph"] == "X" && e["pid"] == 1) ++spans_per_track[track_names[{e["pid"], e["tid"]}]];
   }
-  // 3 steps x 4 micro-batches: a forward and a backward each, plus 3 optimizer steps, per stage.
-  CHECK(spans_per_track["stage 0 on cpu[0]"] == 3 * (2 * 4 + 1));
-  CHECK(spans_per_track["stage 1 on cpu"] == 3 * (2 * 4 + 1));
+  // 3 steps x 4 micro-batches: a forward and a backward each, plus per step the stage's part of
+  // the global gradient norm and its optimizer step, per stage.
+  CHECK(spans_per_track["stage 0 on cpu[0]"] == 3 * (2 * 4 + 2));
+  CHECK(spans_per_track["stage 1 on cpu"] == 3 * (2 * 4 + 2));
   CHECK(spans_per_track["send 0->1"] == 3 * 4);
   CHECK(spans_per_track["send 1->0"] == 3 * 4);
 }
@@ -206,7 +207,7 @@ TEST_CASE("doctor reports the machine") {
   const CommandResult r = pipetrain_run("doctor");
   CAPTURE(r.output);
   CHECK(r.exit_code == 0);
-  for (const char* field : {"LibTorch", "BLAS", "matmul check", "threads", "RAM", "cgroup limit"}) {
+  for (const char* field : {"LibTorch", "BLAS", "matmul check", "memory triad", "threads", "RAM", "cgroup limit"}) {
     CHECK_MESSAGE(r.output.find(field) != std::string::npos, field);
   }
 }

@@ -60,7 +60,8 @@ TEST_CASE("bad configs are refused with the key and value named") {
                  "model.hidden_dim = 100 is not divisible by model.num_heads = 3");
   check_rejected(data + "model:\n  hidden_dim: 99999999999\n", "model.hidden_dim = 99999999999 is larger than");
   check_rejected(data + "model:\n  vocab_size: 100\n", "model.vocab_size = 100 is too small");
-  check_rejected(data + "model:\n  dtype: float16\n", "model.dtype is 'float16'");
+  check_rejected(data + "model:\n  dtype: int8\n", "model.dtype is 'int8'");
+  check_rejected(data + "train:\n  eps: 0\n", "train.eps must be positive, got 0");
   check_rejected(data + "train:\n  lr: -0.1\n", "train.lr must be positive, got -0.1");
   check_rejected(data + "train:\n  optimizer: adam\n", "train.optimizer is 'adam'");
   check_rejected(data + "train:\n  micro_batches: 0\n", "train.micro_batches must be positive, got 0");
@@ -98,6 +99,42 @@ TEST_CASE("to_yaml round-trips") {
   CHECK(again.model.num_layers == 5);
   CHECK(again.data.files == run.data.files);
   CHECK(to_yaml(again) == to_yaml(run));
+}
+
+// precision: a compute dtype per device kind (model.dtype by default), the moments' dtype, and
+// loss scaling, which float16 turns on by itself and cannot run without.
+TEST_CASE("the precision section") {
+  const RunConfig plain = parse(kMinimal);
+  CHECK(plain.precision.cpu == Dtype::kFloat32);
+  CHECK(plain.precision.cuda == Dtype::kFloat32);
+  CHECK(plain.precision.loss_scaling == LossScaling::kNone);
+  CHECK(plain.train.optimizer.state_dtype == Dtype::kFloat32);
+
+  const RunConfig mixed = parse(std::string(kMinimal) + "precision:\n  cuda: float16\n  moments: bfloat16\n");
+  CHECK(mixed.precision.cpu == Dtype::kFloat32);
+  CHECK(mixed.precision.cuda == Dtype::kFloat16);
+  CHECK(mixed.precision.loss_scaling == LossScaling::kDynamic);
+  CHECK(mixed.train.optimizer.state_dtype == Dtype::kBFloat16);
+  const RunConfig again = parse(to_yaml(mixed));
+  CHECK(again.precision.cuda == Dtype::kFloat16);
+  CHECK(again.train.optimizer.state_dtype == Dtype::kBFloat16);
+  CHECK(to_yaml(again) == to_yaml(mixed));
+
+  // model.dtype sets both devices' compute dtype; float16 there brings loss scaling with it.
+  const RunConfig half = parse(std::string(kMinimal) + "model:\n  dtype: float16\n");
+  CHECK(half.precision.cpu == Dtype::kFloat16);
+  CHECK(half.precision.cuda == Dtype::kFloat16);
+  CHECK(half.precision.loss_scaling == LossScaling::kDynamic);
+
+  const std::string data = kMinimal;
+  check_rejected(data + "precision:\n  cuda: float16\n  loss_scaling: none\n", "float16 with loss_scaling: none");
+  check_rejected(data + "precision:\n  cpu: int4\n", "precision.cpu is 'int4'");
+  check_rejected(data + "precision:\n  moments: float16\n", "moments");
+  check_rejected(data + "precision:\n  loss_scaling: static\n", "loss_scaling");
+  check_rejected(data + "precision:\n  initial_loss_scale: 0.5\n", "precision.initial_loss_scale must be in [1, 1e30], got 0.5");
+  check_rejected(data + "precision:\n  loss_scale_growth_interval: 0\n",
+                 "precision.loss_scale_growth_interval must be positive, got 0");
+  check_rejected(data + "precision:\n  fp16: true\n", "unknown key 'precision.fp16'");
 }
 
 // A config file that does not exist is named in the error.

@@ -53,8 +53,11 @@ TEST_CASE("stage map validation names the layers") {
   check(StageMap{}, "no stages");
   // Weights and optimizer state live where their layers compute, until the runtime can do otherwise.
   StageMap homes = make_stage_map({kCpu, kGpu, kCpu}, {1, 3, 5});
-  homes.stages[1].optimizer = kCpu;
-  check(homes, "stage 1 keeps its optimizer state on cpu but computes on cuda:0");
+  homes.stages[0].optimizer = kGpu;
+  check(homes, "stage 0 keeps its optimizer state on cuda:0 but computes on cpu");
+  homes.stages[0].optimizer.reset();
+  homes.stages[1].optimizer = kCpu;  // a GPU stage's optimizer in RAM: allowed
+  validate_stage_map(homes, m, hw);
   homes.stages[1].optimizer.reset();
   homes.stages[1].weights = kCpu;
   check(homes, "stage 1 keeps its weights on cpu but computes on cuda:0");

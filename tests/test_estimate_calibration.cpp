@@ -1,11 +1,14 @@
-// The planner's activation estimate against bytes counted by an instrumented CPU allocator:
+// The planner's memory estimate against bytes counted by an instrumented CPU allocator: activations
 // within 15% of the measured peak (the planner issue's tolerance), for one and several micro-batches
 // held. benchmarks/bench_activation_memory prints the same comparison for larger configs.
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
-#include "runtime/tools/activation_probe.h"
+#include "memory/estimate.h"
+#include "memory/precision.h"
 #include "runtime/backends/cpu/cpu_alloc_counter.h"
+#include "runtime/tools/activation_probe.h"
+#include "stages/stage.h"
 
 using namespace pipetrain;
 
@@ -38,6 +41,51 @@ TEST_CASE("activation estimate within 15% of counted allocations") {
       const double ratio = static_cast<double>(estimated_activations(m, s.batch, held)) / static_cast<double>(measured.peak_bytes);
       CHECK_MESSAGE(ratio == doctest::Approx(1.0).epsilon(0.15),
                     "h" << s.hidden << " L" << s.layers << " T" << s.seq << " held " << held << ": estimate/peak = " << ratio);
+    }
+  }
+}
+
+// What the estimate counts of a stage's training state (weights, gradients, float32 masters, the
+// optimizer's state) is what the stage allocates after its first step, byte for byte, in float32
+// (fused AdamW in place), bfloat16 (float32 masters, fused AdamW on them) and float64 (LibTorch's
+// AdamW in place, its moments in float64), and with bfloat16 moments.
+TEST_CASE("training state by dtype equals counted allocations") {
+  CpuAllocCounter::install();
+  ModelConfig m;
+  m.hidden_dim = 64;
+  m.num_layers = 2;
+  m.num_heads = 4;
+  m.intermediate_size = 256;
+  m.seq_len = 16;
+  HardwareSpec hw;
+  hw.name = "counted";
+  DeviceSpec cpu;
+  cpu.id = DeviceId::cpu();
+  cpu.allocator_slack = 0.0;
+  cpu.flops_per_s = 1e9;
+  cpu.memory_bytes_per_s = 1e9;
+  for (const auto& [compute, moments] : {std::pair{Dtype::kFloat32, Dtype::kFloat32}, std::pair{Dtype::kBFloat16, Dtype::kFloat32},
+                                         std::pair{Dtype::kFloat64, Dtype::kFloat32}, std::pair{Dtype::kFloat32, Dtype::kBFloat16}}) {
+    CAPTURE(dtype_name(compute));
+    CAPTURE(dtype_name(moments));
+    MemoryOptions options;
+    options.precision = uniform_precision(compute);
+    options.optimizer.state_dtype = moments;
+    const StageMemory planned = estimate_stage(LayerPrefix(describe_model(with_dtype(m, compute))).range(kEmbedLayer, head_layer(m)),
+                                               m, cpu, cpu, /*in_flight=*/0, /*ring_bytes=*/0, options);
+    const int64_t before = CpuAllocCounter::current_bytes();
+    {
+      StageOptions stage_options;
+      stage_options.compute = compute;
+      stage_options.optimizer = options.optimizer;
+      Stage stage(m, kEmbedLayer, head_layer(m), /*seed=*/3, stage_options);
+      torch::NoGradGuard no_grad;
+      for (torch::Tensor& p : stage.parameters()) p.mutable_grad() = torch::zeros_like(p);
+      stage.step(1e-3, 1.0);
+      const int64_t counted = CpuAllocCounter::current_bytes() - before;
+      const int64_t estimated = planned.weights + planned.grads + planned.master + planned.optimizer;
+      CHECK_MESSAGE(counted == estimated, "counted " << counted << " bytes, estimated " << estimated << " ("
+                                                     << stage.optimizer().describe() << ")");
     }
   }
 }

@@ -206,7 +206,7 @@ TEST_CASE("callback counts must match the schedule") {
 // bubble is the simulator's own, and median op times are the durations it was given.
 TEST_CASE("timeline: bubble and median op times round-trip through the simulator") {
   const Schedule schedule = make_schedule(ScheduleKind::named("1f1b"), 3, 8);
-  const std::vector<StageTiming> timings = {{1.0, 2.0, 0.0, "cpu"}, {1.5, 3.0, 0.0, "cpu[1]"}, {0.5, 1.0, 0.0, "cpu"}};
+  const std::vector<StageTiming> timings = {{1.0, 2.0, 0.0, 0.0, "cpu"}, {1.5, 3.0, 0.0, 0.0, "cpu[1]"}, {0.5, 1.0, 0.0, 0.0, "cpu"}};
   const std::vector<TransferTiming> transfers = {{0.1, 0.2, "a->b", "b->a"}, {0.0, 0.0, "", ""}};
   const SimResult sim = simulate(schedule, timings, transfers, 1000);
   CHECK(bubble_fraction(sim.events, 3) == doctest::Approx(sim.bubble_fraction));
@@ -223,7 +223,7 @@ TEST_CASE("timeline: bubble and median op times round-trip through the simulator
   const SimResult again = simulate(schedule, times.stages, times.transfers, 1000);
   CHECK(again.step_seconds == doctest::Approx(sim.step_seconds));
   // Equal stages, no transfers: the textbook bubble (S-1)/(M+S-1).
-  const std::vector<StageTiming> equal(3, StageTiming{1.0, 2.0, 0.0, ""});
+  const std::vector<StageTiming> equal(3, StageTiming{1.0, 2.0, 0.0, 0.0, ""});
   std::vector<StageTiming> own = equal;
   for (int s = 0; s < 3; ++s) own[s].resource = "r" + std::to_string(s);
   const SimResult textbook = simulate(make_schedule(ScheduleKind::named("gpipe"), 3, 8), own, {TransferTiming{}, TransferTiming{}}, 1);

@@ -87,7 +87,14 @@ TEST_CASE("optimizer state bytes per parameter") {
   // The settings a remedy may propose: every registered kind's, each with its state size.
   std::vector<std::string> labels;
   for (const OptimizerConfig& o : optimizer_settings(adamw)) labels.push_back(optimizer_label(o));
-  CHECK(labels == std::vector<std::string>{"AdamW", "SGD with momentum", "SGD without momentum"});
+  CHECK(labels == std::vector<std::string>{"AdamW", "AdamW with bfloat16 state", "SGD with momentum",
+                                           "SGD with momentum with bfloat16 state", "SGD without momentum"});
+  // State in bfloat16 halves it.
+  OptimizerConfig half;
+  half.state_dtype = Dtype::kBFloat16;
+  CHECK(optimizer_state_bytes_per_param(half) == 4);
+  CHECK(parse_state_dtype("bfloat16") == Dtype::kBFloat16);
+  CHECK_THROWS_WITH_AS(parse_state_dtype("float16"), doctest::Contains("optimizer state is float32 or bfloat16"), InputError);
 }
 
 // dtype names round-trip, and an unknown one is named in the error.

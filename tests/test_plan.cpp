@@ -65,21 +65,26 @@ TEST_CASE("this-machine is probed") {
 // Bad hardware files are refused with the field and value named.
 TEST_CASE("bad hardware files") {
   const std::string good =
-      "name: box\npinned_memory_gib: 1\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2}\n";
+      "name: box\npinned_memory_gib: 1\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, memory_bandwidth_gb_per_s: 10, cores: 2}\n";
   CHECK(parse_hardware(good, "box.yaml").cpu().memory_bytes == 8LL << 30);
   auto rejected = [](const std::string& yaml, const char* message) {
     CAPTURE(yaml);
     CHECK_THROWS_WITH_AS(parse_hardware(yaml, "box.yaml"), doctest::Contains(message), InputError);
   };
-  rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: -8, flops_per_s: 1.0e10, cores: 2}\n",
+  rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: -8, flops_per_s: 1.0e10, memory_bandwidth_gb_per_s: 10, cores: 2}\n",
            "memory_gib must be a size in GiB between 0 and 1e9, got -8");
   rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2, speed: 3}\n",
            "unknown key 'devices[0].speed'");
+  rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2}\n",
+           "devices.cpu.memory_bandwidth_gb_per_s must be positive (the optimizer and the gradient norm are timed by it), got 0");
+  rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, memory_bandwidth_gb_per_s: 10, cores: 2,"
+           " flops_per_s_by_dtype: {half8: 1.0e10}}\n",
+           "devices[0].flops_per_s_by_dtype is 'half8'; expected one of float32, float64, bfloat16, float16");
   rejected("name: box\ndevices:\n  - {name: tpu, memory_gib: 8, flops_per_s: 1.0e10}\n", "box.yaml: devices[0].name: 'tpu' is not a device; devices are cpu and cuda:N");
   rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2, safety_margin: 1.5}\n",
            "safety_margin must be in (0, 1], got 1.5");
-  rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2}\n"
-           "  - {name: cuda:0, memory_gib: 8, flops_per_s: 1.0e12}\n",
+  rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, memory_bandwidth_gb_per_s: 10, cores: 2}\n"
+           "  - {name: cuda:0, memory_gib: 8, flops_per_s: 1.0e12, memory_bandwidth_gb_per_s: 300}\n",
            "needs links cpu->cuda:0 and cuda:0->cpu");
   rejected(good + "links:\n  - {from: cpu, to: cuda:3, bandwidth_gb_per_s: 10, latency_us: 5}\n",
            "names a device that is not listed");
@@ -173,7 +178,7 @@ TEST_CASE("plan refuses bad input with exit 2") {
   CHECK(r.exit_code == 2);
   CHECK(r.output.find("gap: block 2 belong to no stage") != std::string::npos);
   const std::string gpu = dir.file("gpu.yaml", "- {device: cuda:0, layers: [embed, head]}\n");
-  r = run_command(kBinary + " plan --hardware " + dir.file("cpu.yaml", "name: c\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2}\n") +
+  r = run_command(kBinary + " plan --hardware " + dir.file("cpu.yaml", "name: c\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, memory_bandwidth_gb_per_s: 10, cores: 2}\n") +
                   " --stage-map " + gpu);
   CHECK(r.exit_code == 2);
   CHECK(r.output.find("stage 0 names device 'cuda:0', which hardware 'c' does not have") != std::string::npos);

@@ -20,7 +20,7 @@ namespace {
 
 std::vector<StageTiming> equal_stages(int s, double f, double b) {
   std::vector<StageTiming> out;
-  for (int i = 0; i < s; ++i) out.push_back({f, b, 0.0, "r" + std::to_string(i)});
+  for (int i = 0; i < s; ++i) out.push_back({f, b, 0.0, 0.0, "r" + std::to_string(i)});
   return out;
 }
 
@@ -58,8 +58,8 @@ TEST_CASE("one slow stage dominates") {
 // Two CPU stages that share one pool of cores queue for it; with their own cores they overlap.
 TEST_CASE("two CPU stages sharing cores run slower than on their own cores") {
   const Schedule schedule = make_schedule(ScheduleKind::named("1f1b"), 2, 8);
-  const SimResult own = simulate(schedule, {{1.0, 2.0, 0.0, "cpu[0]"}, {1.0, 2.0, 0.0, "cpu[1]"}}, {TransferTiming{}}, 1);
-  const SimResult shared = simulate(schedule, {{1.0, 2.0, 0.0, "cpu"}, {1.0, 2.0, 0.0, "cpu"}}, {TransferTiming{}}, 1);
+  const SimResult own = simulate(schedule, {{1.0, 2.0, 0.0, 0.0, "cpu[0]"}, {1.0, 2.0, 0.0, 0.0, "cpu[1]"}}, {TransferTiming{}}, 1);
+  const SimResult shared = simulate(schedule, {{1.0, 2.0, 0.0, 0.0, "cpu"}, {1.0, 2.0, 0.0, 0.0, "cpu"}}, {TransferTiming{}}, 1);
   CHECK(own.step_seconds == doctest::Approx(9 * 3.0));
   CHECK(shared.step_seconds == doctest::Approx(2 * 8 * 3.0));  // one resource does all the work
   CHECK(shared.step_seconds > own.step_seconds);
@@ -68,7 +68,7 @@ TEST_CASE("two CPU stages sharing cores run slower than on their own cores") {
 // Transfers run on their own copy engines: they delay a micro-batch but overlap other compute.
 TEST_CASE("transfers overlap compute") {
   const Schedule schedule = make_schedule(ScheduleKind::named("gpipe"), 2, 4);
-  const std::vector<StageTiming> stages = {{1.0, 2.0, 0.0, "cpu"}, {1.0, 2.0, 0.0, "cuda:0"}};
+  const std::vector<StageTiming> stages = {{1.0, 2.0, 0.0, 0.0, "cpu"}, {1.0, 2.0, 0.0, 0.0, "cuda:0"}};
   const TransferTiming link{0.5, 0.5, "cpu->cuda:0", "cuda:0->cpu"};
   const SimResult r = simulate(schedule, stages, {link}, 1);
   // Fill: 1 + 0.5 before the GPU starts; drain: 0.5 after its last backward. Then the CPU's 4 backwards.
@@ -79,14 +79,26 @@ TEST_CASE("transfers overlap compute") {
   CHECK(sends == 4);
 }
 
-// The optimizer runs after each stage's last backward, in parallel across devices.
-TEST_CASE("optimizer steps end the step") {
+// The optimizer phase as the runtime orders it: after every stage's last backward, each stage's
+// share of the global gradient norm in turn, then each stage's optimizer step in turn.
+TEST_CASE("the gradient norm, then every optimizer step, end the step") {
   std::vector<StageTiming> stages = equal_stages(2, 1.0, 1.0);
   stages[0].optimizer_seconds = 5.0;
   stages[1].optimizer_seconds = 1.0;
+  stages[0].norm_seconds = 0.5;
+  stages[1].norm_seconds = 0.25;
   const SimResult r = simulate(make_schedule(ScheduleKind::named("gpipe"), 2, 2), stages, {TransferTiming{}}, 1);
   CHECK(r.pipeline_seconds == doctest::Approx(6.0));
-  CHECK(r.step_seconds == doctest::Approx(11.0));
+  CHECK(r.step_seconds == doctest::Approx(6.0 + 0.5 + 0.25 + 5.0 + 1.0));
+  CHECK(r.optimizer_phase_seconds == doctest::Approx(6.75));
+  // No update starts before the whole norm is known.
+  double last_norm_end = 0.0, first_step_start = 1e9;
+  for (const SimEvent& e : r.events) {
+    if (e.kind == EventKind::kGradNorm) last_norm_end = std::max(last_norm_end, e.end);
+    if (e.kind == EventKind::kOptimizer) first_step_start = std::min(first_step_start, e.start);
+  }
+  CHECK(last_norm_end == doctest::Approx(6.75));
+  CHECK(first_step_start >= last_norm_end);
 }
 
 namespace {
@@ -118,15 +130,21 @@ double brute_force_best(const ModelDesc& model, const HardwareSpec& hw, const Pl
       if (i == s - 1) {
         last[i] = n - 1;
         for (const auto& split : splits) {
-          for (ScheduleKind kind : {ScheduleKind::named("gpipe"), ScheduleKind::named("1f1b")}) {
-            for (int m : {1, 2, 4, 8, 16, 32}) {
-              for (bool ckpt : {false, true}) {
-                PlanOptions o = base;
-                o.schedule = kind;
-                o.micro_batches = m;
-                o.checkpointing = ckpt;
-                const Plan p = evaluate_plan(model, hw, make_stage_map(shape, last, split), o);
-                if (p.memory.fits) best = std::min(best, p.predicted.step_seconds / m);
+          for (bool in_ram : {false, true}) {  // GPU stages' optimizer where they compute, or in RAM
+            StageMap map = make_stage_map(shape, last, split);
+            for (StageSpec& st : map.stages) {
+              if (in_ram && st.device.has_own_memory()) st.optimizer = DeviceId::cpu();
+            }
+            for (ScheduleKind kind : {ScheduleKind::named("gpipe"), ScheduleKind::named("1f1b")}) {
+              for (int m : {1, 2, 4, 8, 16, 32}) {
+                for (bool ckpt : {false, true}) {
+                  PlanOptions o = base;
+                  o.schedule = kind;
+                  o.micro_batches = m;
+                  o.checkpointing = ckpt;
+                  const Plan p = evaluate_plan(model, hw, map, o);
+                  if (p.memory.fits) best = std::min(best, p.predicted.step_seconds / m);
+                }
               }
             }
           }

@@ -27,7 +27,7 @@ ModelConfig tiny_model() {
 }
 
 std::string profile_yaml(const std::string& times) {
-  return "name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2}\n"
+  return "name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, memory_bandwidth_gb_per_s: 10, cores: 2}\n"
          "measured:\n  model: \"" + profile_key(tiny_model(), 2) + "\"\n  times:\n" + times;
 }
 

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 
 #include "runtime/config/run_config.h"
 #include "runtime/config/hardware_file.h"
@@ -44,6 +45,9 @@ TEST_CASE("global-norm clipping") {
   CHECK(clip_scale(0.5, 1.0) == 1.0);
   CHECK(clip_scale(4.0, 1.0) == doctest::Approx(0.25));
   CHECK(clip_scale(4.0, 0.0) == 1.0);
+  // A norm that is not finite has no clipping factor: it must never scale a gradient by 1.
+  CHECK_THROWS_AS(clip_scale(std::nan(""), 1.0), std::invalid_argument);
+  CHECK_THROWS_AS(clip_scale(std::numeric_limits<double>::infinity(), 0.0), std::invalid_argument);
   torch::Tensor a = torch::zeros({2}, torch::requires_grad());
   torch::Tensor b = torch::zeros({1}, torch::requires_grad());
   (a * torch::tensor({3.0f, 0.0f})).sum().backward();
@@ -82,6 +86,31 @@ TEST_CASE("gradient accumulation equals one large micro-batch") {
   }
   const auto pa = split.model()->parameters(), pb = whole.model()->parameters();
   for (size_t i = 0; i < pa.size(); ++i) CHECK(torch::allclose(pa[i], pb[i], 1e-5, 1e-6));
+}
+
+// The reference trainer never steps on a gradient that is not finite either: it names the
+// parameter, the micro-batch and the step, and the parameters stay as they were.
+TEST_CASE("the reference trainer refuses a non-finite gradient") {
+  ReferenceTrainer trainer(small_run(), torch::kCPU);
+  trainer.train_step();
+  torch::Tensor bias = trainer.model()->layers()[1]->named_parameters()["qkv.bias"];  // block 0
+  auto calls = std::make_shared<int>(0);
+  bias.register_hook([calls](const torch::Tensor& g) {
+    return (*calls)++ % 2 == 1 ? g * std::numeric_limits<float>::infinity() : g;  // micro-batch 1 of 2
+  });
+  std::vector<torch::Tensor> before;
+  for (const torch::Tensor& p : trainer.model()->parameters()) before.push_back(p.detach().clone());
+  std::string message;
+  try {
+    trainer.train_step();
+  } catch (const std::runtime_error& e) {
+    message = e.what();
+  }
+  CHECK_MESSAGE(message.find("a gradient is not finite at step 2") != std::string::npos, message);
+  CHECK_MESSAGE(message.find("block 0 (qkv.bias), from micro-batch 1; no optimizer stepped") != std::string::npos, message);
+  const auto after = trainer.model()->parameters();
+  for (size_t i = 0; i < after.size(); ++i) CHECK(torch::equal(after[i], before[i]));
+  CHECK(trainer.steps_done() == 1);
 }
 
 // Both optimizers take steps that lower the training loss on a tiny model.

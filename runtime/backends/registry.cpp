@@ -4,6 +4,8 @@
 #include <torch/version.h>
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 
 #include "memory/errors.h"
 #include "runtime/backends/cpu/cpu_backend.h"
@@ -69,6 +71,25 @@ torch::Device torch_device(DeviceId device) {
     case DeviceKind::kCuda: return {torch::kCUDA, static_cast<c10::DeviceIndex>(device.index)};
   }
   throw std::logic_error("unknown DeviceKind");
+}
+
+std::optional<std::string> cannot_compute(DeviceId device, torch::Dtype dtype) {
+  static std::mutex mutex;
+  static std::map<std::pair<DeviceId, torch::Dtype>, std::optional<std::string>> tried;
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_pair(device, dtype);
+  if (const auto it = tried.find(key); it != tried.end()) return it->second;
+  std::optional<std::string> why;
+  try {
+    const auto options = torch::TensorOptions().device(torch_device(device)).dtype(dtype);
+    const torch::Tensor a = torch::ones({4, 4}, options).requires_grad_(true);
+    torch::matmul(a, a).sum().backward();
+  } catch (const c10::Error& e) {
+    why = std::string(c10::toString(dtype)) + " on " + device.name() + ": " + e.what_without_backtrace() + " (" +
+          torch_build_description() + ")";
+  }
+  tried[key] = why;
+  return why;
 }
 
 #if PIPETRAIN_WITH_CUDA

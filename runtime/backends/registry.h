@@ -16,6 +16,7 @@
 #include <torch/types.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,11 @@ bool device_available(DeviceId device);
 
 // The LibTorch device: cpu -> kCPU, cuda:1 -> {kCUDA, 1}.
 torch::Device torch_device(DeviceId device);
+
+// Whether this LibTorch computes a layer in `dtype` on `device` (LibTorch 1.13 has no float16
+// matrix product on the CPU, say): nothing when it does, else why not. Tried once per device and
+// dtype, with a small matrix product and its backward.
+std::optional<std::string> cannot_compute(DeviceId device, torch::Dtype dtype);
 
 std::unique_ptr<StageDevice> make_stage_device(DeviceId device, int micro_batches);
 

@@ -54,9 +54,10 @@ int profile_command(int argc, char** argv) {
   const std::string out = args["out"].as<std::string>();
   std::printf("profiling %s for micro-batches of %lld (%s)\n", run.source.c_str(),
               static_cast<long long>(run.train.micro_batch_size),
-              profile_key(run.model, run.train.micro_batch_size).c_str());
+              profile_key(with_dtype(run.model, run.precision.cpu), run.train.micro_batch_size).c_str());
   std::fflush(stdout);
-  const HardwareSpec hw = profile_this_machine(run.model, run.train.micro_batch_size, run.train.optimizer, profile);
+  const HardwareSpec hw =
+      profile_this_machine(with_dtype(run.model, run.precision.cpu), run.train.micro_batch_size, run.train.optimizer, profile);
   write_file_atomically(out, "# pipetrain profile of this machine: per-layer times measured for model " +
                                  hw.measured.model_key + "\n" + hardware_to_yaml(hw));
   const DeviceSpec& cpu = hw.cpu();

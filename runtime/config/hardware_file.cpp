@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <map>
 #include <fstream>
 #include <sstream>
 
@@ -83,6 +84,28 @@ MeasuredTimes parse_measured(const YAML::Node& node, const std::string& source) 
   return out;
 }
 
+// {float16: 2.0e13, bfloat16: 5.0e12}: sustained FLOP/s per dtype.
+std::map<Dtype, double> parse_dtype_rates(const YAML::Node& node, const std::string& key, const std::string& source) {
+  std::map<Dtype, double> rates;
+  if (!node || node.IsNull()) return rates;
+  if (!node.IsMap()) throw InputError(source + ": " + key + " must be a mapping like {float16: 2.0e13}");
+  for (const auto& entry : node) {
+    const std::string name = entry.first.IsScalar() ? entry.first.Scalar() : "?";
+    Dtype dtype;
+    try {
+      dtype = parse_dtype(name, key);
+    } catch (const InputError& e) {
+      throw InputError(source + ": " + e.what());
+    }
+    try {
+      rates[dtype] = entry.second.as<double>();
+    } catch (const YAML::Exception&) {
+      throw InputError(source + ": " + key + "." + name + " must be a number of FLOP/s, got " + describe(entry.second));
+    }
+  }
+  return rates;
+}
+
 }  // namespace
 
 DeviceId parse_device_at(const std::string& name, const std::string& key, const std::string& source) {
@@ -107,6 +130,12 @@ std::string hardware_to_yaml(const HardwareSpec& hw) {
     out << YAML::Key << "safety_margin" << YAML::Value << d.safety_margin;
     out << YAML::Key << "allocator_slack" << YAML::Value << d.allocator_slack;
     out << YAML::Key << "flops_per_s" << YAML::Value << d.flops_per_s;
+    if (!d.flops_per_s_by_dtype.empty()) {
+      out << YAML::Key << "flops_per_s_by_dtype" << YAML::Value << YAML::Flow << YAML::BeginMap;
+      for (const auto& [dtype, rate] : d.flops_per_s_by_dtype) out << YAML::Key << dtype_name(dtype) << YAML::Value << rate;
+      out << YAML::EndMap;
+    }
+    out << YAML::Key << "memory_bandwidth_gb_per_s" << YAML::Value << d.memory_bytes_per_s / 1e9;
     if (d.id.is_cpu()) {
       out << YAML::Key << "single_core_flops_per_s" << YAML::Value << d.single_core_flops_per_s;
       out << YAML::Key << "cores" << YAML::Value << d.cores;
@@ -187,11 +216,16 @@ HardwareSpec parse_hardware(const std::string& yaml_text, const std::string& sou
     d.read_number("allocator_slack", dev.allocator_slack);
     d.read_number("flops_per_s", dev.flops_per_s);
     d.read_number("single_core_flops_per_s", dev.single_core_flops_per_s);
+    double bandwidth_gb_per_s = 0.0;
+    d.read_number("memory_bandwidth_gb_per_s", bandwidth_gb_per_s);
+    dev.memory_bytes_per_s = bandwidth_gb_per_s * 1e9;
     int64_t cores = 0;
     d.read_int("cores", cores);
     if (cores < 0 || cores > 100000) throw InputError(source + ": " + where + ".cores = " + std::to_string(cores) + " is not a core count");
     dev.cores = static_cast<int>(cores);
+    d.read_node("flops_per_s_by_dtype");
     d.reject_unknown_keys();
+    dev.flops_per_s_by_dtype = parse_dtype_rates(devices[i]["flops_per_s_by_dtype"], where + ".flops_per_s_by_dtype", source);
     hw.devices.push_back(dev);
   }
   const YAML::Node links = root["links"];

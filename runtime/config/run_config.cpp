@@ -116,7 +116,12 @@ void validate(const RunConfig& run) {
   require_non_negative(o.weight_decay, "train.weight_decay", src);
   require_non_negative(o.momentum, "train.momentum", src);
   require_non_negative(t.grad_clip, "train.grad_clip", src);
-  require_non_negative(o.eps, "train.eps", src);
+  if (!(o.eps > 0.0)) {
+    // AdamW divides by sqrt(v) + eps: with eps 0 an element whose gradient was always 0 becomes 0 / 0.
+    std::ostringstream out;
+    out << src << ": train.eps must be positive, got " << o.eps;
+    throw InputError(out.str());
+  }
   require_non_negative(static_cast<double>(t.intra_op_threads), "train.intra_op_threads", src);
   require_non_negative(static_cast<double>(t.blas_threads), "train.blas_threads", src);
   const auto require_fraction = [&](double value, const char* key, bool one_allowed) {
@@ -142,6 +147,41 @@ void validate(const RunConfig& run) {
     std::ostringstream out;
     out << src << ": data.val_fraction must be in (0, 1), got " << d.val_fraction;
     throw InputError(out.str());
+  }
+}
+
+// precision: {cpu, cuda: compute dtypes (default model.dtype), moments: float32 | bfloat16,
+//             loss_scaling: dynamic | none (default: dynamic exactly when something computes in
+//             float16), initial_loss_scale, loss_scale_growth_interval}
+void read_precision(const YAML::Node& node, const std::string& source, RunConfig& run) {
+  Section p(node, "precision", source);
+  std::string cpu = dtype_name(run.model.dtype), cuda = cpu, moments = "float32", scaling;
+  p.read_string("cpu", cpu);
+  p.read_string("cuda", cuda);
+  p.read_string("moments", moments);
+  p.read_string("loss_scaling", scaling);
+  Precision& out = run.precision;
+  p.read_number("initial_loss_scale", out.initial_loss_scale);
+  p.read_int("loss_scale_growth_interval", out.growth_interval);
+  p.reject_unknown_keys();
+  try {
+    out.cpu = parse_dtype(cpu, "precision.cpu");
+    out.cuda = parse_dtype(cuda, "precision.cuda");
+    run.train.optimizer.state_dtype = parse_state_dtype(moments);
+    out.loss_scaling = scaling.empty() ? (out.uses(Dtype::kFloat16) ? LossScaling::kDynamic : LossScaling::kNone)
+                                       : parse_loss_scaling(scaling);
+  } catch (const InputError& e) {
+    throw InputError(source + ": " + e.what());
+  }
+  if (!(out.initial_loss_scale >= 1.0 && out.initial_loss_scale <= 1e30)) {
+    std::ostringstream text;
+    text << source << ": precision.initial_loss_scale must be in [1, 1e30], got " << out.initial_loss_scale;
+    throw InputError(text.str());
+  }
+  require_positive(out.growth_interval, "precision.loss_scale_growth_interval", source);
+  if (out.uses(Dtype::kFloat16) && out.loss_scaling == LossScaling::kNone) {
+    throw InputError(source + ": precision computes in float16 with loss_scaling: none; float16's range loses small "
+                     "gradients and overflows on large ones without a loss scale (use loss_scaling: dynamic)");
   }
 }
 
@@ -173,8 +213,10 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   for (const auto& entry : root) {
     const std::string name = entry.first.as<std::string>();
     if (!sections.insert(name).second) throw InputError(source + ": section '" + name + "' appears twice");
-    if (name != "model" && name != "train" && name != "data" && name != "hardware" && name != "stages") {
-      throw InputError(source + ": unknown section '" + name + "'; known sections are model, train, data, hardware, stages");
+    if (name != "model" && name != "precision" && name != "train" && name != "data" && name != "hardware" &&
+        name != "stages") {
+      throw InputError(source + ": unknown section '" + name +
+                       "'; known sections are model, precision, train, data, hardware, stages");
     }
   }
 
@@ -234,6 +276,8 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   train.read_int("intra_op_threads", t.intra_op_threads);
   train.read_int("blas_threads", t.blas_threads);
   train.reject_unknown_keys();
+
+  read_precision(root["precision"], source, run);
 
   Section data(root["data"], "data", source);
   data.read_string_list("files", run.data.files);
@@ -308,6 +352,14 @@ std::string to_yaml(const RunConfig& run) {
   out << YAML::Key << "checkpointing" << YAML::Value << t.checkpointing;
   out << YAML::Key << "intra_op_threads" << YAML::Value << t.intra_op_threads;
   out << YAML::Key << "blas_threads" << YAML::Value << t.blas_threads;
+  out << YAML::EndMap;
+  out << YAML::Key << "precision" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "cpu" << YAML::Value << dtype_name(run.precision.cpu);
+  out << YAML::Key << "cuda" << YAML::Value << dtype_name(run.precision.cuda);
+  out << YAML::Key << "moments" << YAML::Value << dtype_name(run.train.optimizer.state_dtype);
+  out << YAML::Key << "loss_scaling" << YAML::Value << loss_scaling_name(run.precision.loss_scaling);
+  out << YAML::Key << "initial_loss_scale" << YAML::Value << run.precision.initial_loss_scale;
+  out << YAML::Key << "loss_scale_growth_interval" << YAML::Value << run.precision.growth_interval;
   out << YAML::EndMap;
   out << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "files" << YAML::Value << run.data.files;

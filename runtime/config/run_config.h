@@ -1,5 +1,5 @@
-// A run's configuration: YAML with sections model, train, data, hardware (a name or file) and
-// stages (a stage map).
+// A run's configuration: YAML with sections model, precision, train, data, hardware (a name or
+// file) and stages (a stage map).
 //
 // Every key is checked: unknown keys, wrong types, non-positive sizes and inconsistent shapes are
 // InputErrors naming the key and the value. Single keys can be overridden from the command line
@@ -15,6 +15,7 @@
 
 #include "memory/model_config.h"
 #include "memory/optimizer_config.h"
+#include "memory/precision.h"
 #include "memory/stage_map.h"
 #include "scheduler/schedule.h"
 
@@ -47,6 +48,9 @@ struct DataConfig {
 
 struct RunConfig {
   ModelConfig model;
+  // What each device computes in (default: model.dtype everywhere), loss scaling; the optimizer
+  // state's dtype is train.optimizer.state_dtype (precision.moments in the file).
+  Precision precision;
   TrainConfig train;
   DataConfig data;
   std::string hardware = "this-machine";  // a preset of configs/hardware, a YAML file, or this-machine

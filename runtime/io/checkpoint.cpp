@@ -102,7 +102,7 @@ uint32_t crc32(const std::string& bytes) {
 }
 
 std::string save_checkpoint(const std::string& run_dir, const LayerStates& states, const RunConfig& run, int64_t step,
-                            const DataPosition& data, int64_t keep) {
+                            const DataPosition& data, int64_t keep, const std::map<std::string, double>& scalars) {
   const std::string dir = run_dir + "/checkpoints";
   make_dir(dir);
   const std::string final_path = dir + "/" + step_dir_name(step);
@@ -145,6 +145,7 @@ std::string save_checkpoint(const std::string& run_dir, const LayerStates& state
                              {"model", architecture_key(run.model)},
                              {"layers", run.model.num_model_layers()},
                              {"config", to_yaml(run)},
+                             {"scalars", scalars},
                              {"files", files}};
   try {
     write_file_atomically(partial + "/manifest.json", manifest.dump(1) + "\n");
@@ -183,6 +184,7 @@ CheckpointInfo verify_checkpoint(const std::string& path) {
     info.data.cursor = manifest.at("data").at("cursor").get<int64_t>();
     info.model = manifest.at("model").get<std::string>();
     info.config_yaml = manifest.at("config").get<std::string>();
+    if (manifest.contains("scalars")) info.scalars = manifest.at("scalars").get<std::map<std::string, double>>();
     const int64_t layers = manifest.at("layers").get<int64_t>();
     const auto& files = manifest.at("files");
     if (static_cast<int64_t>(files.size()) != layers) {

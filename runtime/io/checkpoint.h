@@ -18,6 +18,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,6 +45,7 @@ struct CheckpointInfo {
   DataPosition data;
   std::string model;        // architecture_key() of the model that wrote it
   std::string config_yaml;  // the run's resolved config
+  std::map<std::string, double> scalars;  // the trainer's other state (the loss scale), by name
 };
 
 // IEEE CRC-32 of a byte string.
@@ -53,7 +55,7 @@ uint32_t crc32(const std::string& bytes);
 // newest `keep`. Returns its path. InputError (naming the path and the OS's reason) when it cannot be
 // written; the previous checkpoints are then untouched.
 std::string save_checkpoint(const std::string& run_dir, const LayerStates& states, const RunConfig& run, int64_t step,
-                            const DataPosition& data, int64_t keep);
+                            const DataPosition& data, int64_t keep, const std::map<std::string, double>& scalars = {});
 
 // Reads and verifies a checkpoint directory (manifest, sizes, checksums); InputError naming the
 // file and what is wrong.

@@ -21,6 +21,11 @@ std::string to_json_line(const StepRecord& r) {
   line["grad_norm"] = r.grad_norm;
   line["peak_rss_bytes"] = r.peak_rss_bytes;
   line["step_seconds"] = r.step_seconds;
+  if (r.loss_scale) {
+    line["loss_scale"] = *r.loss_scale;
+    line["skipped"] = r.skipped;
+    line["skipped_steps"] = r.skipped_steps;
+  }
   return line.dump();
 }
 
@@ -68,9 +73,14 @@ void ProgressLine::update(const StepRecord& r) {
   const double eta = r.step > 0 ? elapsed_seconds_ / static_cast<double>(r.step) * static_cast<double>(total_steps_ - r.step) : 0.0;
   char val[48] = "";
   if (r.val_loss) std::snprintf(val, sizeof(val), "  val %.4f", *r.val_loss);
-  char line[256];
-  std::snprintf(line, sizeof(line), "step %lld/%lld  loss %.4f%s  lr %.2e  |g| %.3f  %.0f tok/s  rss %s  eta %.0fs",
-                static_cast<long long>(r.step), static_cast<long long>(total_steps_), r.loss, val, r.lr, r.grad_norm,
+  char scale[64] = "";
+  if (r.loss_scale) {
+    std::snprintf(scale, sizeof(scale), "  scale %.0f%s, %lld skipped", *r.loss_scale, r.skipped ? " (overflow: skipped)" : "",
+                  static_cast<long long>(r.skipped_steps));
+  }
+  char line[320];
+  std::snprintf(line, sizeof(line), "step %lld/%lld  loss %.4f%s  lr %.2e  |g| %.3f%s  %.0f tok/s  rss %s  eta %.0fs",
+                static_cast<long long>(r.step), static_cast<long long>(total_steps_), r.loss, val, r.lr, r.grad_norm, scale,
                 r.tokens_per_s, format_gib(r.peak_rss_bytes).c_str(), eta);
   if (live_) {
     // A validation result stays on screen; other steps overwrite each other.

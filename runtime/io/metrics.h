@@ -2,7 +2,8 @@
 //
 // metrics.jsonl gets one object per optimizer step:
 //   {"step":12,"loss":2.31,"lr":0.0018,"tokens_per_s":3400.5,"grad_norm":0.81,"peak_rss_bytes":...}
-// plus "val_loss" on steps where validation ran. On a terminal the progress line rewrites itself;
+// plus "val_loss" on steps where validation ran, and with loss scaling "loss_scale", "skipped"
+// and "skipped_steps". On a terminal the progress line rewrites itself;
 // into a file or pipe it prints plain lines every log_interval steps.
 #pragma once
 
@@ -24,6 +25,11 @@ struct StepRecord {
   int64_t peak_rss_bytes = 0;
   double step_seconds = 0.0;
   std::optional<double> bubble;  // pipelined steps: measured bubble fraction (scheduler/timeline.h)
+  // With loss scaling (memory/precision.h): the scale the step was taken with, whether its gradients
+  // overflowed and it was skipped, and how many steps the run has skipped so far.
+  std::optional<double> loss_scale;
+  bool skipped = false;
+  int64_t skipped_steps = 0;
 };
 
 std::string to_json_line(const StepRecord& record);

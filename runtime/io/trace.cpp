@@ -16,6 +16,7 @@ std::string span_name(const SimEvent& e) {
     case EventKind::kSendActivation: return "act " + std::to_string(e.micro_batch);
     case EventKind::kSendGradient: return "grad " + std::to_string(e.micro_batch);
     case EventKind::kOptimizer: return "optimizer";
+    case EventKind::kGradNorm: return "gradient norm";
   }
   return "?";
 }

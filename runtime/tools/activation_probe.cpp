@@ -35,9 +35,12 @@ int64_t estimated_activations(const ModelConfig& model, int64_t micro_batch_size
   DeviceSpec cpu;
   cpu.id = DeviceId::cpu();
   cpu.allocator_slack = 0.0;
+  cpu.flops_per_s = 1e9;         // unused: only memory is estimated here
+  cpu.memory_bytes_per_s = 1e9;  // likewise
   hw.devices = {cpu};
   MemoryOptions o;
   o.micro_batch_size = micro_batch_size;
+  o.precision = uniform_precision(model.dtype);
   // One stage holding `held` micro-batches, as GPipe holds them.
   return estimate_memory(describe_model(model), hw, single_cpu_stage(model), {held}, o).stages[0].activations;
 }

@@ -1,6 +1,7 @@
 #include "runtime/tools/doctor.h"
 
 #include "memory/units.h"
+#include "runtime/backends/cpu/memory_bandwidth.h"
 
 #include <torch/cuda.h>
 #include <torch/version.h>
@@ -87,6 +88,7 @@ DoctorReport examine_machine(const ThreadChoice& threads) {
   r.intra_op_threads_in_effect = intra_op_threads();
   r.memory = probe_machine_memory();
   r.matmul_gflops = measure_matmul_gflops(threads, 1.0);
+  r.triad_gb_per_s = measure_triad_bytes_per_s(r.usable_cores, 0.3) / 1e9;
 
   if (!r.gpus.empty() && !r.libtorch_has_cuda) {
     r.warnings.push_back("the driver shows " + std::to_string(r.gpus.size()) +
@@ -139,6 +141,8 @@ void print_report(const DoctorReport& r, std::FILE* out) {
   if (!r.blas.config.empty()) std::fprintf(out, "                %s\n", r.blas.config.c_str());
   std::fprintf(out, "matmul check    %.1f GFLOP/s (1024^3 float32, about 1 s, with the threads below)\n",
                r.matmul_gflops);
+  std::fprintf(out, "memory triad    %.1f GB/s (STREAM's a = b + s c over 3 x 64 MiB, all usable cores)\n",
+               r.triad_gb_per_s);
   std::fprintf(out, "cores           %d usable\n", r.usable_cores);
   std::fprintf(out, "threads         %d intra-op, %d BLAS: %s\n", r.intra_op_threads_in_effect,
                r.blas_threads_in_effect, r.threads.reason.c_str());

@@ -26,6 +26,7 @@ struct DoctorReport {
   std::vector<GpuInfo> gpus;        // as the driver sees them (independent of LibTorch)
   BlasInfo blas;
   double matmul_gflops = 0.0;       // 1024^3 float32 matmuls for about a second
+  double triad_gb_per_s = 0.0;      // STREAM's triad over the usable cores (memory-bound work's ceiling)
   int usable_cores = 0;
   ThreadChoice threads;
   int blas_threads_in_effect = -1;

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "memory/machine_probe.h"
+#include "runtime/backends/cpu/memory_bandwidth.h"
 #include "runtime/tools/doctor.h"
 #include "runtime/config/hardware_file.h"
 
@@ -30,6 +31,7 @@ HardwareSpec probe_this_machine() {
   const ThreadChoice all = choose_threads(1, cpu.cores, cpu.cores);
   cpu.flops_per_s = measure_matmul_gflops(all, 0.5) * 1e9;
   cpu.single_core_flops_per_s = std::min(cpu.flops_per_s, measure_matmul_gflops(choose_threads(1, 1, 1), 0.5) * 1e9);
+  cpu.memory_bytes_per_s = measure_triad_bytes_per_s(cpu.cores, 0.3);
   apply_threads(choose_threads(0, 0, cpu.cores));
   hw.devices.push_back(cpu);
   int index = 0;
@@ -42,6 +44,7 @@ HardwareSpec probe_this_machine() {
     dev.reserved_bytes = static_cast<int64_t>(0.6 * kGiB);
     dev.allocator_slack = 0.10;
     dev.flops_per_s = 10e12;  // unknown until profiled: a mid-range GPU's sustained FP32 rate
+    dev.memory_bytes_per_s = 300e9;  // likewise: a mid-range GPU's sustained memory bandwidth
     hw.devices.push_back(dev);
     hw.links.push_back({DeviceId::cpu(), dev.id, 12e9, 20e-6});
     hw.links.push_back({dev.id, DeviceId::cpu(), 12e9, 20e-6});

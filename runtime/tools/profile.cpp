@@ -21,6 +21,7 @@
 #include "scheduler/statistics.h"
 #include "stages/model.h"
 #include "stages/optim.h"
+#include "stages/stage_optimizer.h"
 
 namespace pipetrain {
 namespace {
@@ -73,12 +74,18 @@ CopyTimes measure_copy(const ModelConfig& model, int64_t micro_batch_size, const
   const torch::Tensor hidden = torch::randn({micro_batch_size, t, model.hidden_dim}).to(to_torch_dtype(model.dtype));
   for (int64_t i = kEmbedLayer; i <= head_layer(model); ++i) {
     const bool head = is_head_layer(model, i);
-    const std::shared_ptr<LayerImpl> layer = build_layer(model, i, /*seed=*/1234);
+    // Built, cast and stepped as a stage on the CPU builds, casts and steps it
+    // (stages/stage_optimizer.h): float32 masters when computing in 16 bits, the fused AdamW.
+    const torch::Dtype compute = to_torch_dtype(model.dtype);
+    const std::shared_ptr<LayerImpl> layer =
+        build_layer(with_dtype(model, is_16_bit(model.dtype) ? Dtype::kFloat32 : model.dtype), i, /*seed=*/1234);
+    StageOptimizer opt(layer->named_parameters(), optimizer, torch::kCPU, compute, torch::kCPU, cores);
+    layer->to(compute);
+    opt.bind();
     layer->train();
-    const auto opt = make_optimizer(layer->named_parameters(), optimizer);
     std::vector<double> forward, backward, step;
     for (int r = 0; r < options.warmup + options.repeats; ++r) {
-      opt->zero_grad();
+      opt.zero_grad();
       torch::Tensor x = i == kEmbedLayer ? tokens : hidden.detach().requires_grad_(true);
       barrier.arrive_and_wait();
       auto start = Clock::now();
@@ -95,7 +102,7 @@ CopyTimes measure_copy(const ModelConfig& model, int64_t micro_batch_size, const
       }
       const double b = seconds_since(start);
       start = Clock::now();
-      opt->step();
+      opt.step(optimizer.lr, 1.0);
       const double o = seconds_since(start);
       if (r >= options.warmup) {
         forward.push_back(f);

@@ -10,7 +10,11 @@
 // hardware file that `plan --hardware` and `train --auto --hardware` read, so the planner sums
 // measured layer times instead of dividing FLOPs by a rate.
 //
-//   HardwareSpec hw = profile_this_machine(run.model, run.train.micro_batch_size, run.train.optimizer, {});
+// The model is measured in the dtype its `dtype` says: give it the CPU's compute dtype
+// (with_dtype(run.model, run.precision.cpu)), as the planner keys the times by it.
+//
+//   HardwareSpec hw = profile_this_machine(with_dtype(run.model, run.precision.cpu), run.train.micro_batch_size,
+//                                          run.train.optimizer, {});
 //   write_file_atomically("profile.yaml", hardware_to_yaml(hw));
 #pragma once
 

@@ -71,10 +71,18 @@ PipelineTrainer::PipelineTrainer(const RunConfig& run, const Plan& plan, const H
     : run_(recorded_config(run, plan)),
       plan_(plan),
       hardware_(hardware),
+      scaler_(plan.options.precision),
       corpus_(run.data.files, run.model.seq_len, run.data.val_fraction, static_cast<uint64_t>(run.train.seed)),
       keep_trace_(keep_trace),
       created_(Clock::now()) {
   validate_stage_map(plan_.map, run_.model, hardware_);
+  for (const StageSpec& st : plan_.map.stages) {
+    const Dtype compute = plan_.options.precision.compute(st.device);
+    if (const auto why = cannot_compute(st.device, to_torch_dtype(compute))) {
+      throw InputError("precision." + std::string(st.device.is_cpu() ? "cpu" : "cuda") + " is " + dtype_name(compute) +
+                       ", which this build cannot compute in: " + *why + "; choose another dtype in the config's precision");
+    }
+  }
   // Explicit thread counts in the config win over the core groups' choice.
   set_blas_threads(run_.train.blas_threads > 0 ? static_cast<int>(run_.train.blas_threads) : plan_.cores.blas_threads);
   hold_devices_to_the_plan();
@@ -98,8 +106,13 @@ void PipelineTrainer::build_stages() {
   StageOptions options;
   options.checkpointing = plan_.options.checkpointing;
   options.optimizer = plan_.options.optimizer;
+  // The optimizer phase runs when no stage computes: a CPU optimizer may use every core.
+  options.optimizer_threads = std::max(1, std::min(hardware_.cpu().cores, static_cast<int>(usable_cpu_ids().size())));
   for (const StageSpec& st : plan_.map.stages) {
-    options.device = torch_device(st.placement().compute);
+    const Placement place = st.placement();
+    options.device = torch_device(place.compute);
+    options.compute = plan_.options.precision.compute(place.compute);
+    options.optimizer_home = torch_device(place.optimizer);
     stages_.push_back(std::make_unique<Stage>(run_.model, st.first, st.last, static_cast<uint64_t>(run_.train.seed), options));
     devices_.push_back(make_stage_device(st.device, plan_.options.micro_batches));
   }
@@ -110,6 +123,7 @@ void PipelineTrainer::build_stages() {
 void PipelineTrainer::build_transfers() {
   for (size_t b = 0; b < plan_.boundaries.size(); ++b) {
     const BoundaryPlan& boundary = plan_.boundaries[b];
+    boundary_types_.push_back(to_torch_dtype(boundary.dtype));
     const RingSpec forward{boundary.rings.forward_slots, boundary.rings.slot_bytes, plan_.options.micro_batches};
     const RingSpec backward{boundary.rings.backward_slots, boundary.rings.slot_bytes, plan_.options.micro_batches};
     send_forward_.push_back(make_transfer(boundary.from, boundary.to, forward, devices_[b].get(), EventKind::kForward));
@@ -152,13 +166,25 @@ std::vector<std::string> PipelineTrainer::stage_resources() const {
 }
 
 std::string PipelineTrainer::save_checkpoint(const std::string& run_dir, int64_t keep) const {
-  return pipetrain::save_checkpoint(run_dir, *this, run_, steps_done_, corpus_.position(), keep);
+  const LossScaler::State scale = scaler_.state();
+  return pipetrain::save_checkpoint(run_dir, *this, run_, steps_done_, corpus_.position(), keep,
+                                    {{"loss_scale", scale.scale},
+                                     {"loss_scale_clean_steps", static_cast<double>(scale.clean_steps)},
+                                     {"skipped_steps", static_cast<double>(scale.skipped)}});
 }
 
 void PipelineTrainer::resume_from(const CheckpointInfo& checkpoint) {
   load_checkpoint(checkpoint, run_.model, *this);
   steps_done_ = checkpoint.step;
   corpus_.set_position(checkpoint.data);
+  // A checkpoint without them (written before loss scaling existed) restarts the scale.
+  const auto scalar = [&](const char* name, double otherwise) {
+    const auto it = checkpoint.scalars.find(name);
+    return it == checkpoint.scalars.end() ? otherwise : it->second;
+  };
+  const LossScaler::State fresh = scaler_.state();
+  scaler_.restore({scalar("loss_scale", fresh.scale), static_cast<int64_t>(scalar("loss_scale_clean_steps", 0.0)),
+                   static_cast<int64_t>(scalar("skipped_steps", 0.0))});
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> PipelineTrainer::layer_state(int64_t layer) const {
@@ -220,11 +246,14 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
       guarded(s, "forward", k, [&] { on_device(EventKind::kForward, k, [&] {
         torch::Tensor x = s == 0 ? batch.inputs.narrow(0, k * mbs, mbs).to(stage.device()) : std::move(act_in[s][k]);
         if (!stage.is_last()) {
-          act_out[s][k] = stage.forward(k, x);
+          // Converted to the boundary's dtype inside the op, so a copy out of a GPU, which waits for
+          // exactly this op, finds it done.
+          act_out[s][k] = stage.forward(k, x).to(boundary_types_[static_cast<size_t>(s)]);
           return;
         }
         const torch::Tensor targets = batch.targets.narrow(0, k * mbs, mbs).to(stage.device());
-        const double loss = stage.forward_loss(k, x, targets, static_cast<double>(m));
+        // The loss is multiplied by the loss scale (1 without scaling) and divided by M.
+        const double loss = stage.forward_loss(k, x, targets, static_cast<double>(m) / scaler_.scale());
         if (!std::isfinite(loss)) {
           throw std::runtime_error("loss is " + std::to_string(loss) + " (try a lower train.lr)");
         }
@@ -234,7 +263,7 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
     callbacks[static_cast<size_t>(s)].backward = [&, s, on_device](int k) {
       guarded(s, "backward", k, [&] { on_device(EventKind::kBackward, k, [&] {
         torch::Tensor g = stage.backward(k, stage.is_last() ? torch::Tensor() : std::move(grad_in[s][k]));
-        if (s > 0) grad_out[s][k] = std::move(g);
+        if (s > 0) grad_out[s][k] = g.to(boundary_types_[static_cast<size_t>(s - 1)]);  // inside the op, as above
       }); });
     };
   }
@@ -308,23 +337,32 @@ StepRecord PipelineTrainer::train_step() {
     throw;
   }
 
-  // The global gradient norm over every stage, clipping, then each stage's optimizer on its device.
-  double squared = 0.0;
-  for (auto& stage : stages_) squared += stage->grad_squared_norm();
-  const double grad_norm = std::sqrt(squared);
-  const double scale = clip_scale(grad_norm, t.grad_clip);
-  const double lr = lr_at_step(t.optimizer.lr, t.min_lr_ratio, t.warmup_steps, t.steps, steps_done_);
+  // The optimizer phase: the global gradient norm over every stage, then clipping and each
+  // stage's optimizer step, in turn (scheduler/simulator.h replays the same order).
+  const auto now = [&] { return std::chrono::duration<double>(Clock::now() - created_).count() - step_offset; };
   const std::vector<std::string> resources = stage_resources();
+  double squared = 0.0;
   for (int s = 0; s < num_stages(); ++s) {
-    const double begin = std::chrono::duration<double>(Clock::now() - created_).count() - step_offset;
-    {
-      OpScope scope(*this, s);
-      stages_[static_cast<size_t>(s)]->scale_grads(scale);
-      stages_[static_cast<size_t>(s)]->step(lr);
-      devices_[static_cast<size_t>(s)]->synchronize();  // a GPU stage's step is done when the GPU is
+    const double begin = now();
+    squared += stages_[static_cast<size_t>(s)]->grad_squared_norm();
+    timeline.push_back({EventKind::kGradNorm, s, -1, resources[static_cast<size_t>(s)], begin, now()});
+  }
+  const double scaled_norm = std::sqrt(squared);
+  const bool clean = scaler_.step_is_clean(scaled_norm);  // an overflow under loss scaling: skip
+  if (!std::isfinite(scaled_norm) && clean) refuse_non_finite_gradient(batch, scaled_norm);
+  const double grad_norm = scaled_norm / scaler_.taken_scale();
+  const double lr = lr_at_step(t.optimizer.lr, t.min_lr_ratio, t.warmup_steps, t.steps, steps_done_);
+  if (clean) {
+    const double grad_scale = clip_scale(grad_norm, t.grad_clip) / scaler_.taken_scale();
+    for (int s = 0; s < num_stages(); ++s) {
+      const double begin = now();
+      {
+        OpScope scope(*this, s);
+        stages_[static_cast<size_t>(s)]->step(lr, grad_scale);
+        devices_[static_cast<size_t>(s)]->synchronize();  // a GPU stage's step is done when the GPU is
+      }
+      timeline.push_back({EventKind::kOptimizer, s, -1, resources[static_cast<size_t>(s)], begin, now()});
     }
-    const double end = std::chrono::duration<double>(Clock::now() - created_).count() - step_offset;
-    timeline.push_back({EventKind::kOptimizer, s, -1, resources[static_cast<size_t>(s)], begin, end});
   }
   if (keep_trace_ && steps_done_ < kMaxTraceSteps) {
     for (SimEvent e : timeline) {
@@ -354,7 +392,62 @@ StepRecord PipelineTrainer::train_step() {
   record.tokens_per_s = static_cast<double>(rows * run_.model.seq_len) / record.step_seconds;
   record.peak_rss_bytes = peak_rss_bytes();
   record.bubble = bubble;
+  if (scaler_.active()) {
+    record.loss_scale = scaler_.taken_scale();
+    record.skipped = !clean;
+    record.skipped_steps = scaler_.skipped_steps();
+  }
   return record;
+}
+
+// The step's micro-batches again, one at a time through the stages (no pipeline), until one leaves
+// a gradient that is not finite: which parameter, and which micro-batch.
+std::optional<std::string> PipelineTrainer::locate_non_finite_gradient(const TokenBatch& batch) {
+  const int m = plan_.options.micro_batches;
+  const int64_t mbs = plan_.options.micro_batch_size;
+  for (auto& stage : stages_) {
+    stage->clear_stash();
+    stage->zero_grad();
+  }
+  for (int k = 0; k < m; ++k) {
+    torch::Tensor x = batch.inputs.narrow(0, k * mbs, mbs);
+    for (int s = 0; s < num_stages(); ++s) {
+      OpScope scope(*this, s);
+      Stage& stage = *stages_[static_cast<size_t>(s)];
+      if (!stage.is_last()) {
+        x = stage.forward(k, x.to(stage.device()));
+      } else {
+        stage.forward_loss(k, x.to(stage.device()), batch.targets.narrow(0, k * mbs, mbs).to(stage.device()), m);
+      }
+    }
+    torch::Tensor grad;
+    for (int s = num_stages() - 1; s >= 0; --s) {
+      OpScope scope(*this, s);
+      Stage& stage = *stages_[static_cast<size_t>(s)];
+      grad = stage.backward(k, grad.defined() ? grad.to(stage.device()) : grad);
+    }
+    for (const auto& stage : stages_) {
+      if (const auto where = stage->first_non_finite_gradient()) return *where + ", from micro-batch " + std::to_string(k);
+    }
+  }
+  return std::nullopt;
+}
+
+void PipelineTrainer::refuse_non_finite_gradient(const TokenBatch& batch, double grad_norm) {
+  std::optional<std::string> where;
+  try {
+    where = locate_non_finite_gradient(batch);
+  } catch (const std::exception& e) {
+    where = "(not located: replaying the micro-batches failed: " + error_text(e) + ")";
+  }
+  for (auto& stage : stages_) {
+    stage->clear_stash();
+    stage->zero_grad();
+  }
+  throw PipelineError("a gradient is not finite at step " + std::to_string(steps_done_ + 1) + " (global norm " +
+                      std::to_string(grad_norm) + "): " +
+                      (where ? *where : "not reproduced when the micro-batches ran again one at a time") +
+                      "; no optimizer stepped (try a lower train.lr, or train.grad_clip)");
 }
 
 double PipelineTrainer::validation_loss() {

@@ -37,6 +37,7 @@
 #include "scheduler/timeline.h"
 #include "runtime/backends/registry.h"
 #include "runtime/io/checkpoint.h"
+#include "runtime/train/loss_scaler.h"
 #include "runtime/train/trainer.h"
 #include "stages/stage.h"
 
@@ -97,8 +98,9 @@ class PipelineTrainer : public Trainer, public LayerStates {
   const CoreAssignment& cores() const { return plan_.cores; }
   // Where each stage's ops run, as the simulator names it: "cpu", "cpu[1]", "cuda:0".
   std::vector<std::string> stage_resources() const;
-  // Every parameter in layer order (the reference model's order).
+  // Every parameter in layer order (the reference model's order), as the stages compute with them.
   std::vector<torch::Tensor> parameters() const;
+  const LossScaler& loss_scaler() const { return scaler_; }
   // Per stage, the most micro-batches in flight during the last step.
   const std::vector<int>& last_max_in_flight() const { return last_max_in_flight_; }
 
@@ -125,16 +127,22 @@ class PipelineTrainer : public Trainer, public LayerStates {
   void build_transfers();
   // Runs the schedule; returns its spans on the step's clock.
   std::vector<SimEvent> run_step_ops(const TokenBatch& batch, std::vector<double>& losses);
+  // A gradient that is not finite never reaches an optimizer: the step ends with a PipelineError
+  // naming the parameter, the micro-batch and the step, every gradient and stash cleared.
+  [[noreturn]] void refuse_non_finite_gradient(const TokenBatch& batch, double grad_norm);
+  std::optional<std::string> locate_non_finite_gradient(const TokenBatch& batch);
 
   RunConfig run_;
   Plan plan_;
   HardwareSpec hardware_;
+  LossScaler scaler_;
   ByteCorpus corpus_;
   std::vector<std::unique_ptr<Stage>> stages_;
   std::vector<std::unique_ptr<StageDevice>> devices_;  // how each stage's ops run
   std::vector<DeviceId> gpus_;                          // distinct devices of their own memory the stages use
   bool one_op_at_a_time_ = false;
   std::vector<std::unique_ptr<Transfer>> send_forward_, send_backward_;
+  std::vector<torch::Dtype> boundary_types_;  // per boundary: what crosses it (the plan's)
   std::vector<std::string> forward_resources_, backward_resources_;
   int64_t steps_done_ = 0;
   bool keep_trace_;

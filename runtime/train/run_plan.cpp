@@ -11,6 +11,7 @@ PlanRequest plan_request_for(const RunConfig& run, const HardwareSpec& hardware)
   request.options.schedule = run.train.schedule;
   request.options.checkpointing = run.train.checkpointing;
   request.options.optimizer = run.train.optimizer;
+  request.options.precision = run.precision;
   return request;
 }
 

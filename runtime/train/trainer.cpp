@@ -55,6 +55,23 @@ StepRecord ReferenceTrainer::train_step() {
   }
 
   const double grad_norm = std::sqrt(grad_squared_norm(params_));
+  if (!std::isfinite(grad_norm)) {
+    // Which micro-batch: each again on its own until one leaves a gradient that is not finite.
+    std::string where = "not reproduced when the micro-batches ran again one at a time";
+    for (int64_t m = 0; m < t.micro_batches; ++m) {
+      optimizer_->zero_grad();
+      const torch::Tensor inputs = batch.inputs.narrow(0, m * t.micro_batch_size, t.micro_batch_size);
+      const torch::Tensor targets = batch.targets.narrow(0, m * t.micro_batch_size, t.micro_batch_size);
+      (lm_loss(model_->forward(inputs), targets) / static_cast<double>(t.micro_batches)).backward();
+      if (const auto found = first_non_finite_gradient(model_, run_.model)) {
+        where = *found + ", from micro-batch " + std::to_string(m);
+        break;
+      }
+    }
+    optimizer_->zero_grad();
+    throw std::runtime_error("a gradient is not finite at step " + std::to_string(steps_done_ + 1) + " (global norm " +
+                             std::to_string(grad_norm) + "): " + where + "; no optimizer stepped");
+  }
   scale_grads(params_, clip_scale(grad_norm, t.grad_clip));
   const double lr = lr_at_step(t.optimizer.lr, t.min_lr_ratio, t.warmup_steps, t.steps, steps_done_);
   set_lr(*optimizer_, lr);
