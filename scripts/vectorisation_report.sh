@@ -12,5 +12,5 @@ g++ -std=c++17 -O3 -DNDEBUG -fno-math-errno -ffp-contract=off -I"$root" -c "$sou
   -fopt-info-vec-optimized="$out/report.txt"
 # One line per vectorised loop: where, and the vector size GCC chose.
 grep -E "loop vectorized" "$out/report.txt" | sed -E "s|$root/||" | sort | uniq -c
-echo "loops in update() (the AdamW arithmetic), by line:"
-awk '/void update/{start=NR} start && /^}/{print start "-" NR; exit}' "$source"
+echo "the AdamW arithmetic (update, update_bf16_moments), by line:"
+awk '/void update/{start=NR; name=$3; sub(/\(.*/, "", name)} start && /^}/{print name ": lines " start "-" NR; start=0}' "$source"

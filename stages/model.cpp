@@ -134,7 +134,9 @@ LayerRange make_gpt_model(const ModelConfig& model, uint64_t seed) {
 
 torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& targets) {
   torch::Tensor flat = logits.reshape({-1, logits.size(-1)});
-  if (flat.scalar_type() == torch::kBFloat16) flat = flat.to(torch::kFloat32);
+  // The loss in float32 at least: log-softmax over the vocabulary in 16 bits loses the small
+  // probabilities, and its gradient flows back in the logits' dtype.
+  if (flat.scalar_type() == torch::kBFloat16 || flat.scalar_type() == torch::kHalf) flat = flat.to(torch::kFloat32);
   return torch::nn::functional::cross_entropy(flat, targets.reshape({-1}));
 }
 

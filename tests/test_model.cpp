@@ -62,6 +62,23 @@ TEST_CASE("attention is causal") {
                 "positions from the change on must see it");
 }
 
+// 16-bit logits: the loss is taken in float32 (the 16-bit values widened first, exactly), and its
+// gradient comes back in the logits' dtype.
+TEST_CASE("the loss of 16-bit logits is computed in float32") {
+  torch::manual_seed(5);
+  const torch::Tensor targets = torch::randint(0, 256, {2, 7});
+  for (torch::Dtype type : {torch::kBFloat16, torch::kHalf}) {
+    const std::string name = c10::toString(type);
+    CAPTURE(name);
+    const torch::Tensor logits = (torch::randn({2, 7, 256}) * 4).to(type).requires_grad_(true);
+    const torch::Tensor loss = lm_loss(logits, targets);
+    CHECK(std::string(c10::toString(loss.scalar_type())) == "Float");
+    CHECK(loss.item<float>() == lm_loss(logits.detach().to(torch::kFloat32), targets).item<float>());
+    loss.backward();
+    CHECK(std::string(c10::toString(logits.grad().scalar_type())) == name);
+  }
+}
+
 // Backpropagation agrees with central finite differences (float64, eps 1e-6, relative 1e-5) on
 // entries of every parameter tensor.
 TEST_CASE("gradients match finite differences") {

@@ -87,8 +87,9 @@ DoctorReport examine_machine(const ThreadChoice& threads) {
   r.blas_threads_in_effect = blas_threads();
   r.intra_op_threads_in_effect = intra_op_threads();
   r.memory = probe_machine_memory();
-  r.matmul_gflops = measure_matmul_gflops(threads, 1.0);
+  // The triad before the matmul: after one, OpenBLAS's idle threads spin for a while and take cores.
   r.triad_gb_per_s = measure_triad_bytes_per_s(r.usable_cores, 0.3) / 1e9;
+  r.matmul_gflops = measure_matmul_gflops(threads, 1.0);
 
   if (!r.gpus.empty() && !r.libtorch_has_cuda) {
     r.warnings.push_back("the driver shows " + std::to_string(r.gpus.size()) +

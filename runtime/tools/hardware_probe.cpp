@@ -28,10 +28,11 @@ HardwareSpec probe_this_machine() {
   cpu.safety_margin = 0.9;
   cpu.reserved_bytes = static_cast<int64_t>(0.5 * kGiB);  // LibTorch runtime and OpenBLAS buffers
   cpu.cores = usable_cores();
+  // The triad first: after a matmul, OpenBLAS's idle threads spin for a while and take cores.
+  cpu.memory_bytes_per_s = measure_triad_bytes_per_s(cpu.cores, 0.3);
   const ThreadChoice all = choose_threads(1, cpu.cores, cpu.cores);
   cpu.flops_per_s = measure_matmul_gflops(all, 0.5) * 1e9;
   cpu.single_core_flops_per_s = std::min(cpu.flops_per_s, measure_matmul_gflops(choose_threads(1, 1, 1), 0.5) * 1e9);
-  cpu.memory_bytes_per_s = measure_triad_bytes_per_s(cpu.cores, 0.3);
   apply_threads(choose_threads(0, 0, cpu.cores));
   hw.devices.push_back(cpu);
   int index = 0;

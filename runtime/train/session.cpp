@@ -83,9 +83,12 @@ void print_run_header(const TrainRequest& request, PipelineTrainer& trainer, con
   for (int s = 0; s < trainer.num_stages(); ++s) {
     const StageSpec& st = plan.map.stages[static_cast<size_t>(s)];
     const StageMemory& mem = plan.memory.stages[static_cast<size_t>(s)];
-    std::printf("  stage %d: %-20s on %-7s %s planned\n", s, describe_range(run.model, st.first, st.last).c_str(),
-                st.device.name().c_str(),
-                format_gib(mem.weights + mem.grads + mem.optimizer + mem.activations + mem.buffers).c_str());
+    // The dtype and the optimizer's home where they are not the run's plain default.
+    std::string how;
+    if (mem.compute != run.model.dtype) how += ", computes in " + dtype_name(mem.compute);
+    if (st.placement().optimizer != st.device) how += ", optimizer on " + st.placement().optimizer.name();
+    std::printf("  stage %d: %-20s on %-7s %s planned%s\n", s, describe_range(run.model, st.first, st.last).c_str(),
+                st.device.name().c_str(), format_gib(mem.total).c_str(), how.c_str());
   }
   std::printf("cores: %s\n", describe_cores(trainer.cores()).c_str());
   std::printf("plan times: %s\n", time_source(run.model, request.hardware, plan.options).c_str());

@@ -109,6 +109,22 @@ PIPETRAIN_CLONES void update(float* __restrict p, float* __restrict m, float* __
   }
 }
 
+// The same with bfloat16 moments, widened and narrowed in the loop itself (a separate pass each way
+// over a chunk buffer cost half the bandwidth: benchmarks/README.md).
+PIPETRAIN_CLONES void update_bf16_moments(float* __restrict p, uint16_t* __restrict m, uint16_t* __restrict v,
+                                          const float* __restrict g, int64_t n, Coefficients c) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float grad = g[i] * c.grad_scale;
+    const float weight = p[i] * c.decay;
+    const float first = std::fma(grad, c.one_minus_beta1, bf16_to_float(m[i]) * c.beta1);
+    const float second = std::fma(c.one_minus_beta2 * grad, grad, bf16_to_float(v[i]) * c.beta2);
+    const float denom = std::sqrt(second) / c.sqrt_bias_correction2 + c.eps;
+    m[i] = float_to_bf16(first);
+    v[i] = float_to_bf16(second);
+    p[i] = weight + c.neg_step_size * first / denom;
+  }
+}
+
 }  // namespace cpu_adamw_detail
 
 // What the clones' dispatcher picks: the first of the levels this processor supports.
@@ -122,6 +138,7 @@ const char* cpu_adamw_isa() {
 void cpu_adamw_step(const AdamWHyper& h, int64_t step, float grad_scale, const AdamWTensor& t, int threads) {
   using namespace cpu_adamw_detail;
   if (step < 1) throw std::invalid_argument("cpu_adamw_step: step counts from 1, got " + std::to_string(step));
+  if (t.moments == Elem::kF16) throw std::invalid_argument("cpu_adamw_step: moments are float32 or bfloat16, not float16");
   Coefficients c;
   c.grad_scale = grad_scale;
   c.decay = h.weight_decay != 0.0 ? static_cast<float>(1.0 - h.lr * h.weight_decay) : 1.0f;
@@ -137,24 +154,22 @@ void cpu_adamw_step(const AdamWHyper& h, int64_t step, float grad_scale, const A
 
   const bool f32_moments = t.moments == Elem::kF32;
   auto run = [&](int64_t begin, int64_t end) {
-    alignas(64) float grad[kChunk], first[kChunk], second[kChunk];
+    alignas(64) float grad[kChunk];
     for (int64_t at = begin; at < end; at += kChunk) {
       const int64_t n = std::min(kChunk, end - at);
       const int64_t moment_offset = at * elem_bytes(t.moments);
       char* m_bytes = static_cast<char*>(t.exp_avg) + moment_offset;
       char* v_bytes = static_cast<char*>(t.exp_avg_sq) + moment_offset;
-      widen(static_cast<const char*>(t.grad) + at * elem_bytes(t.grad_type), t.grad_type, grad, n);
-      // float32 moments are updated where they are; 16-bit ones through the chunk buffers.
-      float* m = f32_moments ? reinterpret_cast<float*>(m_bytes) : first;
-      float* v = f32_moments ? reinterpret_cast<float*>(v_bytes) : second;
-      if (!f32_moments) {
-        widen(m_bytes, t.moments, first, n);
-        widen(v_bytes, t.moments, second, n);
+      // A float32 gradient is read where it is; a 16-bit one through the chunk buffer.
+      const float* g = reinterpret_cast<const float*>(static_cast<const char*>(t.grad) + at * elem_bytes(t.grad_type));
+      if (t.grad_type != Elem::kF32) {
+        widen(g, t.grad_type, grad, n);
+        g = grad;
       }
-      update(t.master + at, m, v, grad, n, c);
-      if (!f32_moments) {
-        narrow(first, m_bytes, t.moments, n);
-        narrow(second, v_bytes, t.moments, n);
+      if (f32_moments) {
+        update(t.master + at, reinterpret_cast<float*>(m_bytes), reinterpret_cast<float*>(v_bytes), g, n, c);
+      } else {
+        update_bf16_moments(t.master + at, reinterpret_cast<uint16_t*>(m_bytes), reinterpret_cast<uint16_t*>(v_bytes), g, n, c);
       }
       if (t.weights != nullptr) {
         narrow(t.master + at, static_cast<char*>(t.weights) + at * elem_bytes(t.weight_type), t.weight_type, n);

@@ -7,9 +7,9 @@
 // in float32: decay the weight, update the moments, divide by the bias-corrected root of the second
 // moment plus eps, step. tests/test_cpu_adamw.cpp checks it against LibTorch's AdamW.
 //
-// Work is cut into chunks of kChunk elements (cache-resident): gradients and 16-bit moments are
-// widened into float buffers, the update runs on floats, and results are narrowed back, each a
-// simple loop the compiler vectorises; the functions are compiled for AVX-512, AVX2 and the
+// Work is cut into chunks of kChunk elements (cache-resident): a 16-bit gradient is widened into a
+// float buffer, the update runs on floats (bfloat16 moments widened and narrowed in its loop), and
+// 16-bit weights are narrowed from the masters, each a simple loop the compiler vectorises; the functions are compiled for AVX-512, AVX2 and the
 // baseline and the best the processor has is chosen at load time (GCC target_clones). Chunks run
 // in parallel on `threads` threads (oneTBB).
 //
