@@ -2,8 +2,9 @@
 # SIGKILL at random moments never leaves a newest checkpoint that fails to load.
 #
 # Each trial starts a small training run that saves a checkpoint after every step, kills it with
-# SIGKILL at a random moment (often in the middle of a save), then resumes it: the resume must
-# succeed, and it must start from the newest complete checkpoint directory (step-N, not .partial).
+# SIGKILL at a random moment after its first checkpoint (often in the middle of a save), then
+# resumes it: the resume must succeed, and it must start from the newest complete checkpoint
+# directory (step-N, not .partial).
 #
 #   bash scripts/sigkill_trials.sh build/pipetrain [trials]
 set -euo pipefail
@@ -24,7 +25,14 @@ for trial in $(seq 1 "$trials"); do
   out="$work/run$trial"
   "$bin" train --config "$work/config.yaml" --steps 1000000 --out "$out" > "$work/log$trial" 2>&1 &
   pid=$!
-  sleep "$(awk -v seed="$RANDOM" 'BEGIN { srand(seed); printf "%.3f", 0.8 + rand() * 1.5 }')"
+  # After its first checkpoint (however long a loaded machine or a sanitizer takes to get there; at
+  # most 4 minutes), at a random moment within the next 1.5 s: a later save, often half-written.
+  for _ in $(seq 1 2400); do
+    ls -1 "$out/checkpoints" 2> /dev/null | grep -qE '^step-[0-9]+$' && break
+    kill -0 "$pid" 2> /dev/null || break
+    sleep 0.1
+  done
+  sleep "$(awk -v seed="$RANDOM" 'BEGIN { srand(seed); printf "%.3f", rand() * 1.5 }')"
   kill -KILL "$pid" 2> /dev/null || true
   wait "$pid" 2> /dev/null || true
   newest="$(ls -1 "$out/checkpoints" 2> /dev/null | grep -E '^step-[0-9]+$' | sort | tail -n 1 || true)"

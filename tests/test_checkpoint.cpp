@@ -161,6 +161,22 @@ std::vector<std::string> loss_column(const std::string& metrics_path) {
 
 }  // namespace
 
+namespace {
+
+// Starts `command` (a training run writing to `out`) in the background, waits until its first
+// checkpoint exists, then runs `signals` (shell, with the run's pid in $p), waits for the run and
+// prints "rc=<its exit status>". Waiting for the checkpoint rather than a fixed time keeps the test
+// meaningful on a loaded machine or under a sanitizer. (timeout: a lost signal fails the test
+// instead of hanging it.)
+testing::CommandResult signal_after_first_checkpoint(const std::string& command, const std::string& out,
+                                                     const std::string& signals) {
+  return testing::run_command("timeout -s KILL 300 sh -c '" + command + " & p=$!; i=0; while [ $i -lt 2400 ] && ! ls " + out +
+                              "/checkpoints 2>/dev/null | grep -q \"^step-[0-9]*$\"; do sleep 0.1; i=$((i+1)); done; " + signals +
+                              "; wait $p; echo rc=$?'");
+}
+
+}  // namespace
+
 // The CLI: a run saves every checkpoint_interval steps; SIGTERM finishes the step, saves, and exits
 // 143; --resume continues to the end, and the losses equal an uninterrupted run's, digit for digit.
 TEST_CASE("train saves checkpoints, stops on SIGTERM, and --resume continues exactly") {
@@ -183,10 +199,10 @@ TEST_CASE("train saves checkpoints, stops on SIGTERM, and --resume continues exa
 
   // SIGTERM while training: the step finishes, a checkpoint is saved, exit 143, and it resumes.
   const std::string stopped = dir.path() + "/stopped";
-  const auto killed = testing::run_command("timeout --preserve-status -s TERM 5 " + kBinary + " train --config " + config +
-                                           " --steps 1000000 --out " + stopped);
+  const auto killed = signal_after_first_checkpoint(kBinary + " train --config " + config + " --steps 1000000 --out " + stopped,
+                                                   stopped, "kill -TERM $p");
   CAPTURE(killed.output);
-  CHECK(killed.exit_code == 143);
+  CHECK(killed.output.find("rc=143") != std::string::npos);
   CHECK(killed.output.find("resume with: pipetrain train --resume " + stopped) != std::string::npos);
   const CheckpointInfo newest = newest_checkpoint(stopped);
   CHECK(newest.step >= 1);
@@ -231,9 +247,8 @@ TEST_CASE("a second SIGINT exits at once without corrupting a checkpoint") {
   const std::string config =
       cli_config(dir, data, "  eval_interval: 100000\n  checkpoint_interval: 1\n", "hardware: rtx2070s-wsl\n");
   const std::string out = dir.path() + "/run";
-  // (timeout: a lost interrupt must fail the test, not hang it)
-  const auto r = testing::run_command("timeout -s KILL 60 sh -c '" + kBinary + " train --config " + config + " --steps 1000000 --out " + out +
-                                      " & p=$!; sleep 2; kill -INT $p; kill -INT $p; wait $p; echo rc=$?'");
+  const auto r = signal_after_first_checkpoint(kBinary + " train --config " + config + " --steps 1000000 --out " + out, out,
+                                              "kill -INT $p; kill -INT $p");
   CAPTURE(r.output);
   CHECK(r.output.find("rc=130") != std::string::npos);
   CHECK(newest_checkpoint(out).step >= 1);  // every complete checkpoint still verifies; the newest loads
@@ -300,6 +315,13 @@ TEST_CASE("a run that does not fit is refused before it allocates") {
   CHECK(refused.output.find("the plan does not fit hardware 'rtx2070s-wsl'") != std::string::npos);
   MESSAGE("peak RSS of the refused run: " << refused.peak_rss_bytes / (1024 * 1024) << " MiB");
   CHECK(refused.peak_rss_bytes > 0);
-  CHECK(refused.peak_rss_bytes < 512LL * 1024 * 1024);
+  // The model would need hundreds of GiB; loading LibTorch takes ~100 MiB, more under AddressSanitizer
+  // (shadow memory, redzones around every allocation).
+#if defined(__SANITIZE_ADDRESS__)
+  constexpr long long kBound = 2048LL * 1024 * 1024;
+#else
+  constexpr long long kBound = 512LL * 1024 * 1024;
+#endif
+  CHECK(refused.peak_rss_bytes < kBound);
   CHECK_FALSE(std::ifstream(dir.path() + "/huge/metrics.jsonl").good());
 }
