@@ -36,7 +36,7 @@ for w in "${what[@]}"; do
         suites=(test_memory test_scheduler test_estimate test_planner test_executor test_config test_data
                 test_cpu_adamw_kernel)
         cmake --build "$root/build-asan" --target "${suites[@]}"
-        pattern="^($(IFS='|'; echo "${suites[*]}")): "
+        pattern="^($(IFS='|'; echo "${suites[*]}")):"
       else
         cmake --build "$root/build-asan"
         pattern="."
