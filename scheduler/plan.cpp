@@ -1,5 +1,8 @@
 #include "scheduler/plan.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "scheduler/cost_model.h"
 
 namespace pipetrain {
@@ -7,6 +10,24 @@ namespace pipetrain {
 int64_t tokens_per_step(const ModelConfig& model, const PlanOptions& options) {
   return checked_mul(checked_mul(options.micro_batch_size, model.seq_len, "tokens per micro-batch"),
                      options.micro_batches, "tokens per step");
+}
+
+double peak_memory_share(const Plan& plan) {
+  auto share = [](int64_t need, int64_t budget) {
+    return budget > 0 ? static_cast<double>(need) / static_cast<double>(budget) : (need > 0 ? 1e300 : 0.0);
+  };
+  double peak = share(plan.memory.pinned_need_bytes, plan.memory.pinned_budget_bytes);
+  for (const DeviceMemory& d : plan.memory.devices) peak = std::max(peak, share(d.need_bytes, d.budget_bytes));
+  return peak;
+}
+
+bool better_plan(const Plan& a, const Plan& b) {
+  const double ta = a.predicted.step_seconds / a.options.micro_batches;
+  const double tb = b.predicted.step_seconds / b.options.micro_batches;
+  if (std::abs(ta - tb) > 1e-12 * std::max(ta, tb)) return ta < tb;
+  const double ma = peak_memory_share(a), mb = peak_memory_share(b);
+  if (ma != mb) return ma < mb;
+  return a.map.num_stages() < b.map.num_stages();
 }
 
 Plan evaluate_plan(const ModelDesc& model, const HardwareSpec& hw, const StageMap& map, const PlanOptions& options) {

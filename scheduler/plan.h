@@ -49,6 +49,16 @@ struct Plan {
 // The plan of a fixed stage map (it must be valid for the model and hardware: validate_stage_map).
 Plan evaluate_plan(const ModelDesc& model, const HardwareSpec& hardware, const StageMap& map, const PlanOptions& options);
 
+// The largest share of its budget any device (or the pinned pool) needs: how close the plan runs
+// to running out of memory.
+double peak_memory_share(const Plan& plan);
+
+// The order plans are offered in: faster first (time per micro-batch, equal within 1e-12
+// relative); among equally fast plans, the one with the lower peak memory share (so 1F1B, which
+// holds fewer micro-batches, wins a tie against GPipe on the same split), then the one with fewer
+// stages.
+bool better_plan(const Plan& a, const Plan& b);
+
 // Tokens one optimizer step processes.
 int64_t tokens_per_step(const ModelConfig& model, const PlanOptions& options);
 

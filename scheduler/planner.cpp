@@ -104,11 +104,13 @@ using OptionList = std::vector<std::pair<int, int>>;
 
 // What bounds a candidate's time per micro-batch from below: the busiest resource's work per
 // micro-batch, and one micro-batch's trip forward and back through every stage and link (which M
-// micro-batches share: trip / M).
+// micro-batches share: trip / M); then the optimizer phase, which follows the pipeline once per
+// step (every stage's share of the norm, then every stage's step, in turn: phase / M).
 struct Bound {
   double busiest = 0.0;
   double trip = 0.0;
-  double per_micro_batch(int m) const { return std::max(busiest, trip / m); }
+  double phase = 0.0;
+  double per_micro_batch(int m) const { return std::max(busiest, trip / m) + phase / m; }
 };
 
 class AutoPlanner {
@@ -149,7 +151,7 @@ class AutoPlanner {
   void enumerate_cut(size_t shape_index, const std::vector<int64_t>& last, const std::function<void(const Candidate&)>& visit);
   OptionList fitting_options(const ShapeInfo& info, const std::vector<RangeCosts>& ranges,
                              const std::vector<int64_t>& boundary_bytes, bool checkpointing, bool in_ram) const;
-  Bound bound_of(const ShapeInfo& info, size_t split, const std::vector<int64_t>& last, bool checkpointing,
+  Bound bound_of(const ShapeInfo& info, size_t split, const std::vector<int64_t>& last, bool checkpointing, bool in_ram,
                  const Bound& transfers, const std::vector<double>& link_work) const;
   std::vector<Candidate> best_bounds(size_t count);
   std::vector<Plan> branch_and_bound(std::vector<Candidate> candidates);
@@ -267,7 +269,7 @@ void AutoPlanner::enumerate_cut(size_t shape_index, const std::vector<int64_t>& 
       const OptionList fitting = fitting_options(info, ranges, boundary_bytes, ckpt, in_ram);
       if (fitting.empty()) continue;
       for (size_t split = 0; split < info.splits.size(); ++split) {
-        const Bound bound = bound_of(info, split, last, ckpt, transfers, link_work);
+        const Bound bound = bound_of(info, split, last, ckpt, in_ram, transfers, link_work);
         for (const auto& [kind, count] : fitting) {
           ++result_.feasible;
           const int m = counts_[static_cast<size_t>(count)];
@@ -287,11 +289,19 @@ OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector
   const int num_stages = static_cast<int>(info.devices.size());
   const int64_t tokens = base_.micro_batch_size * model_.config.seq_len;
   OptionList fitting;
+  PlanOptions po = base_;
+  po.checkpointing = checkpointing;
+  // Memory depends on the schedule and count only through what each stage holds, and many pairs
+  // hold the same (1F1B holds min(M, stages after) whatever M beyond that): check each once.
+  std::vector<std::pair<const std::vector<int>*, bool>> checked;
   for (size_t kind = 0; kind < schedules_.size(); ++kind) {
     for (size_t count = 0; count < counts_.size(); ++count) {
-      PlanOptions po = base_;
-      po.checkpointing = checkpointing;
       const std::vector<int>& in_flight = info.in_flight[kind][count];
+      const auto seen = std::find_if(checked.begin(), checked.end(), [&](const auto& c) { return *c.first == in_flight; });
+      if (seen != checked.end()) {
+        if (seen->second) fitting.emplace_back(static_cast<int>(kind), static_cast<int>(count));
+        continue;
+      }
       std::vector<int64_t> pinned(static_cast<size_t>(num_stages), 0);
       for (int b = 0; b + 1 < num_stages; ++b) {
         const BoundaryRings rings = boundary_rings(
@@ -308,6 +318,7 @@ OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector
                                                pinned[i], po);
         tally_stage(tally, mem, info.devices[i], home);
       }
+      checked.emplace_back(&in_flight, tally.fits());
       if (tally.fits()) fitting.emplace_back(static_cast<int>(kind), static_cast<int>(count));
     }
   }
@@ -316,17 +327,19 @@ OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector
 
 // Work per micro-batch on each resource (compute and copy engines), and one micro-batch's trip.
 Bound AutoPlanner::bound_of(const ShapeInfo& info, size_t split, const std::vector<int64_t>& last, bool checkpointing,
-                            const Bound& transfers, const std::vector<double>& link_work) const {
+                            bool in_ram, const Bound& transfers, const std::vector<double>& link_work) const {
   std::vector<double> work(link_work);
   Bound bound = transfers;
   for (size_t st = 0; st < info.devices.size(); ++st) {
     const DeviceSpec& dev = *info.specs[st];
     const int cores = info.splits[split][st];
     const int64_t first = st == 0 ? kEmbedLayer : last[st - 1] + 1;
-    const StageTiming t = timer_.time(dev.id, dev.id, cores > 0 ? cores : dev.cores, first, last[st], checkpointing);
+    const StageTiming t =
+        timer_.time(dev.id, info.optimizer_home(st, in_ram), cores > 0 ? cores : dev.cores, first, last[st], checkpointing);
     const double seconds = t.forward_seconds + t.backward_seconds;
     work[static_cast<size_t>(info.resource[split][st])] += seconds;
     bound.trip += seconds;
+    bound.phase += t.norm_seconds + t.optimizer_seconds;
   }
   for (double w : work) bound.busiest = std::max(bound.busiest, w);
   return bound;
@@ -368,15 +381,11 @@ std::vector<Plan> AutoPlanner::branch_and_bound(std::vector<Candidate> candidate
   std::sort(candidates.begin(), candidates.end());
   std::vector<Plan> best;
   for (const Candidate& c : candidates) {
-    if (best.size() == keep_ && c.lower_bound >= per_micro_batch(best.back()) * (1.0 - 1e-12)) break;
+    // A candidate whose bound equals the kept plans' time may tie them and win on memory: simulate it.
+    if (best.size() == keep_ && c.lower_bound > per_micro_batch(best.back()) * (1.0 + 1e-12)) break;
     best.push_back(simulate(c));
     ++result_.simulated;
-    // Equal speed: the plan with fewer stages is the simpler one to run.
-    std::stable_sort(best.begin(), best.end(), [&](const Plan& a, const Plan& b) {
-      const double ta = per_micro_batch(a), tb = per_micro_batch(b);
-      if (std::abs(ta - tb) > 1e-12 * std::max(ta, tb)) return ta < tb;
-      return a.map.num_stages() < b.map.num_stages();
-    });
+    std::stable_sort(best.begin(), best.end(), better_plan);
     if (best.size() > keep_) best.pop_back();
   }
   return best;

@@ -3,8 +3,10 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <sstream>
 
 #include "test_util.h"
@@ -100,6 +102,14 @@ TEST_CASE("train writes metrics and config, and refuses to overwrite a run") {
   CAPTURE(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("metrics written to " + out + "/metrics.jsonl") != std::string::npos);
+  // Measured tokens/s beside the plan's prediction, and their ratio.
+  std::smatch tokens;
+  REQUIRE(std::regex_search(r.output, tokens,
+                            std::regex(R"(tokens/s: (\d+) measured \(median\), (\d+) predicted by the plan from [^;]+; measured / predicted ([0-9.]+))")));
+  const double measured = std::stod(tokens[1]), predicted = std::stod(tokens[2]);
+  CHECK(measured > 0);
+  CHECK(predicted > 0);
+  CHECK(std::abs(std::stod(tokens[3]) - measured / predicted) <= 0.006);  // two decimals, of rounded figures
   std::ifstream metrics(out + "/metrics.jsonl");
   std::string line;
   int lines = 0;

@@ -1,7 +1,10 @@
 // runtime/profile: per-layer times measured on this machine, written as a hardware file that reads
 // back the same, refused when malformed, and used by the planner.
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -145,6 +148,19 @@ TEST_CASE("pipetrain bench measures the given splits with both baselines") {
   std::stringstream json_text;
   json_text << json_file.rdbuf();
   CHECK(json_text.str().find("\"pipelined_over_naive\"") != std::string::npos);
+  // The prediction errors over the splits: the median and the worst magnitude of the split rows'.
+  const auto document = nlohmann::json::parse(json_text.str());
+  std::vector<double> errors;
+  for (const auto& row : document["results"]) {
+    if (row["kind"] == "split") errors.push_back(std::abs(row["error"].get<double>()));
+  }
+  REQUIRE(errors.size() >= 2);
+  std::sort(errors.begin(), errors.end());
+  CHECK(document["worst_abs_error"].get<double>() == doctest::Approx(errors.back()));
+  const size_t mid = errors.size() / 2;
+  CHECK(document["median_abs_error"].get<double>() ==
+        doctest::Approx(errors.size() % 2 == 1 ? errors[mid] : 0.5 * (errors[mid - 1] + errors[mid])));
+  CHECK(r.output.find("prediction error over the " + std::to_string(errors.size()) + " splits: median |error|") != std::string::npos);
 
   const auto bad = testing::run_command(kBinary + " bench --splits top:0 --out " + out + model);
   CHECK(bad.exit_code == 2);

@@ -152,4 +152,10 @@ TEST_CASE("median") {
   CHECK(median({3.0, 1.0, 2.0}) == 2.0);
   CHECK(median({4.0, 1.0, 3.0, 2.0}) == 2.5);
   CHECK(median({}) == 0.0);
+  // Prediction errors: the median and the worst of their magnitudes, and which run was worst.
+  const ErrorSummary e = summarise_errors({0.02, -0.263, 0.05, -0.01});
+  CHECK(e.median_abs == doctest::Approx(0.035));
+  CHECK(e.worst_abs == doctest::Approx(0.263));
+  CHECK(e.worst == 1);
+  CHECK(summarise_errors({}).worst_abs == 0.0);
 }

@@ -15,6 +15,7 @@
 #include "runtime/train/run_plan.h"
 #include "scheduler/bench_splits.h"
 #include "scheduler/cost_model.h"
+#include "scheduler/statistics.h"
 
 namespace pipetrain {
 namespace {
@@ -110,6 +111,22 @@ std::vector<BenchResult> against_naive(const BenchRequest& request, const BenchR
   return run_bench(request.run, request.hardware, {again, naive}, options);
 }
 
+// The split rows (not the reference trainer, not the naive baselines), in the table's order.
+std::vector<const BenchResult*> splits_only(const std::vector<BenchResult>& results) {
+  std::vector<const BenchResult*> splits;
+  for (const BenchResult& r : results) {
+    if (r.bench.kind == BenchKind::kSplit) splits.push_back(&r);
+  }
+  return splits;
+}
+
+// The splits' prediction errors: their median and worst magnitude.
+ErrorSummary split_errors(const std::vector<BenchResult>& results) {
+  std::vector<double> errors;
+  for (const BenchResult* r : splits_only(results)) errors.push_back(r->error);
+  return summarise_errors(errors);
+}
+
 void print_table(const std::vector<BenchResult>& results, size_t best) {
   std::printf("\n%-52s %6s %3s %9s %9s %7s %6s %6s %8s %8s\n", "split", "sched", "M", "tokens/s", "predicted", "error",
               "bubble", "pred", "state MiB", "act MiB");
@@ -124,12 +141,10 @@ void print_table(const std::vector<BenchResult>& results, size_t best) {
 
 // The planner's choice against the best, the median split's prediction error, pipelined against naive.
 void print_verdicts(const std::vector<BenchResult>& results, size_t best, const std::vector<BenchResult>& versus) {
-  std::vector<const BenchResult*> splits;
+  std::vector<const BenchResult*> splits = splits_only(results);
   const BenchResult* chosen = nullptr;
-  for (const BenchResult& r : results) {
-    if (r.bench.kind != BenchKind::kSplit) continue;
-    splits.push_back(&r);
-    if (r.bench.planner_choice) chosen = &r;
+  for (const BenchResult* r : splits) {
+    if (r->bench.planner_choice) chosen = r;
   }
   std::sort(splits.begin(), splits.end(), [](const BenchResult* a, const BenchResult* b) {
     return a->stats.median_tokens_per_s < b->stats.median_tokens_per_s;
@@ -141,6 +156,9 @@ void print_verdicts(const std::vector<BenchResult>& results, size_t best, const 
               results[best].stats.median_tokens_per_s);
   std::printf("median split (%s): predicted %.0f, measured %.0f tokens/s (%+.1f%%)\n", median_split.bench.label.c_str(),
               median_split.predicted_tokens_per_s, median_split.stats.median_tokens_per_s, 100.0 * median_split.error);
+  const ErrorSummary errors = split_errors(results);
+  std::printf("prediction error over the %zu splits: median |error| %.1f%%, worst %.1f%% (%s)\n", splits.size(),
+              100.0 * errors.median_abs, 100.0 * errors.worst_abs, splits_only(results)[errors.worst]->bench.label.c_str());
   std::printf("best pipelined split (%s) against its naive run (same stages, one op at a time, each with all "
               "cores): %.0f / %.0f tokens/s = %.2fx\n",
               versus[0].bench.label.c_str(), versus[0].stats.median_tokens_per_s, versus[1].stats.median_tokens_per_s,
@@ -169,6 +187,9 @@ void write_outputs(const BenchRequest& request, const PlanRequest& planning, con
   document["hardware"] = request.hardware.name;
   document["times"] = time_source(request.run.model, request.hardware, planning.options);
   document["results"] = json;
+  const ErrorSummary errors = split_errors(results);
+  document["median_abs_error"] = errors.median_abs;
+  document["worst_abs_error"] = errors.worst_abs;
   document["pipelined_split"] = versus[0].bench.label;
   document["pipelined_over_naive"] = versus[0].stats.median_tokens_per_s / versus[1].stats.median_tokens_per_s;
   write_file_atomically(out + "/bench.json", document.dump(2) + "\n");

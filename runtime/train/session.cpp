@@ -200,9 +200,12 @@ void print_run_summary(const TrainRequest& request, const PipelineTrainer& train
                   ms(t.optimizer_seconds).c_str(), 100.0 * pipe.stage_busy[static_cast<size_t>(s)],
                   plan.map.stages[static_cast<size_t>(s)].device.is_cpu() ? "" : " (timed with CUDA events)");
     }
-    std::printf("  the planner predicted %.0f tokens/s from %s\n", plan.predicted.tokens_per_s,
-                time_source(run.model, request.hardware, plan.options).c_str());
   }
+  // Every run: what it measured beside what the plan promised, from what.
+  std::printf("tokens/s: %.0f measured (median), %.0f predicted by the plan from %s; measured / predicted %.2f\n",
+              summary.median_tokens_per_s, plan.predicted.tokens_per_s,
+              time_source(run.model, request.hardware, plan.options).c_str(),
+              plan.predicted.tokens_per_s > 0 ? summary.median_tokens_per_s / plan.predicted.tokens_per_s : 0.0);
   for (const VramLine& v : trainer.vram()) {
     int64_t planned = 0;
     for (const DeviceMemory& d : plan.memory.devices) {
