@@ -147,4 +147,20 @@ void validate_hardware(const HardwareSpec& hw) {
   }
 }
 
+HardwareSpec with_cpu_slower_by(HardwareSpec hw, double time_scale) {
+  for (LayerTimes& t : hw.measured.entries) {
+    if (!t.device.is_cpu()) continue;
+    for (std::vector<double>* times : {&t.forward_seconds, &t.backward_seconds, &t.optimizer_seconds}) {
+      for (double& x : *times) x *= time_scale;
+    }
+  }
+  for (DeviceSpec& d : hw.devices) {
+    if (!d.id.is_cpu()) continue;
+    d.flops_per_s /= time_scale;
+    d.single_core_flops_per_s /= time_scale;
+    for (auto& [dtype, rate] : d.flops_per_s_by_dtype) rate /= time_scale;
+  }
+  return hw;
+}
+
 }  // namespace pipetrain

@@ -94,4 +94,9 @@ struct HardwareSpec {
 // InputError naming the field and value.
 void validate_hardware(const HardwareSpec& hardware);
 
+// The CPU as if it were `time_scale` times slower than when it was described: its measured layer
+// times multiplied by time_scale, its rates divided by it (a profile rescaled to a machine that has
+// changed since; runtime/tools/calibration.h).
+HardwareSpec with_cpu_slower_by(HardwareSpec hardware, double time_scale);
+
 }  // namespace pipetrain

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <regex>
 #include <sstream>
 
 #include "memory/errors.h"
@@ -118,6 +119,56 @@ TEST_CASE("pipetrain profile writes a hardware file plan can use") {
   const auto bad = testing::run_command(kBinary + " profile --cores 0 --out " + out + model);
   CHECK(bad.exit_code == 2);
   CHECK(bad.output.find("cannot profile with 0 cores") != std::string::npos);
+}
+
+// A profile is checked against the machine before it is used: one that recorded a GEMM rate four
+// times this machine's is called stale with both figures; --rescale-profile multiplies its CPU
+// times by the ratio, and the prediction falls by about that factor. --rescale-profile on hardware
+// without measured times is refused.
+TEST_CASE("a stale profile is named, and --rescale-profile rescales it") {
+  testing::ScratchDir dir;
+  const std::string measured = dir.path() + "/profile.yaml";
+  const std::string model = " --set model.hidden_dim=32 --set model.num_layers=2 --set model.num_heads=2"
+                            " --set model.intermediate_size=64 --set model.seq_len=16 --set stages=none";
+  REQUIRE(testing::run_command(kBinary + " profile --repeats 2 --cores 1 --out " + measured + model).exit_code == 0);
+  // The same profile, as if taken on a machine with four times this one's GEMM rate.
+  std::ifstream in(measured);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::smatch rate;
+  const std::string yaml = text.str();
+  REQUIRE(std::regex_search(yaml, rate, std::regex("\n    flops_per_s: ([0-9.e+]+)\n")));
+  const double recorded = std::stod(rate[1]) * 4.0;
+  const std::string faster = dir.file("faster.yaml", rate.prefix().str() + "\n    flops_per_s: " + std::to_string(recorded) + "\n" +
+                                                         rate.suffix().str());
+  const auto stale = testing::run_command(kBinary + " plan --auto --hardware " + faster + model);
+  CAPTURE(stale.output);
+  REQUIRE(stale.exit_code == 0);
+  CHECK(stale.output.find("calibration: this machine multiplies at ") != std::string::npos);
+  std::smatch figures;
+  REQUIRE(std::regex_search(stale.output, figures, std::regex(R"(recorded ([0-9.]+) \((-[0-9]+)%\))")));
+  CHECK(std::stod(figures[1]) == doctest::Approx(recorded / 1e9).epsilon(0.001));
+  CHECK(std::stoi(figures[2]) <= -50);  // a quarter of the rate, give or take this machine's noise
+
+  const auto rescaled = testing::run_command(kBinary + " plan --auto --rescale-profile --hardware " + faster + model);
+  CAPTURE(rescaled.output);
+  REQUIRE(rescaled.exit_code == 0);
+  std::smatch factor;
+  REQUIRE(std::regex_search(rescaled.output, factor, std::regex(R"(CPU times were multiplied by ([0-9.]+))")));
+  auto predicted = [](const std::string& output) {
+    std::smatch m;
+    REQUIRE(std::regex_search(output, m, std::regex(R"(predicted: ([0-9]+) tokens/s)")));
+    return std::stod(m[1]);
+  };
+  // Compute and optimizer times are multiplied by the factor; what memory bandwidth bounds (the
+  // gradient norm) is not, so the prediction falls by a little less than the factor.
+  const double fall = predicted(stale.output) / predicted(rescaled.output);
+  CHECK(fall <= std::stod(factor[1]) * 1.01);
+  CHECK(fall >= std::stod(factor[1]) * 0.8);
+
+  const auto preset = testing::run_command(kBinary + " plan --rescale-profile --hardware rtx2070s-wsl" + model);
+  CHECK(preset.exit_code == 2);
+  CHECK(preset.output.find("hardware 'rtx2070s-wsl' holds no measured times") != std::string::npos);
 }
 
 // pipetrain bench on given stage maps: a row per split, the reference and the naive baseline, CSV

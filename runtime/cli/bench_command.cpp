@@ -12,7 +12,6 @@
 #include "runtime/config/hardware_file.h"
 #include "runtime/config/run_config.h"
 #include "runtime/tools/bench_session.h"
-#include "runtime/tools/hardware_probe.h"
 
 namespace pipetrain::cli {
 namespace {
@@ -27,6 +26,7 @@ cxxopts::Options bench_options() {
       ("c,config", "YAML config (model, train, hardware); default: the default config", cxxopts::value<std::string>())
       ("set", "override one config key (repeatable)", cxxopts::value<std::vector<std::string>>())
       ("vram-cap-gib", kVramCapHelp, cxxopts::value<double>())
+      ("rescale-profile", kRescaleProfileHelp)
       ("hardware", "hardware preset or file, e.g. a `pipetrain profile` output (default: the config's)",
        cxxopts::value<std::string>())
       ("splits", "all (every boundary choice, capped by --max-splits), top:K (the planner's K best), or stage map "
@@ -70,8 +70,7 @@ int bench_command(int argc, char** argv) {
   const cxxopts::ParseResult& args = *parsed;
   BenchRequest request;
   request.run = config_from_args(args, {"stages=none"});  // the splits come from --splits
-  request.hardware =
-      with_vram_cap(load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : request.run.hardware), args);
+  request.hardware = hardware_from_args(args, request.run.hardware);
   request.steps = args["steps"].as<int>();
   request.warmup = args["warmup"].as<int>();
   if (request.steps < 1 || request.warmup < 0) {

@@ -7,6 +7,8 @@
 #include "memory/units.h"
 #include "memory/errors.h"
 #include "memory/machine_probe.h"
+#include "runtime/tools/calibration.h"
+#include "runtime/tools/hardware_probe.h"
 
 namespace pipetrain::cli {
 
@@ -69,6 +71,28 @@ HardwareSpec with_vram_cap(HardwareSpec hardware, const cxxopts::ParseResult& ar
                      "' has no GPU (devices: " + hardware.device_names() + ")");
   }
   hardware.source += ", VRAM capped at " + format_gib(cap);
+  return hardware;
+}
+
+HardwareSpec hardware_from_args(const cxxopts::ParseResult& args, const std::string& configured) {
+  HardwareSpec hardware =
+      with_vram_cap(load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : configured), args);
+  const bool rescale = args.count("rescale-profile") > 0;
+  if (!is_measured_profile(hardware)) {
+    if (rescale) {
+      throw InputError("--rescale-profile rescales a measured hardware file (`pipetrain profile`); hardware '" +
+                       hardware.name + "' holds no measured times");
+    }
+    return hardware;
+  }
+  const Calibration calibration = calibrate_cpu(hardware);
+  if (rescale) {
+    std::fprintf(stderr, "%s\n", calibration_message(calibration, hardware.name, true).c_str());
+    HardwareSpec rescaled = with_cpu_slower_by(std::move(hardware), calibration.time_scale());
+    rescaled.source += ", CPU times rescaled to this machine now";
+    return rescaled;
+  }
+  if (calibration.stale()) std::fprintf(stderr, "%s\n", calibration_message(calibration, hardware.name, false).c_str());
   return hardware;
 }
 

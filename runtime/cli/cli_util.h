@@ -32,6 +32,16 @@ std::optional<int64_t> vram_cap_bytes(const cxxopts::ParseResult& args);
 constexpr const char* kVramCapHelp =
     "hold every GPU to this many GiB: the plan's budget and the caching allocator's cap (a large GPU stands in for a smaller one)";
 
+// The hardware a command plans for: --hardware, else the config's `hardware`; --vram-cap-gib applied.
+// A measured hardware file (pipetrain profile) is first checked against this machine
+// (runtime/tools/calibration.h): more than 10% apart, a line on stderr says so; with
+// --rescale-profile its CPU times are rescaled to the machine as it is now. --rescale-profile with
+// hardware that holds no measured times is an InputError.
+HardwareSpec hardware_from_args(const cxxopts::ParseResult& args, const std::string& configured);
+constexpr const char* kRescaleProfileHelp =
+    "when --hardware is a profile and this machine's GEMM rate has changed since it was taken, scale the profile's CPU "
+    "times by the change";
+
 // "a,b,,c" -> {"a", "b", "c"}
 std::vector<std::string> split_list(const std::string& text);
 

@@ -10,7 +10,6 @@
 #include "runtime/config/run_config.h"
 #include "runtime/config/hardware_file.h"
 #include "runtime/io/plan_report.h"
-#include "runtime/tools/hardware_probe.h"
 #include "runtime/train/run_plan.h"
 
 namespace pipetrain::cli {
@@ -23,6 +22,7 @@ int plan_command(int argc, char** argv) {
   options.add_options()
       ("c,config", "YAML config (model, train, hardware, stages); default: the default config", cxxopts::value<std::string>())
       ("vram-cap-gib", kVramCapHelp, cxxopts::value<double>())
+      ("rescale-profile", kRescaleProfileHelp)
       ("hardware", "a preset (" + [] {
          std::string names;
          for (const std::string& n : hardware_preset_names()) names += (names.empty() ? "" : ", ") + n;
@@ -45,7 +45,7 @@ int plan_command(int argc, char** argv) {
   const RunConfig run = config_from_args(args);
 
   PlanRequest request =
-      plan_request_for(run, with_vram_cap(load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : run.hardware), args));
+      plan_request_for(run, hardware_from_args(args, run.hardware));
   request.choices.runners_up = args["runners-up"].as<int>();
   if (args.count("schedule")) {
     request.options.schedule = ScheduleKind::named(args["schedule"].as<std::string>());

@@ -12,7 +12,6 @@
 #include "runtime/io/checkpoint.h"
 #include "runtime/io/run_dir.h"
 #include "runtime/io/signals.h"
-#include "runtime/tools/hardware_probe.h"
 #include "runtime/train/session.h"
 
 namespace pipetrain::cli {
@@ -29,6 +28,7 @@ cxxopts::Options train_options() {
       ("stage-map", "YAML stage map file; overrides the config's stages", cxxopts::value<std::string>())
       ("auto", "let the planner choose the stage boundaries, schedule, checkpointing and core split")
       ("vram-cap-gib", kVramCapHelp, cxxopts::value<double>())
+      ("rescale-profile", kRescaleProfileHelp)
       ("hardware", "hardware preset or YAML file for the plan's budgets (default: the config's)", cxxopts::value<std::string>())
       ("gpu-stages-on-cpu", "run stages placed on cuda:N on the CPU when this build or machine has no such GPU (warns)")
       ("steps", "optimizer steps (overrides train.steps)", cxxopts::value<int64_t>())
@@ -77,8 +77,7 @@ int train_command(int argc, char** argv) {
   request.run = resolved_config(args, resume_dir);
   request.automatic = args.count("auto") > 0;
   if (request.automatic && args.count("stage-map")) throw InputError("give either --auto or --stage-map, not both");
-  request.hardware =
-      with_vram_cap(load_hardware(args.count("hardware") ? args["hardware"].as<std::string>() : request.run.hardware), args);
+  request.hardware = hardware_from_args(args, request.run.hardware);
   if (args.count("stage-map")) request.stage_map = load_stage_map_file(args["stage-map"].as<std::string>(), request.run.model);
   request.gpu_stages_on_cpu = args.count("gpu-stages-on-cpu") > 0;
   request.run_dir = resume_dir ? *resume_dir : args.count("out") ? args["out"].as<std::string>() : default_run_dir();
