@@ -62,6 +62,10 @@ struct LayerTimes {
   std::vector<double> forward_seconds;    // per layer of the layer list, one micro-batch
   std::vector<double> backward_seconds;   // per layer, one micro-batch (no recomputation)
   std::vector<double> optimizer_seconds;  // per layer, one optimizer step over its parameters
+  // How far apart the profile's rounds put the whole model's time, over their median (0: one round
+  // or perfect agreement), and how many rounds it took (ProfileOptions).
+  double spread = 0.0;
+  int rounds = 1;
 };
 
 struct MeasuredTimes {

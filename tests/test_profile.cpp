@@ -59,6 +59,11 @@ TEST_CASE("a measured profile round-trips through its YAML") {
     CHECK(e.optimizer_seconds[i] > 0.0);
   }
   CHECK(hw.measured.model_key == profile_key(model, 2));
+  // Rounds repeat until two agree within 3% (at most 3); the spread of their totals is recorded.
+  CHECK(e.rounds >= 2);
+  CHECK(e.rounds <= 3);
+  CHECK(e.spread >= 0.0);
+  if (e.rounds == 2) CHECK(e.spread <= options.stable_within * 1.05);  // agreed within 3% of the first; spread is over the median
 
   const HardwareSpec back = parse_hardware(hardware_to_yaml(hw), "round trip");
   CHECK(back.name == hw.name);
@@ -67,6 +72,8 @@ TEST_CASE("a measured profile round-trips through its YAML") {
   CHECK(back.cpu().flops_per_s == doctest::Approx(hw.cpu().flops_per_s).epsilon(1e-5));
   CHECK(back.measured.model_key == hw.measured.model_key);
   REQUIRE(back.measured.entries.size() == 1);
+  CHECK(back.measured.entries[0].spread == doctest::Approx(e.spread).epsilon(1e-5));
+  CHECK(back.measured.entries[0].rounds == e.rounds);
   for (size_t i = 0; i < e.forward_seconds.size(); ++i) {
     CHECK(back.measured.entries[0].forward_seconds[i] == doctest::Approx(e.forward_seconds[i]).epsilon(1e-5));
     CHECK(back.measured.entries[0].backward_seconds[i] == doctest::Approx(e.backward_seconds[i]).epsilon(1e-5));
@@ -95,6 +102,10 @@ TEST_CASE("a malformed profile is refused") {
       {"    - {device: cpu, cores: 1, forward_ms: [1, 2], backward_ms: [1], optimizer_ms: [1, 2]}\n",
        "needs forward, backward and optimizer times for the same layers"},
       {"    - {device: cpu, cores: 1, forward_ms: [-1], backward_ms: [1], optimizer_ms: [1]}\n", "not a duration"},
+      {"    - {device: cpu, cores: 1, forward_ms: [1], backward_ms: [1], optimizer_ms: [1], spread: -0.5}\n",
+       "measured.times[0].spread must be a fraction between 0 and 100, got -0.5"},
+      {"    - {device: cpu, cores: 1, forward_ms: [1], backward_ms: [1], optimizer_ms: [1], rounds: 0}\n",
+       "measured.times[0].rounds must be between 1 and 1000, got 0"},
   };
   for (const auto& [times, message] : cases) {
     CAPTURE(times);

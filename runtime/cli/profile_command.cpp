@@ -26,7 +26,8 @@ int profile_command(int argc, char** argv) {
       ("set", "override one config key, e.g. --set train.micro_batch_size=4 (repeatable)",
        cxxopts::value<std::vector<std::string>>())
       ("o,out", "the profile to write", cxxopts::value<std::string>()->default_value("profile.yaml"))
-      ("repeats", "measured repetitions per layer (the median is kept)", cxxopts::value<int>()->default_value("5"))
+      ("repeats", "measured repetitions per layer per round (the median is kept); rounds repeat until two agree "
+                  "within 3% (at most 3)", cxxopts::value<int>()->default_value("5"))
       ("cores", "core counts to measure, e.g. 1,2 (default: 1 to all usable cores)", cxxopts::value<std::string>())
       ("h,help", "show this help");
   const auto parsed = parse_command(options, argc, argv, "profile");
@@ -70,8 +71,12 @@ int profile_command(int argc, char** argv) {
       b += e.backward_seconds[i];
       o += e.optimizer_seconds[i];
     }
-    std::printf("whole model on cpu with %d core%s: forward %.2f ms, backward %.2f ms, optimizer %.2f ms per micro-batch\n",
-                e.cores, e.cores == 1 ? "" : "s", f * 1e3, b * 1e3, o * 1e3);
+    std::printf("whole model on cpu with %d core%s: forward %.2f ms, backward %.2f ms, optimizer %.2f ms per micro-batch; "
+                "%d round%s, %.1f%% apart%s\n",
+                e.cores, e.cores == 1 ? "" : "s", f * 1e3, b * 1e3, o * 1e3, e.rounds, e.rounds == 1 ? "" : "s",
+                100.0 * e.spread,
+                e.spread > profile.stable_within ? " (more than 3% apart: a busy or noisy machine; the times are the rounds' medians)"
+                                                 : "");
   }
   std::printf("GPUs: not profiled (%s)\n", hw.first_gpu() ? "the CUDA stage is the next issue" : "none here");
   std::printf("wrote %s; use it with `pipetrain plan --auto --hardware %s` or `pipetrain train --auto --hardware %s`\n",

@@ -53,7 +53,8 @@ std::vector<double> read_milliseconds(const YAML::Node& node, const std::string&
   return seconds;
 }
 
-// measured: {model: KEY, times: [{device, cores, forward_ms: [...], backward_ms: [...], optimizer_ms: [...]}]}
+// measured: {model: KEY, times: [{device, cores, forward_ms: [...], backward_ms: [...], optimizer_ms: [...],
+//                                 spread (optional, 0), rounds (optional, 1)}]}
 MeasuredTimes parse_measured(const YAML::Node& node, const std::string& source) {
   Section m(node, "measured", source);
   MeasuredTimes out;
@@ -73,7 +74,21 @@ MeasuredTimes parse_measured(const YAML::Node& node, const std::string& source) 
     t.read_node("forward_ms");
     t.read_node("backward_ms");
     t.read_node("optimizer_ms");
+    double spread = 0.0;
+    int64_t rounds = 1;
+    t.read_number("spread", spread);
+    t.read_int("rounds", rounds);
     t.reject_unknown_keys();
+    if (!(spread >= 0.0 && spread <= 100.0)) {
+      std::ostringstream text;
+      text << source << ": " << where << ".spread must be a fraction between 0 and 100, got " << spread;
+      throw InputError(text.str());
+    }
+    if (rounds < 1 || rounds > 1000) {
+      throw InputError(source + ": " + where + ".rounds must be between 1 and 1000, got " + std::to_string(rounds));
+    }
+    e.spread = spread;
+    e.rounds = static_cast<int>(rounds);
     e.device = parse_device_at(device, where + ".device", source);
     e.cores = static_cast<int>(std::clamp<int64_t>(cores, -1, 1 << 20));
     e.forward_seconds = read_milliseconds(times[i]["forward_ms"], where + ".forward_ms", source);
@@ -165,6 +180,7 @@ std::string hardware_to_yaml(const HardwareSpec& hw) {
       out << YAML::Key << "forward_ms" << YAML::Value << YAML::Flow << ms(e.forward_seconds);
       out << YAML::Key << "backward_ms" << YAML::Value << YAML::Flow << ms(e.backward_seconds);
       out << YAML::Key << "optimizer_ms" << YAML::Value << YAML::Flow << ms(e.optimizer_seconds);
+      out << YAML::Key << "spread" << YAML::Value << e.spread << YAML::Key << "rounds" << YAML::Value << e.rounds;
       out << YAML::EndMap;
     }
     out << YAML::EndSeq << YAML::EndMap;

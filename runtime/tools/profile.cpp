@@ -4,7 +4,9 @@
 #include <torch/optim/optimizer.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -119,8 +121,11 @@ CopyTimes measure_copy(const ModelConfig& model, int64_t micro_batch_size, const
 
 }  // namespace
 
-LayerTimes measure_layer_times(const ModelConfig& model, int64_t micro_batch_size, const OptimizerConfig& optimizer,
-                               int cores, int total_cores, const ProfileOptions& options) {
+namespace {
+
+// One round: every layer measured once per copy (the copies side by side), averaged over copies.
+LayerTimes measure_round(const ModelConfig& model, int64_t micro_batch_size, const OptimizerConfig& optimizer, int cores,
+                         int total_cores, const ProfileOptions& options) {
   // Threads as a stage with `cores` cores gets them (scheduler/cores.h): the whole CPU is one group;
   // fewer cores are one group of several, OpenBLAS then has one thread, and the other groups are
   // busy too: as many copies as fit run side by side on disjoint cores, as pipeline stages do
@@ -166,11 +171,59 @@ LayerTimes measure_layer_times(const ModelConfig& model, int64_t micro_batch_siz
     out.forward_seconds.push_back(f);
     out.backward_seconds.push_back(b);
     out.optimizer_seconds.push_back(o);
-    if (options.progress) {
+  }
+  return out;
+}
+
+double total_seconds(const LayerTimes& t) {
+  double sum = 0.0;
+  for (const std::vector<double>* v : {&t.forward_seconds, &t.backward_seconds, &t.optimizer_seconds}) {
+    for (double x : *v) sum += x;
+  }
+  return sum;
+}
+
+}  // namespace
+
+LayerTimes measure_layer_times(const ModelConfig& model, int64_t micro_batch_size, const OptimizerConfig& optimizer,
+                               int cores, int total_cores, const ProfileOptions& options) {
+  // Rounds until two in a row agree on the whole model's time within options.stable_within (or
+  // max_rounds); each layer's time is then its median over the rounds, and the spread of the
+  // rounds' totals is recorded with the times.
+  std::vector<LayerTimes> rounds;
+  std::vector<double> totals;
+  for (int r = 0; r < std::max(1, options.max_rounds); ++r) {
+    rounds.push_back(measure_round(model, micro_batch_size, optimizer, cores, total_cores, options));
+    totals.push_back(total_seconds(rounds.back()));
+    if (r >= 1 && std::abs(totals[totals.size() - 1] - totals[totals.size() - 2]) <=
+                      options.stable_within * totals[totals.size() - 2]) {
+      break;
+    }
+  }
+  LayerTimes out = rounds.front();
+  const size_t n = out.forward_seconds.size();
+  for (size_t i = 0; i < n; ++i) {
+    std::vector<double> f, b, o;
+    for (const LayerTimes& t : rounds) {
+      f.push_back(t.forward_seconds[i]);
+      b.push_back(t.backward_seconds[i]);
+      o.push_back(t.optimizer_seconds[i]);
+    }
+    out.forward_seconds[i] = median(f);
+    out.backward_seconds[i] = median(b);
+    out.optimizer_seconds[i] = median(o);
+  }
+  out.spread = (*std::max_element(totals.begin(), totals.end()) - *std::min_element(totals.begin(), totals.end())) /
+               median(totals);
+  out.rounds = static_cast<int>(rounds.size());
+  if (options.progress) {
+    const int copies = cores >= total_cores ? 1 : total_cores / cores;
+    for (size_t i = 0; i < n; ++i) {
       char line[200];
       std::snprintf(line, sizeof(line), "cpu, %d core%s%s: %-10s forward %7.3f ms, backward %7.3f ms, optimizer %6.3f ms",
                     cores, cores == 1 ? " " : "s", copies > 1 ? (" (x" + std::to_string(copies) + " side by side)").c_str() : "",
-                    layer_name(model, static_cast<int64_t>(i)).c_str(), f * 1e3, b * 1e3, o * 1e3);
+                    layer_name(model, static_cast<int64_t>(i)).c_str(), out.forward_seconds[i] * 1e3,
+                    out.backward_seconds[i] * 1e3, out.optimizer_seconds[i] * 1e3);
       options.progress(line);
     }
   }

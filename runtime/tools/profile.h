@@ -31,6 +31,10 @@ namespace pipetrain {
 struct ProfileOptions {
   int repeats = 5;
   int warmup = 2;
+  // Whole rounds (every layer, `repeats` times each) are repeated until two in a row agree on the
+  // model's total within this fraction, at most max_rounds; the rounds' spread is recorded.
+  double stable_within = 0.03;
+  int max_rounds = 3;
   std::vector<int> core_counts;  // empty: 1 .. usable cores
   std::function<void(const std::string&)> progress;  // one line per layer measured
 };
