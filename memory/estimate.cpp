@@ -26,15 +26,22 @@ int64_t checked_add(int64_t a, int64_t b, const char* what) {
 }
 
 StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const DeviceSpec& device,
-                           const DeviceSpec& optimizer_home, int in_flight, int64_t ring_bytes,
+                           const DeviceSpec& optimizer_home, bool streamed, int in_flight, int64_t ring_bytes,
                            const MemoryOptions& options) {
   const Dtype compute = options.precision.compute(device.id);
   const int64_t tokens = checked_mul(options.micro_batch_size, cfg.seq_len, "tokens per micro-batch");
   StageMemory m;
   m.compute = compute;
   m.in_flight = in_flight;
-  m.weights = checked_mul(r.params, dtype_bytes(compute), "weight bytes");
-  m.grads = m.weights;
+  const int64_t layer_bytes = checked_mul(r.max_layer_params, dtype_bytes(compute), "layer bytes");
+  if (streamed) {
+    m.weights = checked_mul(options.window_layers, layer_bytes, "weight window bytes");
+    m.grads = checked_mul(2, layer_bytes, "gradient window bytes");
+    m.host_grads = options.layerwise_update ? 0 : checked_mul(r.params, dtype_bytes(compute), "gradient bytes");
+  } else {
+    m.weights = checked_mul(r.params, dtype_bytes(compute), "weight bytes");
+    m.grads = m.weights;
+  }
   const OptimizerMethod method =
       optimizer_method(options.optimizer, compute, optimizer_home.id.is_cpu(), optimizer_home.id == device.id);
   m.master = method.masters ? checked_mul(r.params, dtype_bytes(Dtype::kFloat32), "master weight bytes") : 0;
@@ -54,10 +61,11 @@ StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const De
                                 r.max_transient_bytes_fixed, "activations");
   }
   // A GPU stage whose optimizer lives in RAM streams its gradients out and its weights back
-  // through two pinned slots of its largest layer (one copying while the other is stepped).
+  // through two pinned slots of its largest layer (one copying while the other is stepped); a
+  // streamed stage has two such slots each way.
   const bool optimizer_in_ram = device.id != optimizer_home.id;
   const int64_t optimizer_staging =
-      optimizer_in_ram ? checked_mul(2, checked_mul(r.max_layer_params, dtype_bytes(compute), "staging"), "staging") : 0;
+      optimizer_in_ram ? checked_mul(streamed ? 4 : 2, layer_bytes, "staging") : 0;
   m.buffers = checked_add(ring_bytes, optimizer_staging, "pinned bytes");
 
   // Each part where it lives, with that device's slack: the stage's device, its optimizer's home,
@@ -73,8 +81,8 @@ StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const De
   std::vector<Part> parts = {
       {device.id, device.allocator_slack, checked_add(checked_add(m.weights, m.grads, "stage"), m.activations, "stage"),
        &StageMemory::on_device},
-      {optimizer_home.id, optimizer_home.allocator_slack, checked_add(m.master, m.optimizer, "stage"),
-       &StageMemory::on_optimizer_home},
+      {optimizer_home.id, optimizer_home.allocator_slack,
+       checked_add(checked_add(m.master, m.optimizer, "stage"), m.host_grads, "stage"), &StageMemory::on_optimizer_home},
       {cpu, cpu_slack, m.buffers, &StageMemory::on_host_pinned}};
   for (size_t i = 1; i < parts.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
@@ -207,7 +215,8 @@ MemoryEstimate estimate_memory(const ModelDesc& model, const HardwareSpec& hw, c
     const Placement place = st.placement();
     const LayerPrefix& prefix = prefixes(options.precision.compute(place.compute));
     const StageMemory m = estimate_stage(prefix.range(st.first, st.last), model.config, hw.device(place.compute),
-                                         hw.device(place.optimizer), in_flight[static_cast<size_t>(s)], pinned, options);
+                                         hw.device(place.optimizer), place.streamed(), in_flight[static_cast<size_t>(s)],
+                                         pinned, options);
     tally_stage(tally, m, place.compute, place.optimizer);
     e.stages.push_back(m);
   }
@@ -247,7 +256,7 @@ std::string format_memory_table(const MemoryEstimate& e, const ModelConfig& mode
   row("device", devices);
   row("layers", ranges);
   // Rows that only a mixed-precision or optimizer-in-RAM plan needs.
-  bool any_16_bit = false, any_elsewhere = false, any_master = false;
+  bool any_16_bit = false, any_elsewhere = false, any_master = false, any_streamed = false;
   std::vector<std::string> computes, homes;
   for (size_t s = 0; s < map.stages.size(); ++s) {
     any_16_bit = any_16_bit || is_16_bit(e.stages[s].compute);
@@ -255,18 +264,25 @@ std::string format_memory_table(const MemoryEstimate& e, const ModelConfig& mode
     computes.push_back(dtype_name(e.stages[s].compute));
     const Placement place = map.stages[s].placement();
     any_elsewhere = any_elsewhere || place.optimizer != place.compute;
+    any_streamed = any_streamed || place.streamed();
     homes.push_back(place.optimizer.name());
   }
   if (any_16_bit) row("computes in", computes);
   if (any_elsewhere) row("optimizer on", homes);
+  if (any_streamed) {
+    std::vector<std::string> weights;
+    for (const StageSpec& st : map.stages) weights.push_back(st.placement().streamed() ? "streamed" : "resident");
+    row("weights", weights);
+  }
   row("micro-batches held", in_flight);
   auto component = [&](const std::string& label, int64_t StageMemory::*field) {
     std::vector<std::string> cells;
     for (const StageMemory& m : e.stages) cells.push_back(gib_digits(m.*field));
     row(label, cells);
   };
-  component("weights", &StageMemory::weights);
-  component("gradients", &StageMemory::grads);
+  component(any_streamed ? "weights (on device)" : "weights", &StageMemory::weights);
+  component(any_streamed ? "gradients (on device)" : "gradients", &StageMemory::grads);
+  if (any_streamed) component("gradients in RAM", &StageMemory::host_grads);
   if (any_master) component("master weights", &StageMemory::master);
   component("optimizer state", &StageMemory::optimizer);
   component("activations", &StageMemory::activations);

@@ -17,6 +17,13 @@
 //                weights), else 0
 //   optimizer    params * state bytes (memory/optimizer_config.h: AdamW 2 moments, SGD with
 //                momentum 1, each in the state dtype; SGD 0)
+//   a streamed stage (weights in RAM, computing on a GPU; memory/stage_map.h) instead holds on its
+//   device only a window of window_layers layers' c-bit weights and two layers' c-bit gradients
+//   (one accumulating over the micro-batches, one draining to RAM), its activations as above; in
+//   RAM its float32 masters (the weights are converted from them on their way in), the optimizer
+//   state, and its c-bit gradients until the step (none with layerwise_update: each layer steps as
+//   soon as its gradient arrives); pinned, two slots of its largest layer's weights on their way in
+//   and two of its gradients on their way out
 //   in pinned host memory (its own budget too)
 //   buffers      the staging rings of its boundaries with a device of its own memory, on the host
 //                side (boundary_rings below); and for a GPU stage whose optimizer lives in RAM, two
@@ -47,6 +54,7 @@ struct StageMemory {
   int in_flight = 0;
   int64_t weights = 0;
   int64_t grads = 0;
+  int64_t host_grads = 0; // a streamed stage's gradients, in RAM until the optimizer steps
   int64_t master = 0;     // float32 master weights (16-bit compute)
   int64_t optimizer = 0;  // the optimizer's state
   int64_t activations = 0;
@@ -145,10 +153,12 @@ MemoryEstimate estimate_memory(const ModelDesc& model, const HardwareSpec& hardw
                                const std::vector<int>& in_flight, const MemoryOptions& options);
 
 // One stage's need: the formula above for a range of layers (its costs for the dtype the device
-// computes in) on `device`, its optimizer on `optimizer_home`, holding `in_flight` micro-batches,
-// with `ring_bytes` of boundary staging rings. estimate_memory and the planner share it.
+// computes in) on `device`, its optimizer on `optimizer_home`, its weights streamed or resident,
+// holding `in_flight` micro-batches, with `ring_bytes` of boundary staging rings. estimate_memory
+// and the planner share it.
 StageMemory estimate_stage(const RangeCosts& range, const ModelConfig& model, const DeviceSpec& device,
-                           const DeviceSpec& optimizer_home, int in_flight, int64_t ring_bytes, const MemoryOptions& options);
+                           const DeviceSpec& optimizer_home, bool streamed, int in_flight, int64_t ring_bytes,
+                           const MemoryOptions& options);
 
 // Adds a stage's memory to the tally: each part on the device that holds it.
 void tally_stage(DeviceTally& tally, const StageMemory& memory, DeviceId device, DeviceId optimizer_home);

@@ -16,6 +16,13 @@ struct MemoryOptions {
   int64_t micro_batch_size = 4;  // sequences per micro-batch
   bool checkpointing = false;    // keep only each layer's input; recompute a layer at a time in backward
   int ring_slots = 2;            // pinned staging buffers per boundary into a device with its own memory
+  // Streamed stages (memory/stage_map.h): how many layers' weights the GPU window holds (one
+  // computing, the next arriving), and whether each layer's optimizer steps as soon as its gradient
+  // is final (then gradients never all exist at once, and clipping acts per layer: a layer of n of
+  // the model's N parameters is clipped to grad_clip * sqrt(n / N), so the clipped gradients' global
+  // norm never exceeds grad_clip; train.layerwise_update).
+  int window_layers = 2;
+  bool layerwise_update = false;
   OptimizerConfig optimizer;
   Precision precision;           // what each device computes in (the model's dtype is not used here)
 };

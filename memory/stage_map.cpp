@@ -43,12 +43,19 @@ void validate_stage_map(const StageMap& map, const ModelConfig& model, const Har
       throw InputError(where + " names device '" + st.device.name() + "', which hardware '" + hardware.name +
                        "' does not have (it has: " + hardware.device_names() + ")");
     }
-    // A home other than the compute device is a streamed-weights or CPU-optimizer placement, which
-    // the runtime cannot run yet: refused by name rather than ignored.
+    // Weights away from the compute device are streamed: only into a device of its own memory from
+    // CPU RAM, where the optimizer then lives too (it updates the float32 masters they come from).
     const Placement place = st.placement();
-    if (place.weights != place.compute) {
-      throw InputError(where + " keeps its weights on " + place.weights.name() + " but computes on " +
-                       place.compute.name() + "; weights can only live where their layers compute so far (drop `weights:`)");
+    if (place.streamed()) {
+      if (!place.compute.has_own_memory() || !place.weights.is_cpu()) {
+        throw InputError(where + " keeps its weights on " + place.weights.name() + " but computes on " +
+                         place.compute.name() + "; weights are streamed only from cpu RAM into a GPU (`weights: cpu` "
+                         "on a cuda stage)");
+      }
+      if (!place.optimizer.is_cpu()) {
+        throw InputError(where + " streams its weights from cpu RAM but keeps its optimizer on " + place.optimizer.name() +
+                         "; a streamed stage's optimizer lives in RAM with its weights (optimizer: cpu)");
+      }
     }
     // The optimizer may live in CPU RAM for layers that compute on a device of their own memory
     // (gradients come out, updated weights go back); nowhere else.

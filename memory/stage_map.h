@@ -7,9 +7,14 @@
 //
 // Placement is data, per layer: where it computes, where its weights live and where its optimizer
 // state lives. A stage map states them per stage (`weights:` and `optimizer:` are optional keys
-// that default to the compute device); the plan expands them per layer (layer_placements). Today
-// all three must be the compute device: validate_stage_map refuses another home by name until the
-// runtime can keep weights or optimizer state away from where a layer computes.
+// that default to the compute device); the plan expands them per layer (layer_placements). Three
+// placements exist:
+//   resident   weights where the layer computes (the optimizer there, or in RAM for a GPU stage)
+//   streamed   computes on a GPU, weights and optimizer in CPU RAM (`weights: cpu, optimizer: cpu`):
+//              each layer's 16-bit weights cross into a GPU window of a few layers just before
+//              it computes, and its gradients come back; the stage runs layer-major
+//              (scheduler/schedules/layer_major.cpp)
+//   cpu        computes on CPU cores, everything in RAM
 #pragma once
 
 #include <cstdint>
@@ -31,6 +36,8 @@ struct Placement {
   bool operator==(const Placement& o) const {
     return compute == o.compute && weights == o.weights && optimizer == o.optimizer;
   }
+  // Computes on a device of its own memory with its weights in host RAM, streamed in per layer.
+  bool streamed() const { return weights != compute; }
 };
 
 struct StageSpec {

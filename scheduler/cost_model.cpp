@@ -34,24 +34,68 @@ const StageTimer::Sums* StageTimer::find(DeviceId device, int cores) const {
   return nullptr;
 }
 
-StageTiming StageTimer::time(DeviceId device, DeviceId optimizer_home, int cores, int64_t first, int64_t last,
-                             bool checkpointing) const {
+StageTiming StageTimer::time(const Placement& place, int cores, int64_t first, int64_t last, bool checkpointing) const {
   const RangeCosts range = prefix_.range(first, last);
-  const DeviceSpec& d = hardware_.device(device);
-  if (const Sums* s = find(device, cores)) {
+  const DeviceSpec& d = hardware_.device(place.compute);
+  const Sums* s = find(place.compute, cores);
+  StageTiming t;
+  if (s != nullptr) {
     const size_t a = static_cast<size_t>(first), b = static_cast<size_t>(last) + 1;
-    StageTiming t;
     t.forward_seconds = s->forward[b] - s->forward[a];
     t.backward_seconds = s->backward[b] - s->backward[a] + (checkpointing ? t.forward_seconds : 0.0);
     t.optimizer_seconds = s->optimizer[b] - s->optimizer[a];
     t.norm_seconds = norm_seconds(range, d, options_);
-    return t;
+  } else {
+    PlanOptions o = options_;
+    o.checkpointing = checkpointing;
+    t = stage_timing(range, model_, d, "", place.compute.is_cpu() ? cores : 0, o);
+    t.optimizer_seconds = optimizer_seconds(range, hardware_, place, o);
   }
-  PlanOptions o = options_;
-  o.checkpointing = checkpointing;
-  StageTiming t = stage_timing(range, model_, d, "", device.is_cpu() ? cores : 0, o);
-  t.optimizer_seconds = optimizer_seconds(range, hardware_, device, optimizer_home, o);
+  if (place.streamed()) time_streamed(t, place.compute, s, first, last, checkpointing);
   return t;
+}
+
+void StageTimer::time_streamed(StageTiming& t, DeviceId device, const Sums* measured, int64_t first, int64_t last,
+                               bool checkpointing) const {
+  const DeviceSpec& gpu = hardware_.device(device);
+  const DeviceSpec& cpu = hardware_.cpu();
+  const Placement place{device, DeviceId::cpu(), DeviceId::cpu()};
+  const Dtype compute = options_.precision.compute(device);
+  const double c = static_cast<double>(dtype_bytes(compute));
+  const double tokens = static_cast<double>(options_.micro_batch_size * model_.seq_len);
+  const double rate = gpu.flops_per_s_for(compute, 0);
+  const double step_bytes = optimizer_step_bytes_per_param(options_.optimizer, compute, place) + c;  // + its norm
+  const LinkSpec& in = *hardware_.link(DeviceId::cpu(), device);
+  const LinkSpec& out = *hardware_.link(device, DeviceId::cpu());
+  StreamedTiming& st = t.streamed;
+  st.window_layers = options_.window_layers;
+  st.load_resource = link_resource(DeviceId::cpu(), device);
+  st.gradient_resource = link_resource(device, DeviceId::cpu());
+  st.step_resource = "optimizer (cpu)";
+  for (int64_t l = first; l <= last; ++l) {
+    const RangeCosts layer = prefix_.range(l, l);
+    const double params = static_cast<double>(layer.params);
+    StreamedLayerTiming lt;
+    if (measured != nullptr) {
+      const size_t i = static_cast<size_t>(l);
+      lt.forward_seconds = measured->forward[i + 1] - measured->forward[i];
+      lt.backward_seconds = measured->backward[i + 1] - measured->backward[i];
+    } else {
+      lt.forward_seconds = layer.forward_flops_per_token * tokens / rate;
+      lt.backward_seconds = layer.backward_flops_per_token * tokens / rate;
+    }
+    if (checkpointing) lt.backward_seconds += lt.forward_seconds;
+    lt.load_seconds = std::max(link_seconds(in, params * c), params * (4.0 + c) / cpu.memory_bytes_per_s);
+    lt.gradient_seconds = link_seconds(out, params * c);
+    lt.step_seconds = options_.layerwise_update ? params * step_bytes / cpu.memory_bytes_per_s : 0.0;
+    st.layers.push_back(lt);
+  }
+  // The gradients are in RAM: after the pipeline, their norm and the step run there (or, stepped
+  // per layer, nothing is left for the optimizer phase).
+  const RangeCosts range = prefix_.range(first, last);
+  const double params = static_cast<double>(range.params);
+  t.norm_seconds = options_.layerwise_update ? 0.0 : params * c / cpu.memory_bytes_per_s;
+  t.optimizer_seconds = options_.layerwise_update ? 0.0 : params * (step_bytes - c) / cpu.memory_bytes_per_s;
 }
 
 StageTiming stage_timing(const RangeCosts& range, const ModelConfig& model, const DeviceSpec& device,
@@ -67,14 +111,15 @@ StageTiming stage_timing(const RangeCosts& range, const ModelConfig& model, cons
   return t;
 }
 
-double optimizer_step_bytes_per_param(const OptimizerConfig& optimizer, Dtype compute, DeviceId device, DeviceId home) {
-  const OptimizerMethod method = optimizer_method(optimizer, compute, home.is_cpu(), home == device);
+double optimizer_step_bytes_per_param(const OptimizerConfig& optimizer, Dtype compute, const Placement& place) {
+  const OptimizerMethod method =
+      optimizer_method(optimizer, compute, place.optimizer.is_cpu(), place.optimizer == place.compute);
   const double state = static_cast<double>(method.state_bytes_per_param);
   const double c = static_cast<double>(dtype_bytes(compute));
   if (method.fused) {
     // Fused (stages/kernels/cpu_adamw.h): master read and written, each moment read and written,
     // the gradient read, and with masters the compute weights written.
-    return 2.0 * 4.0 + 2.0 * state + c + (method.masters ? c : 0.0);
+    return 2.0 * 4.0 + 2.0 * state + c + (method.masters && !place.streamed() ? c : 0.0);
   }
   // LibTorch's optimizer, a pass per operation over float32 (scaled to its state's dtype); with
   // masters, the gradient is converted first (c read, 4 written) and the weights refreshed after
@@ -88,11 +133,12 @@ double norm_seconds(const RangeCosts& range, const DeviceSpec& device, const Pla
   return bytes / device.memory_bytes_per_s;
 }
 
-double optimizer_seconds(const RangeCosts& range, const HardwareSpec& hw, DeviceId device, DeviceId home,
+double optimizer_seconds(const RangeCosts& range, const HardwareSpec& hw, const Placement& place,
                          const PlanOptions& options) {
+  const DeviceId device = place.compute, home = place.optimizer;
   const Dtype compute = options.precision.compute(device);
   const double params = static_cast<double>(range.params);
-  const double step = params * optimizer_step_bytes_per_param(options.optimizer, compute, device, home) /
+  const double step = params * optimizer_step_bytes_per_param(options.optimizer, compute, place) /
                       hw.device(home).memory_bytes_per_s;
   if (home == device) return step;
   // Gradients out and updated weights back, a layer at a time, overlapped with the step: the
@@ -138,8 +184,8 @@ std::vector<StageTiming> stage_timings(const ModelConfig& model, const HardwareS
   std::vector<StageTiming> out;
   for (int s = 0; s < map.num_stages(); ++s) {
     const StageSpec& st = map.stages[static_cast<size_t>(s)];
-    out.push_back(timer.time(st.device, st.placement().optimizer, st.device.is_cpu() && st.cores == 0 ? pool : st.cores,
-                             st.first, st.last, options.checkpointing));
+    out.push_back(timer.time(st.placement(), st.device.is_cpu() && st.cores == 0 ? pool : st.cores, st.first, st.last,
+                             options.checkpointing));
     out.back().resource = compute_resource(st, s);
   }
   return out;

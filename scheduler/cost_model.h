@@ -11,6 +11,13 @@
 //              (optimizer_step_bytes_per_param); for a GPU stage whose optimizer lives in RAM, its
 //              gradients out and its weights back over the links, overlapped with the CPU's step:
 //              the longest of the three
+//   streamed = a stage whose weights live in RAM (memory/stage_map.h) is timed per layer: its
+//              compute as above; its weights' visit = the longer of their copy in (16-bit bytes over
+//              the H2D link) and their conversion from the float32 masters into the pinned slot
+//              ((4 + c) bytes per parameter over the CPU's memory bandwidth); its gradients' copy
+//              out over the D2H link; its optimizer step in RAM (plus a read of its gradients for
+//              the layer's own norm) per layer with layerwise_update, else after the pipeline like
+//              any stage's, its norm and step over the CPU's bandwidth (the gradients are in RAM)
 //   transfer = boundary bytes / link bandwidth + latency, on the link's own resource
 //              ("cpu->cuda:0" is H2D, "cuda:0->cpu" is D2H); CPU to CPU is a free hand-off.
 // A measured profile (pipetrain profile: hardware.measured, per-layer times for this model and
@@ -38,11 +45,10 @@ class StageTimer {
   StageTimer(const ModelConfig& model, const HardwareSpec& hardware, const PlanOptions& options);
   // True when the hardware's measured times are for this model and micro-batch size.
   bool uses_measured_times() const { return !sums_.empty(); }
-  // Layers [first, last] on `device` with their optimizer on `optimizer_home`, computing with
-  // `cores` (a CPU stage's own cores, or the size of the pool it shares; ignored for a GPU). The
-  // resource is left empty.
-  StageTiming time(DeviceId device, DeviceId optimizer_home, int cores, int64_t first, int64_t last,
-                   bool checkpointing) const;
+  // Layers [first, last] placed as `place` (where they compute, where their weights and optimizer
+  // live), computing with `cores` (a CPU stage's own cores, or the size of the pool it shares;
+  // ignored for a GPU). The compute resource is left empty.
+  StageTiming time(const Placement& place, int cores, int64_t first, int64_t last, bool checkpointing) const;
 
  private:
   struct Sums {
@@ -51,6 +57,9 @@ class StageTimer {
     std::vector<double> forward, backward, optimizer;  // prefix sums, size layers + 1
   };
   const Sums* find(DeviceId device, int cores) const;
+  // Per layer of a streamed range, its times (t already holds the range's totals).
+  void time_streamed(StageTiming& t, DeviceId device, const Sums* measured, int64_t first, int64_t last,
+                     bool checkpointing) const;
 
   const ModelConfig& model_;
   const HardwareSpec& hardware_;
@@ -64,13 +73,14 @@ StageTiming stage_timing(const RangeCosts& range, const ModelConfig& model, cons
 
 // The bytes one parameter's optimizer step moves through memory where it runs: the fused CPU AdamW
 // reads and writes the float32 master and both moments once, reads the gradient and writes the
-// 16-bit weights (28 bytes in float32); LibTorch's optimizers make a pass per operation
+// 16-bit weights (28 bytes in float32; not the weights for a streamed stage, whose weights are
+// converted from the masters on their way in); LibTorch's optimizers make a pass per operation
 // (OptimizerDef::library_step_bytes), plus the gradient's conversion and the weights' refresh when
 // the master is a copy.
-double optimizer_step_bytes_per_param(const OptimizerConfig& optimizer, Dtype compute, DeviceId device, DeviceId home);
+double optimizer_step_bytes_per_param(const OptimizerConfig& optimizer, Dtype compute, const Placement& place);
 
 // Seconds of one stage's optimizer step and of its gradient-norm pass, from bytes over bandwidth.
-double optimizer_seconds(const RangeCosts& range, const HardwareSpec& hardware, DeviceId device, DeviceId home,
+double optimizer_seconds(const RangeCosts& range, const HardwareSpec& hardware, const Placement& place,
                          const PlanOptions& options);
 double norm_seconds(const RangeCosts& range, const DeviceSpec& device, const PlanOptions& options);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "memory/errors.h"
 #include "scheduler/cost_model.h"
 
 namespace pipetrain {
@@ -31,6 +32,14 @@ bool better_plan(const Plan& a, const Plan& b) {
 }
 
 Plan evaluate_plan(const ModelDesc& model, const HardwareSpec& hw, const StageMap& map, const PlanOptions& options) {
+  // A streamed stage visits each layer once for all micro-batches: only the layer-major schedule
+  // runs it so.
+  for (int s = 0; s < map.num_stages(); ++s) {
+    if (map.stages[static_cast<size_t>(s)].placement().streamed() && options.schedule != ScheduleKind::named("layer-major")) {
+      throw InputError("stage " + std::to_string(s) + " streams its weights from RAM, which runs layer-major; the schedule is " +
+                       options.schedule.name() + " (set train.schedule: layer-major, or drop `weights: cpu`)");
+    }
+  }
   Plan plan{map,
             layer_placements(map),
             options,

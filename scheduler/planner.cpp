@@ -73,6 +73,7 @@ struct Candidate {
   uint8_t schedule;    // index into the choices' schedules
   uint8_t checkpointing;
   uint8_t optimizer_in_ram;  // GPU stages' optimizer in CPU RAM
+  uint8_t streamed;          // GPU stages' weights in CPU RAM, streamed in
   int32_t micro_batches;
   std::array<int32_t, kMaxAutoStages> last;  // last layer of each stage
   bool operator<(const Candidate& other) const { return lower_bound < other.lower_bound; }
@@ -91,12 +92,24 @@ struct ShapeInfo {
   std::vector<Dtype> compute;     // per stage: the dtype it computes in
   std::vector<Dtype> boundary;    // per boundary: the dtype that crosses it
   bool has_own_memory_stage = false;  // a GPU stage, whose optimizer may live in RAM
+  // Per stage, the resources a streamed GPU stage's weight loads, gradient copies and layer steps
+  // occupy (-1 for other stages).
+  std::vector<int> load_resource, gradient_resource, step_resource;
   int num_resources = 0;
 
-  // The device where stage s's optimizer lives.
-  DeviceId optimizer_home(size_t s, bool in_ram) const {
-    return in_ram && devices[s].has_own_memory() ? DeviceId::cpu() : devices[s];
+  // Stage s's placement: GPU stages with their optimizer in RAM, or also their weights (streamed).
+  Placement placement(size_t s, bool in_ram, bool streamed) const {
+    const bool away = devices[s].has_own_memory();
+    const DeviceId cpu = DeviceId::cpu();
+    return {devices[s], away && streamed ? cpu : devices[s], away && (in_ram || streamed) ? cpu : devices[s]};
   }
+};
+
+// How a candidate keeps GPU stages' state: optimizer on the GPU, optimizer in RAM, or weights
+// and optimizer in RAM (streamed).
+struct Homes {
+  bool in_ram;
+  bool streamed;
 };
 
 // The options one candidate cut can run with: which (schedule, micro-batch count) pairs, by index.
@@ -106,11 +119,20 @@ using OptionList = std::vector<std::pair<int, int>>;
 // micro-batch, and one micro-batch's trip forward and back through every stage and link (which M
 // micro-batches share: trip / M); then the optimizer phase, which follows the pipeline once per
 // step (every stage's share of the norm, then every stage's step, in turn: phase / M).
+// Streamed stages add work per step (their weights' visits, gradient copies, layer steps) to
+// resources, which M micro-batches share.
 struct Bound {
-  double busiest = 0.0;
+  std::vector<double> per_micro_batch_work;  // per resource
+  std::vector<double> per_step_work;         // per resource
   double trip = 0.0;
   double phase = 0.0;
-  double per_micro_batch(int m) const { return std::max(busiest, trip / m) + phase / m; }
+  double per_micro_batch(int m) const {
+    double busiest = trip / m;
+    for (size_t r = 0; r < per_micro_batch_work.size(); ++r) {
+      busiest = std::max(busiest, per_micro_batch_work[r] + per_step_work[r] / m);
+    }
+    return busiest + phase / m;
+  }
 };
 
 class AutoPlanner {
@@ -123,6 +145,7 @@ class AutoPlanner {
         counts_(choices.micro_batch_counts.empty() ? std::vector<int>{1, 2, 4, 8, 16, 32} : choices.micro_batch_counts),
         checkpointing_(choices.checkpointing.empty() ? std::vector<bool>{false, true} : choices.checkpointing),
         optimizer_in_ram_(choices.optimizer_in_ram.empty() ? std::vector<bool>{false, true} : choices.optimizer_in_ram),
+        streamed_(choices.weights_streamed.empty() ? std::vector<bool>{false, true} : choices.weights_streamed),
         keep_(static_cast<size_t>(1 + std::max(0, choices.runners_up))), prefixes_(model.config) {
     for (const Shape& shape : shapes_) infos_.push_back(describe_shape(shape, choices.choose_cores));
   }
@@ -149,10 +172,12 @@ class AutoPlanner {
   ShapeInfo describe_shape(const Shape& shape, bool choose_cores) const;
   void enumerate(const std::function<void(const Candidate&)>& visit);
   void enumerate_cut(size_t shape_index, const std::vector<int64_t>& last, const std::function<void(const Candidate&)>& visit);
+  std::vector<Homes> homes_for(const ShapeInfo& info) const;
+  std::vector<size_t> schedules_for(bool streamed) const;
   OptionList fitting_options(const ShapeInfo& info, const std::vector<RangeCosts>& ranges,
-                             const std::vector<int64_t>& boundary_bytes, bool checkpointing, bool in_ram) const;
-  Bound bound_of(const ShapeInfo& info, size_t split, const std::vector<int64_t>& last, bool checkpointing, bool in_ram,
-                 const Bound& transfers, const std::vector<double>& link_work) const;
+                             const std::vector<int64_t>& boundary_bytes, bool checkpointing, Homes homes) const;
+  Bound bound_of(const ShapeInfo& info, size_t split, const std::vector<int64_t>& last, bool checkpointing, Homes homes,
+                 const Bound& transfers) const;
   std::vector<Candidate> best_bounds(size_t count);
   std::vector<Plan> branch_and_bound(std::vector<Candidate> candidates);
   Plan simulate(const Candidate& c) const;
@@ -170,6 +195,7 @@ class AutoPlanner {
   const std::vector<int> counts_;
   const std::vector<bool> checkpointing_;
   const std::vector<bool> optimizer_in_ram_;
+  const std::vector<bool> streamed_;
   const size_t keep_;
   PrefixByDtype prefixes_;  // the layer costs in each dtype a stage computes in
   std::vector<ShapeInfo> infos_;
@@ -207,6 +233,12 @@ ShapeInfo AutoPlanner::describe_shape(const Shape& shape, bool choose_cores) con
     info.backward_spec.push_back(b);
     info.forward_link.push_back(f ? id(link_resource(shape[s], shape[s + 1])) : -1);
     info.backward_link.push_back(b ? id(link_resource(shape[s + 1], shape[s])) : -1);
+  }
+  for (DeviceId d : shape) {
+    const bool gpu = d.has_own_memory();
+    info.load_resource.push_back(gpu ? id(link_resource(DeviceId::cpu(), d)) : -1);
+    info.gradient_resource.push_back(gpu ? id(link_resource(d, DeviceId::cpu())) : -1);
+    info.step_resource.push_back(gpu ? id("optimizer (cpu)") : -1);
   }
   info.num_resources = static_cast<int>(names.size());
   for (DeviceId d : shape) {
@@ -249,7 +281,8 @@ void AutoPlanner::enumerate_cut(size_t shape_index, const std::vector<int64_t>& 
   }
   // Transfers depend only on the boundaries.
   Bound transfers;
-  std::vector<double> link_work(static_cast<size_t>(info.num_resources), 0.0);
+  transfers.per_micro_batch_work.assign(static_cast<size_t>(info.num_resources), 0.0);
+  transfers.per_step_work.assign(static_cast<size_t>(info.num_resources), 0.0);
   for (size_t b = 0; b + 1 < num_stages; ++b) {
     const double bytes = static_cast<double>(boundary_bytes[b]) * tokens_;
     for (const auto& [link, resource] : {std::pair{info.forward_spec[b], info.forward_link[b]},
@@ -257,35 +290,63 @@ void AutoPlanner::enumerate_cut(size_t shape_index, const std::vector<int64_t>& 
       if (link == nullptr) continue;
       const double t = link_seconds(*link, bytes);
       transfers.trip += t;
-      link_work[static_cast<size_t>(resource)] += t;
+      transfers.per_micro_batch_work[static_cast<size_t>(resource)] += t;
     }
   }
   std::array<int32_t, kMaxAutoStages> cut{};
   for (size_t s = 0; s < num_stages; ++s) cut[s] = static_cast<int32_t>(last[s]);
-  for (bool in_ram : optimizer_in_ram_) {
-    if (in_ram && !info.has_own_memory_stage) continue;  // no GPU stage: nothing to move
-    result_.candidates += static_cast<int64_t>(checkpointing_.size() * schedules_.size() * counts_.size() * info.splits.size());
+  for (const Homes homes : homes_for(info)) {
+    const size_t schedules = schedules_for(homes.streamed).size();
+    result_.candidates += static_cast<int64_t>(checkpointing_.size() * schedules * counts_.size() * info.splits.size());
     for (bool ckpt : checkpointing_) {
-      const OptionList fitting = fitting_options(info, ranges, boundary_bytes, ckpt, in_ram);
+      const OptionList fitting = fitting_options(info, ranges, boundary_bytes, ckpt, homes);
       if (fitting.empty()) continue;
       for (size_t split = 0; split < info.splits.size(); ++split) {
-        const Bound bound = bound_of(info, split, last, ckpt, in_ram, transfers, link_work);
+        const Bound bound = bound_of(info, split, last, ckpt, homes, transfers);
         for (const auto& [kind, count] : fitting) {
           ++result_.feasible;
           const int m = counts_[static_cast<size_t>(count)];
           visit({bound.per_micro_batch(m), static_cast<uint16_t>(shape_index), static_cast<uint16_t>(split),
-                 static_cast<uint8_t>(kind), static_cast<uint8_t>(ckpt), static_cast<uint8_t>(in_ram), m, cut});
+                 static_cast<uint8_t>(kind), static_cast<uint8_t>(ckpt), static_cast<uint8_t>(homes.in_ram),
+                 static_cast<uint8_t>(homes.streamed), m, cut});
         }
       }
     }
   }
 }
 
+// The homes a shape's GPU stages may have: the optimizer on the GPU or in RAM, or streamed (weights
+// and optimizer in RAM); a shape without a GPU stage has only the first.
+std::vector<Homes> AutoPlanner::homes_for(const ShapeInfo& info) const {
+  std::vector<Homes> out;
+  for (bool in_ram : optimizer_in_ram_) {
+    if (in_ram && !info.has_own_memory_stage) continue;  // no GPU stage: nothing to move
+    out.push_back({in_ram, false});
+  }
+  const bool may_stream = std::find(streamed_.begin(), streamed_.end(), true) != streamed_.end();
+  if (may_stream && info.has_own_memory_stage) out.push_back({true, true});
+  return out;
+}
+
+// The schedules (indices into schedules_) a candidate may run: a streamed segment only layer-major;
+// resident stages every other (layer-major runs resident stages exactly like GPipe, so it is tried
+// for them only when GPipe is not).
+std::vector<size_t> AutoPlanner::schedules_for(bool streamed) const {
+  const ScheduleKind layer_major = ScheduleKind::named("layer-major");
+  const bool has_gpipe = std::find(schedules_.begin(), schedules_.end(), ScheduleKind::named("gpipe")) != schedules_.end();
+  std::vector<size_t> out;
+  for (size_t k = 0; k < schedules_.size(); ++k) {
+    const bool is_layer_major = schedules_[k] == layer_major;
+    if (streamed ? is_layer_major : !(is_layer_major && has_gpipe)) out.push_back(k);
+  }
+  return out;
+}
+
 // Which (schedule, micro-batch count) fit every budget for these stage ranges: the estimate's own
 // stage formula, rings and device tally. Memory does not depend on the core split.
 OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector<RangeCosts>& ranges,
                                         const std::vector<int64_t>& boundary_bytes, bool checkpointing,
-                                        bool in_ram) const {
+                                        Homes homes) const {
   const int num_stages = static_cast<int>(info.devices.size());
   const int64_t tokens = base_.micro_batch_size * model_.config.seq_len;
   OptionList fitting;
@@ -294,7 +355,7 @@ OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector
   // Memory depends on the schedule and count only through what each stage holds, and many pairs
   // hold the same (1F1B holds min(M, stages after) whatever M beyond that): check each once.
   std::vector<std::pair<const std::vector<int>*, bool>> checked;
-  for (size_t kind = 0; kind < schedules_.size(); ++kind) {
+  for (size_t kind : schedules_for(homes.streamed)) {
     for (size_t count = 0; count < counts_.size(); ++count) {
       const std::vector<int>& in_flight = info.in_flight[kind][count];
       const auto seen = std::find_if(checked.begin(), checked.end(), [&](const auto& c) { return *c.first == in_flight; });
@@ -313,10 +374,10 @@ OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector
       DeviceTally tally(hw_);
       for (int s = 0; s < num_stages; ++s) {
         const size_t i = static_cast<size_t>(s);
-        const DeviceId home = info.optimizer_home(i, in_ram);
-        const StageMemory mem = estimate_stage(ranges[i], model_.config, *info.specs[i], hw_.device(home), in_flight[i],
-                                               pinned[i], po);
-        tally_stage(tally, mem, info.devices[i], home);
+        const Placement place = info.placement(i, homes.in_ram, homes.streamed);
+        const StageMemory mem = estimate_stage(ranges[i], model_.config, *info.specs[i], hw_.device(place.optimizer),
+                                               place.streamed(), in_flight[i], pinned[i], po);
+        tally_stage(tally, mem, info.devices[i], place.optimizer);
       }
       checked.emplace_back(&in_flight, tally.fits());
       if (tally.fits()) fitting.emplace_back(static_cast<int>(kind), static_cast<int>(count));
@@ -325,23 +386,27 @@ OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector
   return fitting;
 }
 
-// Work per micro-batch on each resource (compute and copy engines), and one micro-batch's trip.
+// Work per micro-batch on each resource (compute and copy engines), work per step (a streamed
+// stage's weights in, twice, its gradients out and its layer steps), and one micro-batch's trip.
 Bound AutoPlanner::bound_of(const ShapeInfo& info, size_t split, const std::vector<int64_t>& last, bool checkpointing,
-                            bool in_ram, const Bound& transfers, const std::vector<double>& link_work) const {
-  std::vector<double> work(link_work);
+                            Homes homes, const Bound& transfers) const {
   Bound bound = transfers;
   for (size_t st = 0; st < info.devices.size(); ++st) {
     const DeviceSpec& dev = *info.specs[st];
     const int cores = info.splits[split][st];
     const int64_t first = st == 0 ? kEmbedLayer : last[st - 1] + 1;
-    const StageTiming t =
-        timer_.time(dev.id, info.optimizer_home(st, in_ram), cores > 0 ? cores : dev.cores, first, last[st], checkpointing);
+    const Placement place = info.placement(st, homes.in_ram, homes.streamed);
+    const StageTiming t = timer_.time(place, cores > 0 ? cores : dev.cores, first, last[st], checkpointing);
     const double seconds = t.forward_seconds + t.backward_seconds;
-    work[static_cast<size_t>(info.resource[split][st])] += seconds;
+    bound.per_micro_batch_work[static_cast<size_t>(info.resource[split][st])] += seconds;
     bound.trip += seconds;
     bound.phase += t.norm_seconds + t.optimizer_seconds;
+    for (const StreamedLayerTiming& layer : t.streamed.layers) {
+      bound.per_step_work[static_cast<size_t>(info.load_resource[st])] += 2.0 * layer.load_seconds;
+      bound.per_step_work[static_cast<size_t>(info.gradient_resource[st])] += layer.gradient_seconds;
+      bound.per_step_work[static_cast<size_t>(info.step_resource[st])] += layer.step_seconds;
+    }
   }
-  for (double w : work) bound.busiest = std::max(bound.busiest, w);
   return bound;
 }
 
@@ -370,8 +435,9 @@ Plan AutoPlanner::simulate(const Candidate& c) const {
   const std::vector<int64_t> last(c.last.begin(), c.last.begin() + static_cast<int64_t>(info.devices.size()));
   StageMap map = make_stage_map(info.devices, last, info.splits[c.split]);
   for (size_t s = 0; s < map.stages.size(); ++s) {
-    const DeviceId home = info.optimizer_home(s, c.optimizer_in_ram != 0);
-    if (home != map.stages[s].device) map.stages[s].optimizer = home;
+    const Placement place = info.placement(s, c.optimizer_in_ram != 0, c.streamed != 0);
+    if (place.optimizer != place.compute) map.stages[s].optimizer = place.optimizer;
+    if (place.weights != place.compute) map.stages[s].weights = place.weights;
   }
   return evaluate_plan(model_, hw_, map, po);
 }

@@ -37,6 +37,9 @@ struct PlannerChoices {
   // For stages on a device of its own memory (a GPU): its optimizer there, or in CPU RAM (float32
   // master weights and state in RAM, gradients out and weights back each step). Default: both.
   std::vector<bool> optimizer_in_ram;
+  // For stages on a GPU: weights resident, or streamed from RAM (memory/stage_map.h; the optimizer
+  // then lives in RAM and the schedule is layer-major). Default: both.
+  std::vector<bool> weights_streamed;
   bool choose_cores = true;             // try giving CPU stages their own cores
   int runners_up = 3;
 };

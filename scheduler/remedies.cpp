@@ -157,6 +157,7 @@ std::vector<Remedy> suggest_remedies(const PlanRequest& request, const PlanOutco
     attempt(optimizer_label(lighter) + " instead of " + optimizer_label(current),
             [&lighter](PlanRequest& r) { r.options.optimizer = lighter; });
   }
+  const size_t keeping_optimizer = remedies.size();  // the remedies from here on keep the optimizer
   const bool checkpointing_off = fixed ? !request.options.checkpointing
                                        : (request.choices.checkpointing.size() == 1 && !request.choices.checkpointing[0]);
   if (checkpointing_off) {
@@ -201,6 +202,33 @@ std::vector<Remedy> suggest_remedies(const PlanRequest& request, const PlanOutco
         }
       });
     }
+  }
+  // Streamed stages stepping each layer as its gradient arrives keep no full set of gradients in
+  // RAM: where a plan may stream (a search on hardware with a GPU, or a map that streams).
+  const bool may_stream =
+      fixed ? std::any_of(request.map->stages.begin(), request.map->stages.end(),
+                          [](const StageSpec& st) { return st.placement().streamed(); })
+            : request.hardware.first_gpu() != nullptr &&
+                  (request.choices.weights_streamed.empty() ||
+                   std::count(request.choices.weights_streamed.begin(), request.choices.weights_streamed.end(), true) > 0);
+  if (may_stream && !request.options.layerwise_update) {
+    attempt("streamed layers update as their gradients arrive (train.layerwise_update: true; clipping per layer)",
+            [](PlanRequest& r) { r.options.layerwise_update = true; });
+  }
+  // When no single change that keeps the model and its optimizer fits, those changes together.
+  const bool any_fits = std::any_of(remedies.begin() + static_cast<std::ptrdiff_t>(keeping_optimizer), remedies.end(),
+                                    [](const Remedy& r) { return r.fits; });
+  const Precision sixteen = sixteen_bit_precision(request.hardware, precision);
+  if (!any_fits && (!is_16_bit(precision.cpu) || !is_16_bit(precision.cuda) ||
+                    current.state_dtype != Dtype::kBFloat16 || (may_stream && !request.options.layerwise_update))) {
+    std::string change = "together: 16-bit compute";
+    if (current.state_dtype != Dtype::kBFloat16 && optimizer_state_bytes_per_param(current) > 0) change += ", bfloat16 moments";
+    if (may_stream) change += ", layerwise update";
+    attempt(change, [&](PlanRequest& r) {
+      r.options.precision = sixteen;
+      if (optimizer_state_bytes_per_param(current) > 0) r.options.optimizer.state_dtype = Dtype::kBFloat16;
+      r.options.layerwise_update = r.options.layerwise_update || may_stream;
+    });
   }
   for (int64_t mb = request.options.micro_batch_size / 2; mb >= 1; mb /= 2) {
     const bool fits = attempt("micro_batch_size " + std::to_string(mb) + " instead of " +

@@ -14,6 +14,8 @@ std::string event_kind_name(EventKind kind) {
     case EventKind::kSendGradient: return "send gradient";
     case EventKind::kOptimizer: return "optimizer";
     case EventKind::kGradNorm: return "gradient norm";
+    case EventKind::kLoadWeights: return "load weights";
+    case EventKind::kWeightGradients: return "weight gradients";
   }
   return "?";
 }
@@ -32,6 +34,39 @@ struct PendingTransfer {
 };
 
 }  // namespace
+
+std::vector<BlockEvent> streamed_block(const StreamedTiming& timing, bool forward, int micro_batches, double start) {
+  const int n = static_cast<int>(timing.layers.size());
+  const int window = std::max(1, timing.window_layers);
+  const double m = static_cast<double>(micro_batches);
+  // Per visit i (the i-th layer this block visits), when each of its parts ends.
+  std::vector<double> loaded(static_cast<size_t>(n)), computed(static_cast<size_t>(n)), sent(static_cast<size_t>(n)),
+      stepped(static_cast<size_t>(n));
+  auto at = [](const std::vector<double>& v, int i, double before) { return i < 0 ? before : v[static_cast<size_t>(i)]; };
+  std::vector<BlockEvent> events;
+  for (int i = 0; i < n; ++i) {
+    const int layer = forward ? i : n - 1 - i;
+    const StreamedLayerTiming& t = timing.layers[static_cast<size_t>(layer)];
+    const size_t v = static_cast<size_t>(i);
+    // The copy engine is free after the previous load; a window slot once the layer `window`
+    // visits back is done computing.
+    const double load_start = std::max(at(loaded, i - 1, start), at(computed, i - window, start));
+    loaded[v] = load_start + t.load_seconds;
+    events.push_back({BlockEventKind::kLoad, layer, load_start, loaded[v]});
+    double compute_start = std::max(loaded[v], at(computed, i - 1, start));
+    if (!forward) compute_start = std::max(compute_start, at(sent, i - 2, start));  // its gradient slot
+    computed[v] = compute_start + m * (forward ? t.forward_seconds : t.backward_seconds);
+    events.push_back({BlockEventKind::kCompute, layer, compute_start, computed[v]});
+    if (forward) continue;
+    const double send_start = std::max({computed[v], at(sent, i - 1, start), at(stepped, i - 2, start)});
+    sent[v] = send_start + t.gradient_seconds;
+    events.push_back({BlockEventKind::kGradientOut, layer, send_start, sent[v]});
+    const double step_start = std::max(sent[v], at(stepped, i - 1, start));
+    stepped[v] = step_start + t.step_seconds;
+    if (t.step_seconds > 0.0) events.push_back({BlockEventKind::kStep, layer, step_start, stepped[v]});
+  }
+  return events;
+}
 
 SimResult simulate(const Schedule& schedule, const std::vector<StageTiming>& stages,
                    const std::vector<TransferTiming>& transfers, int64_t tokens_per_step) {
@@ -55,14 +90,67 @@ SimResult simulate(const Schedule& schedule, const std::vector<StageTiming>& sta
     if (kind == EventKind::kSendActivation) input_ready[from + 1][k] = at;
     else grad_ready[from - 1][k] = at;
   };
-  auto record = [&](EventKind kind, int stage, int k, const std::string& resource, double start, double end) {
-    result.events.push_back({kind, stage, k, resource, start, end});
-    resource_free[resource] = end;
+  auto record = [&](EventKind kind, int stage, int k, const std::string& resource, double start, double end,
+                    int layer = -1) {
+    result.events.push_back({kind, stage, k, resource, start, end, layer});
+    resource_free[resource] = std::max(resource_free[resource], end);
     busy[resource] += end - start;
+  };
+  // Stage s's output of micro-batch k, ready at `at`, on its way to the next stage (forward) or the
+  // previous one (backward): handed over, or queued for its copy engine.
+  auto send = [&](int s, bool forward, int k, double at) {
+    const int to = forward ? s + 1 : s - 1;
+    if (to < 0 || to >= num_stages) return;
+    const TransferTiming& link = transfers[static_cast<size_t>(forward ? s : s - 1)];
+    const std::string& resource = forward ? link.forward_resource : link.backward_resource;
+    const EventKind kind = forward ? EventKind::kSendActivation : EventKind::kSendGradient;
+    if (resource.empty()) {
+      deliver(kind, s, k, at);
+    } else {
+      pending.push_back({kind, s, k, at, forward ? link.forward_seconds : link.backward_seconds, resource});
+    }
   };
 
   size_t remaining = 0;
   for (const auto& ops : schedule.stages) remaining += ops.size();
+  // A streamed stage's next M ops (all forwards or all backwards) as one layer-major block.
+  auto run_block = [&](int s, double start) {
+    const std::vector<Op>& ops = schedule.stages[s];
+    const bool forward = ops[next[s]].kind == OpKind::kForward;
+    for (int k = 0; k < m; ++k) {
+      if (next[s] + static_cast<size_t>(k) >= ops.size() || ops[next[s] + static_cast<size_t>(k)].kind != ops[next[s]].kind) {
+        throw std::invalid_argument("simulate: streamed stage " + std::to_string(s) + " runs layer-major, which needs all " +
+                                    std::to_string(m) + " forwards, then all backwards (schedule layer-major)");
+      }
+    }
+    const StreamedTiming& timing = stages[s].streamed;
+    double compute_end = start;
+    for (const BlockEvent& e : streamed_block(timing, forward, m, start)) {
+      switch (e.kind) {
+        case BlockEventKind::kLoad:
+          record(EventKind::kLoadWeights, s, -1, timing.load_resource, e.start, e.end, e.layer);
+          break;
+        case BlockEventKind::kCompute:
+          record(forward ? EventKind::kForward : EventKind::kBackward, s, -1, stages[s].resource, e.start, e.end, e.layer);
+          compute_end = std::max(compute_end, e.end);
+          break;
+        case BlockEventKind::kGradientOut:
+          record(EventKind::kWeightGradients, s, -1, timing.gradient_resource, e.start, e.end, e.layer);
+          break;
+        case BlockEventKind::kStep:
+          record(EventKind::kOptimizer, s, -1, timing.step_resource, e.start, e.end, e.layer);
+          break;
+      }
+    }
+    stage_free[s] = compute_end;
+    remaining -= static_cast<size_t>(m);
+    for (int k = 0; k < m; ++k) {
+      const int micro_batch = ops[next[s]++].micro_batch;
+      if (forward && s == num_stages - 1) grad_ready[s][micro_batch] = compute_end;
+      send(s, forward, micro_batch, compute_end);
+    }
+  };
+
   while (remaining > 0 || !pending.empty()) {
     // The op or transfer that can start first.
     double best_start = kNever;
@@ -71,9 +159,13 @@ SimResult simulate(const Schedule& schedule, const std::vector<StageTiming>& sta
     for (int s = num_stages - 1; s >= 0; --s) {
       if (next[s] >= schedule.stages[s].size()) continue;
       const Op& op = schedule.stages[s][next[s]];
-      const double ready = op.kind == OpKind::kForward ? input_ready[s][op.micro_batch] : grad_ready[s][op.micro_batch];
+      const auto& inputs = op.kind == OpKind::kForward ? input_ready[s] : grad_ready[s];
+      // A streamed stage's block waits for all M of its inputs; any other op for its own.
+      const double ready = stages[s].is_streamed() ? *std::max_element(inputs.begin(), inputs.end())
+                                                   : inputs[static_cast<size_t>(op.micro_batch)];
       if (ready == kNever) continue;
-      const double start = std::max({ready, stage_free[s], resource_free[stages[s].resource]});
+      double start = std::max({ready, stage_free[s], resource_free[stages[s].resource]});
+      if (stages[s].is_streamed()) start = std::max(start, resource_free[stages[s].streamed.load_resource]);
       if (start < best_start) {
         best_start = start;
         best_stage = s;
@@ -97,6 +189,10 @@ SimResult simulate(const Schedule& schedule, const std::vector<StageTiming>& sta
       continue;
     }
     const int s = best_stage;
+    if (stages[s].is_streamed()) {
+      run_block(s, best_start);
+      continue;
+    }
     const Op op = schedule.stages[s][next[s]++];
     --remaining;
     const bool forward = op.kind == OpKind::kForward;
@@ -104,16 +200,7 @@ SimResult simulate(const Schedule& schedule, const std::vector<StageTiming>& sta
     record(forward ? EventKind::kForward : EventKind::kBackward, s, op.micro_batch, stages[s].resource, best_start, end);
     stage_free[s] = end;
     if (forward && s == num_stages - 1) grad_ready[s][op.micro_batch] = end;  // the loss is computed here
-    const int to = forward ? s + 1 : s - 1;
-    if (to < 0 || to >= num_stages) continue;
-    const TransferTiming& link = transfers[static_cast<size_t>(forward ? s : s - 1)];
-    const std::string& resource = forward ? link.forward_resource : link.backward_resource;
-    const EventKind kind = forward ? EventKind::kSendActivation : EventKind::kSendGradient;
-    if (resource.empty()) {
-      deliver(kind, s, op.micro_batch, end);
-    } else {
-      pending.push_back({kind, s, op.micro_batch, end, forward ? link.forward_seconds : link.backward_seconds, resource});
-    }
+    send(s, forward, op.micro_batch, end);
   }
 
   double compute = 0.0;
@@ -128,7 +215,9 @@ SimResult simulate(const Schedule& schedule, const std::vector<StageTiming>& sta
     for (int s = 0; s < num_stages; ++s) {
       const double duration = stages[s].*seconds;
       if (duration <= 0.0) continue;
-      record(kind, s, -1, stages[s].resource, now, now + duration);
+      // A streamed stage's gradients and optimizer are in RAM: the CPU works here, not its GPU.
+      const std::string& resource = stages[s].is_streamed() ? stages[s].streamed.step_resource : stages[s].resource;
+      record(kind, s, -1, resource, now, now + duration);
       now += duration;
     }
   }

@@ -7,6 +7,9 @@
 // a GPU, the CPU's shared pool (stages that share cores queue for it), a CPU stage's own cores,
 // or a copy engine (H2D and D2H are separate resources and overlap compute). Among the ops that can
 // run, the one that can start first goes first; ties go to the later stage (backward drains first).
+// A streamed stage (StageTiming::streamed) runs its forwards, then its backwards, as layer-major
+// blocks (streamed_block): a block starts once all its M inputs are there, and all M outputs leave
+// when it is done. Its copies occupy the copy engines and its layer steps the optimizer resource.
 // Then the optimizer phase, as the runtime orders it: once every stage's last backward is done,
 // each stage's share of the global gradient norm in turn, then each stage's optimizer step in turn
 // (no update may start before the norm is known: clipping needs it).
@@ -24,13 +27,49 @@
 
 namespace pipetrain {
 
+// One layer of a streamed stage: its compute per micro-batch, and per visit its weights' copy in,
+// its gradients' copy out and (with layerwise_update) its optimizer step in RAM.
+struct StreamedLayerTiming {
+  double forward_seconds = 0.0;
+  double backward_seconds = 0.0;
+  double load_seconds = 0.0;      // float32 master -> 16-bit pinned slot -> GPU window
+  double gradient_seconds = 0.0;  // GPU -> pinned slot
+  double step_seconds = 0.0;      // 0 unless the layer steps as soon as its gradient arrives
+};
+
+// A streamed stage's layers, in order, and the resources its copies and steps occupy.
+struct StreamedTiming {
+  std::vector<StreamedLayerTiming> layers;
+  int window_layers = 2;           // GPU slots for weights; a slot is refilled once its layer is done
+  std::string load_resource;       // "cpu->cuda:0"
+  std::string gradient_resource;   // "cuda:0->cpu"
+  std::string step_resource;       // "optimizer (cpu)"
+};
+
 struct StageTiming {
   double forward_seconds = 0.0;   // one micro-batch
   double backward_seconds = 0.0;  // one micro-batch (including recomputation with checkpointing)
   double optimizer_seconds = 0.0; // once per step: the stage's optimizer step
   double norm_seconds = 0.0;      // once per step: its share of the global gradient norm
   std::string resource;           // "cpu" (shared pool), "cpu[1]" (own cores), "cuda:0"
+  StreamedTiming streamed;        // layers empty: the stage's weights are resident
+  bool is_streamed() const { return !streamed.layers.empty(); }
 };
+
+// A streamed stage's forward (all M micro-batches) as a layer-major block starting at `start`:
+// layer l's weights load once the copy engine is free and a window slot is (layer l - window done),
+// and it computes all M micro-batches once loaded and the previous layer is done. Backward runs
+// the layers in reverse, each also sending its gradients out (two GPU gradient slots: layer l's
+// accumulation waits for layer l + 2's copy out) and, with step_seconds, stepping in RAM (two
+// pinned slots: a copy out waits for the step two layers back). Returns the events, in order.
+enum class BlockEventKind { kLoad, kCompute, kGradientOut, kStep };
+struct BlockEvent {
+  BlockEventKind kind;
+  int layer;  // index into the stage's layers
+  double start;
+  double end;
+};
+std::vector<BlockEvent> streamed_block(const StreamedTiming& timing, bool forward, int micro_batches, double start);
 
 // Between stage s and s+1. An empty resource means a plain hand-off (same device): no time.
 struct TransferTiming {
@@ -40,15 +79,20 @@ struct TransferTiming {
   std::string backward_resource;  // e.g. "cuda:0->cpu"
 };
 
-enum class EventKind { kForward, kBackward, kSendActivation, kSendGradient, kOptimizer, kGradNorm };
+enum class EventKind {
+  kForward, kBackward, kSendActivation, kSendGradient, kOptimizer, kGradNorm,
+  kLoadWeights,     // a streamed layer's weights into the GPU window
+  kWeightGradients  // a streamed layer's gradients out to RAM
+};
 
 struct SimEvent {
   EventKind kind;
   int stage;        // the stage that runs it, or for a transfer the stage that sends
-  int micro_batch;  // -1 for the optimizer
+  int micro_batch;  // -1 for the optimizer, and for a streamed stage's layer over all micro-batches
   std::string resource;
   double start;
   double end;
+  int layer = -1;   // a streamed stage's events: which of its layers (0 = its first)
 };
 
 struct SimResult {

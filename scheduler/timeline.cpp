@@ -68,11 +68,19 @@ OpTimes median_op_times(const std::vector<std::vector<SimEvent>>& steps, int num
             out.transfers[s - 1].backward_resource = e.resource;
           }
           break;
+        case EventKind::kLoadWeights:
+        case EventKind::kWeightGradients:
+          break;  // a streamed stage's per-layer copies: its per-op medians do not describe them
       }
     }
   }
   for (size_t s = 0; s < s_count; ++s) {
-    out.stages[s] = {median(forward[s]), median(backward[s]), median(optimizer[s]), median(norm[s]), stage_resources[s]};
+    StageTiming& t = out.stages[s];
+    t.forward_seconds = median(forward[s]);
+    t.backward_seconds = median(backward[s]);
+    t.optimizer_seconds = median(optimizer[s]);
+    t.norm_seconds = median(norm[s]);
+    t.resource = stage_resources[s];
   }
   for (size_t b = 0; b < b_count; ++b) {
     out.transfers[b].forward_seconds = median(send_forward[b]);

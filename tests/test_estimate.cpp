@@ -51,7 +51,8 @@ TEST_CASE("stage map validation names the layers") {
   check(make_stage_map({kCpu, kCpu}, {2, 5}, {3, 3}), "gives cpu stages 6 cores; hardware 'test-box' has 4");
   check(make_stage_map({kGpu, kCpu}, {2, 5}, {1, 1}), "gives cores to a cuda:0 stage");
   check(StageMap{}, "no stages");
-  // Weights and optimizer state live where their layers compute, until the runtime can do otherwise.
+  // Three placements: resident (the optimizer on the GPU or in RAM), streamed (weights and
+  // optimizer in RAM, computing on a GPU) and cpu; every other home is refused by name.
   StageMap homes = make_stage_map({kCpu, kGpu, kCpu}, {1, 3, 5});
   homes.stages[0].optimizer = kGpu;
   check(homes, "stage 0 keeps its optimizer state on cuda:0 but computes on cpu");
@@ -60,9 +61,60 @@ TEST_CASE("stage map validation names the layers") {
   validate_stage_map(homes, m, hw);
   homes.stages[1].optimizer.reset();
   homes.stages[1].weights = kCpu;
-  check(homes, "stage 1 keeps its weights on cpu but computes on cuda:0");
+  check(homes, "stage 1 streams its weights from cpu RAM but keeps its optimizer on cuda:0");
+  homes.stages[1].optimizer = kCpu;  // streamed
+  validate_stage_map(homes, m, hw);
+  CHECK(homes.stages[1].placement().streamed());
+  CHECK_FALSE(homes.stages[0].placement().streamed());
+  homes.stages[0].weights = kGpu;
+  check(homes, "stage 0 keeps its weights on cuda:0 but computes on cpu; weights are streamed only from cpu RAM");
+  homes.stages[0].weights.reset();
   homes.stages[1].weights = kGpu;  // stated, and the same as the compute device: fine
   validate_stage_map(homes, m, hw);
+}
+
+// A streamed stage holds on its GPU a window of window_layers layers' weights and two layers'
+// gradients, whatever its depth; in RAM its float32 masters, its moments and, unless each layer
+// steps as its gradient arrives, its 16-bit gradients; pinned, two slots each way.
+TEST_CASE("a streamed stage's memory") {
+  const ModelConfig m = small_model(4);
+  const HardwareSpec hw = cpu_gpu_box();
+  StageMap map = make_stage_map({kCpu, kGpu, kCpu}, {1, 4, 5});
+  map.stages[1].weights = kCpu;
+  map.stages[1].optimizer = kCpu;
+  PlanOptions o;
+  o.schedule = ScheduleKind::named("layer-major");
+  o.micro_batches = 4;
+  o.precision.cuda = Dtype::kFloat16;
+  const int64_t block = block_param_count(m);  // stage 1 holds blocks 1..3: the largest layer is a block
+  const int64_t p1 = 3 * block;
+  const MemoryEstimate e = estimate(describe_model(m), hw, map, o);
+  const StageMemory& st = e.stages[1];
+  CHECK(st.in_flight == 4);  // layer-major holds every micro-batch
+  CHECK(st.weights == 2 * block * 2);
+  CHECK(st.grads == 2 * block * 2);
+  CHECK(st.host_grads == p1 * 2);
+  CHECK(st.master == p1 * 4);
+  CHECK(st.optimizer == p1 * 8);
+  CHECK(st.buffers == 4 * block * 2);  // 2 slots in, 2 out; its boundaries' rings are the CPU stages'
+  // RAM holds the masters, moments, gradients and the pinned slots (the box has no slack).
+  CHECK(st.on_optimizer_home == st.master + st.optimizer + st.host_grads + st.buffers);
+  CHECK(st.on_device == st.weights + st.grads + st.activations);
+  const std::string table = format_memory_table(e, m, map);
+  CHECK(table.find("weights                         resident          streamed          resident") != std::string::npos);
+  CHECK(table.find("gradients in RAM") != std::string::npos);
+  // A deeper window holds more; stepping per layer keeps no gradients in RAM.
+  o.window_layers = 3;
+  o.layerwise_update = true;
+  const MemoryEstimate wider = estimate(describe_model(m), hw, map, o);
+  CHECK(wider.stages[1].weights == 3 * block * 2);
+  CHECK(wider.stages[1].host_grads == 0);
+  CHECK(wider.devices[0].need_bytes == e.devices[0].need_bytes - p1 * 2);
+  // The same stage resident holds all its weights and gradients on the GPU.
+  map.stages[1].weights.reset();
+  const MemoryEstimate resident = estimate(describe_model(m), hw, map, o);
+  CHECK(resident.stages[1].weights == p1 * 2);
+  CHECK(resident.stages[1].host_grads == 0);
 }
 
 // Weights, gradients and optimizer state are exact: params x bytes.

@@ -72,7 +72,7 @@ TEST_CASE("training state by dtype equals counted allocations") {
     options.precision = uniform_precision(compute);
     options.optimizer.state_dtype = moments;
     const StageMemory planned = estimate_stage(LayerPrefix(describe_model(with_dtype(m, compute))).range(kEmbedLayer, head_layer(m)),
-                                               m, cpu, cpu, /*in_flight=*/0, /*ring_bytes=*/0, options);
+                                               m, cpu, cpu, /*streamed=*/false, /*in_flight=*/0, /*ring_bytes=*/0, options);
     const int64_t before = CpuAllocCounter::current_bytes();
     {
       StageOptions stage_options;

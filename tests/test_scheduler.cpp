@@ -17,6 +17,15 @@ const ScheduleKind kGPipe = ScheduleKind::named("gpipe");
 const ScheduleKind kOneFOneB = ScheduleKind::named("1f1b");
 }  // namespace
 
+// Layer-major, S=2, M=3: every stage's op list is GPipe's (a streamed stage runs each half layer by
+// layer, which the simulator replays as blocks).
+TEST_CASE("layer-major table for S=2, M=3") {
+  const Schedule s = make_schedule(ScheduleKind::named("layer-major"), 2, 3);
+  for (int stage = 0; stage < 2; ++stage) CHECK(format_ops(s.stages[stage]) == "F0 F1 F2 B0 B1 B2");
+  CHECK(s.in_flight() == std::vector<int>{3, 3});
+  CHECK(ScheduleKind::named("layer-major").label() == "layer-major");
+}
+
 // GPipe, S=3, M=4: every stage runs all forwards, then all backwards.
 TEST_CASE("GPipe table for S=3, M=4") {
   const Schedule s = make_schedule(kGPipe, 3, 4);
@@ -76,7 +85,7 @@ TEST_CASE("schedules are complete and respect their in-flight limits") {
 TEST_CASE("bad schedule requests") {
   CHECK_THROWS_WITH_AS(make_schedule(kGPipe, 0, 4), doctest::Contains("got 0"), InputError);
   CHECK_THROWS_WITH_AS(make_schedule(kGPipe, 2, -1), doctest::Contains("got -1"), InputError);
-  CHECK_THROWS_WITH_AS(ScheduleKind::named("pipedream"), doctest::Contains("'pipedream'; expected one of gpipe, 1f1b"),
+  CHECK_THROWS_WITH_AS(ScheduleKind::named("pipedream"), doctest::Contains("'pipedream'; expected one of gpipe, layer-major, 1f1b"),
                        InputError);
   CHECK(ScheduleKind::named("1f1b") == kOneFOneB);
   CHECK(ScheduleKind::named("1f1b").label() == "1F1B");
@@ -86,7 +95,7 @@ TEST_CASE("bad schedule requests") {
 TEST_CASE("registered schedules") {
   std::vector<std::string> names;
   for (ScheduleKind k : ScheduleKind::all()) names.push_back(k.name());
-  CHECK(names == std::vector<std::string>{"gpipe", "1f1b"});
+  CHECK(names == std::vector<std::string>{"gpipe", "layer-major", "1f1b"});
 }
 
 // pipetrain bench's split enumeration: every boundary of every shape, each core split; capped

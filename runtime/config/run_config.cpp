@@ -273,6 +273,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
     throw InputError(source + ": train." + e.what());
   }
   train.read_bool("checkpointing", t.checkpointing);
+  train.read_bool("layerwise_update", t.layerwise_update);
   train.read_int("intra_op_threads", t.intra_op_threads);
   train.read_int("blas_threads", t.blas_threads);
   train.reject_unknown_keys();
@@ -350,6 +351,7 @@ std::string to_yaml(const RunConfig& run) {
   out << YAML::Key << "seed" << YAML::Value << t.seed;
   out << YAML::Key << "schedule" << YAML::Value << t.schedule.name();
   out << YAML::Key << "checkpointing" << YAML::Value << t.checkpointing;
+  out << YAML::Key << "layerwise_update" << YAML::Value << t.layerwise_update;
   out << YAML::Key << "intra_op_threads" << YAML::Value << t.intra_op_threads;
   out << YAML::Key << "blas_threads" << YAML::Value << t.blas_threads;
   out << YAML::EndMap;

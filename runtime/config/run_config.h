@@ -37,6 +37,9 @@ struct TrainConfig {
   int64_t seed = 1234;
   ScheduleKind schedule = ScheduleKind::named("1f1b");  // pipeline schedule (with a stage map)
   bool checkpointing = false;                       // activation checkpointing per stage
+  // Streamed stages step each layer's optimizer as soon as its gradient is final, so gradients
+  // never all exist at once; clipping is then per layer (memory/memory_options.h says how).
+  bool layerwise_update = false;
   int64_t intra_op_threads = 0;  // 0 = choose for this machine
   int64_t blas_threads = 0;      // 0 = choose for this machine
 };

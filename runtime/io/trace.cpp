@@ -10,13 +10,17 @@ namespace pipetrain {
 namespace {
 
 std::string span_name(const SimEvent& e) {
+  // A streamed stage's spans are per layer (over all micro-batches): "F L3", "load L3".
+  const std::string layer = " L" + std::to_string(e.layer);
   switch (e.kind) {
-    case EventKind::kForward: return "F" + std::to_string(e.micro_batch);
-    case EventKind::kBackward: return "B" + std::to_string(e.micro_batch);
+    case EventKind::kForward: return e.layer >= 0 ? "F" + layer : "F" + std::to_string(e.micro_batch);
+    case EventKind::kBackward: return e.layer >= 0 ? "B" + layer : "B" + std::to_string(e.micro_batch);
     case EventKind::kSendActivation: return "act " + std::to_string(e.micro_batch);
     case EventKind::kSendGradient: return "grad " + std::to_string(e.micro_batch);
-    case EventKind::kOptimizer: return "optimizer";
+    case EventKind::kOptimizer: return e.layer >= 0 ? "optimizer" + layer : "optimizer";
     case EventKind::kGradNorm: return "gradient norm";
+    case EventKind::kLoadWeights: return "load" + layer;
+    case EventKind::kWeightGradients: return "weight grads" + layer;
   }
   return "?";
 }

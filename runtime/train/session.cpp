@@ -40,11 +40,19 @@ Plan plan_the_run(const TrainRequest& request, std::vector<std::string>& warning
     // The planner chooses where and how, never what is computed: the global batch stays the config's.
     planning.choices.micro_batch_counts = {planning.options.micro_batches};
     planning.choices.shapes = runnable_shapes(planning.hardware);
+    planning.choices.weights_streamed = {false};  // the runtime cannot stream weights yet (below)
   } else {
     StageMap map = request.stage_map ? *request.stage_map
                                      : (run.stages.stages.empty() ? single_cpu_stage(run.model) : run.stages);
     map = place_stages(map, request.gpu_stages_on_cpu, &warnings);
     validate_stage_map(map, run.model, planning.hardware);
+    for (int st = 0; st < map.num_stages(); ++st) {
+      if (map.stages[static_cast<size_t>(st)].placement().streamed()) {
+        throw InputError("stage " + std::to_string(st) + " streams its weights from RAM (weights: cpu): `pipetrain plan` "
+                         "plans streamed stages, but this runtime cannot train them yet; keep the weights where the "
+                         "stage computes (drop `weights:`)");
+      }
+    }
     planning.map = map;
   }
   const PlanOutcome outcome = run_plan(planning);
