@@ -38,8 +38,15 @@ class OptimizerKind {
  public:
   // Throws InputError naming `name` and the registered kinds.
   static OptimizerKind named(const std::string& name);
-  static OptimizerKind adamw() { return named("adamw"); }
-  static OptimizerKind sgd() { return named("sgd"); }
+  // Looked up once: the planner asks for them per candidate.
+  static OptimizerKind adamw() {
+    static const OptimizerKind kind = named("adamw");
+    return kind;
+  }
+  static OptimizerKind sgd() {
+    static const OptimizerKind kind = named("sgd");
+    return kind;
+  }
   static std::vector<OptimizerKind> all();
 
   const OptimizerDef& def() const;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "memory/errors.h"
 #include "scheduler/cores.h"
 
 namespace pipetrain {
@@ -12,6 +13,20 @@ std::string profile_key(const ModelConfig& model, int64_t micro_batch_size) {
 
 StageTimer::StageTimer(const ModelConfig& model, const HardwareSpec& hardware, const PlanOptions& options)
     : model_(model), hardware_(hardware), options_(options), prefix_(describe_model(model)) {
+  for (const DeviceSpec& d : hardware.devices) {
+    if (!d.id.has_own_memory() || hardware.link(DeviceId::cpu(), d.id) == nullptr ||
+        hardware.link(d.id, DeviceId::cpu()) == nullptr) {
+      continue;
+    }
+    StreamSums sums{d.id, {0.0}, {0.0}, {0.0}};
+    for (int64_t l = 0; l < model.num_model_layers(); ++l) {
+      const StreamedLayerTiming t = streamed_layer(d.id, l);
+      sums.load.push_back(sums.load.back() + t.load_seconds);
+      sums.gradient.push_back(sums.gradient.back() + t.gradient_seconds);
+      sums.step.push_back(sums.step.back() + t.step_seconds);
+    }
+    stream_sums_.push_back(std::move(sums));
+  }
   // A profile measures the CPU in the dtype it computes in.
   if (hardware.measured.model_key != profile_key(with_dtype(model, options.precision.cpu), options.micro_batch_size)) return;
   const size_t layers = static_cast<size_t>(model.num_model_layers());
@@ -34,7 +49,8 @@ const StageTimer::Sums* StageTimer::find(DeviceId device, int cores) const {
   return nullptr;
 }
 
-StageTiming StageTimer::time(const Placement& place, int cores, int64_t first, int64_t last, bool checkpointing) const {
+StageTiming StageTimer::time(const Placement& place, int cores, int64_t first, int64_t last, bool checkpointing,
+                             bool per_layer) const {
   const RangeCosts range = prefix_.range(first, last);
   const DeviceSpec& d = hardware_.device(place.compute);
   const Sums* s = find(place.compute, cores);
@@ -51,12 +67,37 @@ StageTiming StageTimer::time(const Placement& place, int cores, int64_t first, i
     t = stage_timing(range, model_, d, "", place.compute.is_cpu() ? cores : 0, o);
     t.optimizer_seconds = optimizer_seconds(range, hardware_, place, o);
   }
-  if (place.streamed()) time_streamed(t, place.compute, s, first, last, checkpointing);
+  if (place.streamed()) time_streamed(t, place.compute, s, first, last, checkpointing, per_layer);
   return t;
 }
 
+StreamedLayerTiming StageTimer::streamed_layer(DeviceId device, int64_t l) const {
+  const Placement place{device, DeviceId::cpu(), DeviceId::cpu()};
+  const DeviceSpec& cpu = hardware_.cpu();
+  const Dtype compute = options_.precision.compute(device);
+  const double c = static_cast<double>(dtype_bytes(compute));
+  const double params = static_cast<double>(prefix_.range(l, l).params);
+  const double step_bytes = optimizer_step_bytes_per_param(options_.optimizer, compute, place) + c;  // + its norm
+  StreamedLayerTiming t;
+  t.load_seconds = std::max(link_seconds(*hardware_.link(DeviceId::cpu(), device), params * c),
+                            params * (4.0 + c) / cpu.memory_bytes_per_s);
+  t.gradient_seconds = link_seconds(*hardware_.link(device, DeviceId::cpu()), params * c);
+  t.step_seconds = options_.layerwise_update ? params * step_bytes / cpu.memory_bytes_per_s : 0.0;
+  return t;
+}
+
+StageTimer::StreamedWork StageTimer::streamed_work(DeviceId device, int64_t first, int64_t last) const {
+  for (const StreamSums& s : stream_sums_) {
+    if (s.device != device) continue;
+    const size_t a = static_cast<size_t>(first), b = static_cast<size_t>(last) + 1;
+    return {s.load[b] - s.load[a], s.gradient[b] - s.gradient[a], s.step[b] - s.step[a]};
+  }
+  throw InputError("weights cannot be streamed into " + device.name() + ": hardware '" + hardware_.name +
+                   "' has no link between it and the cpu both ways");
+}
+
 void StageTimer::time_streamed(StageTiming& t, DeviceId device, const Sums* measured, int64_t first, int64_t last,
-                               bool checkpointing) const {
+                               bool checkpointing, bool per_layer) const {
   const DeviceSpec& gpu = hardware_.device(device);
   const DeviceSpec& cpu = hardware_.cpu();
   const Placement place{device, DeviceId::cpu(), DeviceId::cpu()};
@@ -64,18 +105,14 @@ void StageTimer::time_streamed(StageTiming& t, DeviceId device, const Sums* meas
   const double c = static_cast<double>(dtype_bytes(compute));
   const double tokens = static_cast<double>(options_.micro_batch_size * model_.seq_len);
   const double rate = gpu.flops_per_s_for(compute, 0);
-  const double step_bytes = optimizer_step_bytes_per_param(options_.optimizer, compute, place) + c;  // + its norm
-  const LinkSpec& in = *hardware_.link(DeviceId::cpu(), device);
-  const LinkSpec& out = *hardware_.link(device, DeviceId::cpu());
   StreamedTiming& st = t.streamed;
   st.window_layers = options_.window_layers;
   st.load_resource = link_resource(DeviceId::cpu(), device);
   st.gradient_resource = link_resource(device, DeviceId::cpu());
   st.step_resource = "optimizer (cpu)";
-  for (int64_t l = first; l <= last; ++l) {
+  for (int64_t l = first; per_layer && l <= last; ++l) {
     const RangeCosts layer = prefix_.range(l, l);
-    const double params = static_cast<double>(layer.params);
-    StreamedLayerTiming lt;
+    StreamedLayerTiming lt = streamed_layer(device, l);
     if (measured != nullptr) {
       const size_t i = static_cast<size_t>(l);
       lt.forward_seconds = measured->forward[i + 1] - measured->forward[i];
@@ -85,17 +122,14 @@ void StageTimer::time_streamed(StageTiming& t, DeviceId device, const Sums* meas
       lt.backward_seconds = layer.backward_flops_per_token * tokens / rate;
     }
     if (checkpointing) lt.backward_seconds += lt.forward_seconds;
-    lt.load_seconds = std::max(link_seconds(in, params * c), params * (4.0 + c) / cpu.memory_bytes_per_s);
-    lt.gradient_seconds = link_seconds(out, params * c);
-    lt.step_seconds = options_.layerwise_update ? params * step_bytes / cpu.memory_bytes_per_s : 0.0;
     st.layers.push_back(lt);
   }
   // The gradients are in RAM: after the pipeline, their norm and the step run there (or, stepped
   // per layer, nothing is left for the optimizer phase).
-  const RangeCosts range = prefix_.range(first, last);
-  const double params = static_cast<double>(range.params);
+  const double params = static_cast<double>(prefix_.range(first, last).params);
+  const double step_bytes = optimizer_step_bytes_per_param(options_.optimizer, compute, place);
   t.norm_seconds = options_.layerwise_update ? 0.0 : params * c / cpu.memory_bytes_per_s;
-  t.optimizer_seconds = options_.layerwise_update ? 0.0 : params * (step_bytes - c) / cpu.memory_bytes_per_s;
+  t.optimizer_seconds = options_.layerwise_update ? 0.0 : params * step_bytes / cpu.memory_bytes_per_s;
 }
 
 StageTiming stage_timing(const RangeCosts& range, const ModelConfig& model, const DeviceSpec& device,
@@ -185,7 +219,7 @@ std::vector<StageTiming> stage_timings(const ModelConfig& model, const HardwareS
   for (int s = 0; s < map.num_stages(); ++s) {
     const StageSpec& st = map.stages[static_cast<size_t>(s)];
     out.push_back(timer.time(st.placement(), st.device.is_cpu() && st.cores == 0 ? pool : st.cores, st.first, st.last,
-                             options.checkpointing));
+                             options.checkpointing, /*per_layer=*/true));
     out.back().resource = compute_resource(st, s);
   }
   return out;

@@ -48,7 +48,18 @@ class StageTimer {
   // Layers [first, last] placed as `place` (where they compute, where their weights and optimizer
   // live), computing with `cores` (a CPU stage's own cores, or the size of the pool it shares;
   // ignored for a GPU). The compute resource is left empty.
-  StageTiming time(const Placement& place, int cores, int64_t first, int64_t last, bool checkpointing) const;
+  // With `per_layer`, a streamed stage's layers are listed (what the simulator replays); without,
+  // only its totals are filled, in O(1) (what the planner's bound needs: streamed_work).
+  StageTiming time(const Placement& place, int cores, int64_t first, int64_t last, bool checkpointing,
+                   bool per_layer) const;
+  // A streamed range's work per step on its copy engines and the CPU optimizer: its weights' loads
+  // (one visit; a step makes two), its gradients' copies out, its layer steps.
+  struct StreamedWork {
+    double load_seconds = 0.0;
+    double gradient_seconds = 0.0;
+    double step_seconds = 0.0;
+  };
+  StreamedWork streamed_work(DeviceId device, int64_t first, int64_t last) const;
 
  private:
   struct Sums {
@@ -56,16 +67,25 @@ class StageTimer {
     int cores;
     std::vector<double> forward, backward, optimizer;  // prefix sums, size layers + 1
   };
+  // Prefix sums of each streamed layer's copies and step, per GPU of the hardware.
+  struct StreamSums {
+    DeviceId device;
+    std::vector<double> load, gradient, step;  // size layers + 1
+  };
   const Sums* find(DeviceId device, int cores) const;
-  // Per layer of a streamed range, its times (t already holds the range's totals).
+  // Layer l streamed into `device`: its copies and step (not its compute).
+  StreamedLayerTiming streamed_layer(DeviceId device, int64_t l) const;
+  // A streamed range: per layer (with per_layer), and its norm and step after the pipeline
+  // (t already holds the range's totals).
   void time_streamed(StageTiming& t, DeviceId device, const Sums* measured, int64_t first, int64_t last,
-                     bool checkpointing) const;
+                     bool checkpointing, bool per_layer) const;
 
   const ModelConfig& model_;
   const HardwareSpec& hardware_;
   PlanOptions options_;
   LayerPrefix prefix_;  // FLOPs and parameters, which do not depend on the dtype
   std::vector<Sums> sums_;
+  std::vector<StreamSums> stream_sums_;
 };
 
 StageTiming stage_timing(const RangeCosts& range, const ModelConfig& model, const DeviceSpec& device,

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <functional>
 #include <queue>
+#include <stdexcept>
 
 #include "memory/errors.h"
 #include "memory/estimate.h"
@@ -121,16 +122,17 @@ using OptionList = std::vector<std::pair<int, int>>;
 // step (every stage's share of the norm, then every stage's step, in turn: phase / M).
 // Streamed stages add work per step (their weights' visits, gradient copies, layer steps) to
 // resources, which M micro-batches share.
+// (Fixed arrays: a bound is made per candidate, and allocating made up a tenth of the search.)
+constexpr size_t kMaxResources = 4 * kMaxAutoStages + 4;
 struct Bound {
-  std::vector<double> per_micro_batch_work;  // per resource
-  std::vector<double> per_step_work;         // per resource
+  size_t resources = 0;
+  std::array<double, kMaxResources> per_micro_batch_work{};  // per resource
+  std::array<double, kMaxResources> per_step_work{};         // per resource
   double trip = 0.0;
   double phase = 0.0;
   double per_micro_batch(int m) const {
     double busiest = trip / m;
-    for (size_t r = 0; r < per_micro_batch_work.size(); ++r) {
-      busiest = std::max(busiest, per_micro_batch_work[r] + per_step_work[r] / m);
-    }
+    for (size_t r = 0; r < resources; ++r) busiest = std::max(busiest, per_micro_batch_work[r] + per_step_work[r] / m);
     return busiest + phase / m;
   }
 };
@@ -146,7 +148,8 @@ class AutoPlanner {
         checkpointing_(choices.checkpointing.empty() ? std::vector<bool>{false, true} : choices.checkpointing),
         optimizer_in_ram_(choices.optimizer_in_ram.empty() ? std::vector<bool>{false, true} : choices.optimizer_in_ram),
         streamed_(choices.weights_streamed.empty() ? std::vector<bool>{false, true} : choices.weights_streamed),
-        keep_(static_cast<size_t>(1 + std::max(0, choices.runners_up))), prefixes_(model.config) {
+        keep_(static_cast<size_t>(1 + std::max(0, choices.runners_up))), prefixes_(model.config),
+        resident_schedules_(schedules_for(false)), streamed_schedules_(schedules_for(true)) {
     for (const Shape& shape : shapes_) infos_.push_back(describe_shape(shape, choices.choose_cores));
   }
 
@@ -174,6 +177,9 @@ class AutoPlanner {
   void enumerate_cut(size_t shape_index, const std::vector<int64_t>& last, const std::function<void(const Candidate&)>& visit);
   std::vector<Homes> homes_for(const ShapeInfo& info) const;
   std::vector<size_t> schedules_for(bool streamed) const;
+  const std::vector<size_t>& allowed_schedules(bool streamed) const {
+    return streamed ? streamed_schedules_ : resident_schedules_;
+  }
   OptionList fitting_options(const ShapeInfo& info, const std::vector<RangeCosts>& ranges,
                              const std::vector<int64_t>& boundary_bytes, bool checkpointing, Homes homes) const;
   Bound bound_of(const ShapeInfo& info, size_t split, const std::vector<int64_t>& last, bool checkpointing, Homes homes,
@@ -198,6 +204,7 @@ class AutoPlanner {
   const std::vector<bool> streamed_;
   const size_t keep_;
   PrefixByDtype prefixes_;  // the layer costs in each dtype a stage computes in
+  const std::vector<size_t> resident_schedules_, streamed_schedules_;  // schedules_for each
   std::vector<ShapeInfo> infos_;
   PlannerResult result_;
 };
@@ -241,6 +248,7 @@ ShapeInfo AutoPlanner::describe_shape(const Shape& shape, bool choose_cores) con
     info.step_resource.push_back(gpu ? id("optimizer (cpu)") : -1);
   }
   info.num_resources = static_cast<int>(names.size());
+  if (names.size() > kMaxResources) throw std::logic_error("planner: a shape with more resources than kMaxResources");
   for (DeviceId d : shape) {
     info.compute.push_back(base_.precision.compute(d));
     info.has_own_memory_stage = info.has_own_memory_stage || d.has_own_memory();
@@ -281,8 +289,7 @@ void AutoPlanner::enumerate_cut(size_t shape_index, const std::vector<int64_t>& 
   }
   // Transfers depend only on the boundaries.
   Bound transfers;
-  transfers.per_micro_batch_work.assign(static_cast<size_t>(info.num_resources), 0.0);
-  transfers.per_step_work.assign(static_cast<size_t>(info.num_resources), 0.0);
+  transfers.resources = static_cast<size_t>(info.num_resources);
   for (size_t b = 0; b + 1 < num_stages; ++b) {
     const double bytes = static_cast<double>(boundary_bytes[b]) * tokens_;
     for (const auto& [link, resource] : {std::pair{info.forward_spec[b], info.forward_link[b]},
@@ -296,7 +303,7 @@ void AutoPlanner::enumerate_cut(size_t shape_index, const std::vector<int64_t>& 
   std::array<int32_t, kMaxAutoStages> cut{};
   for (size_t s = 0; s < num_stages; ++s) cut[s] = static_cast<int32_t>(last[s]);
   for (const Homes homes : homes_for(info)) {
-    const size_t schedules = schedules_for(homes.streamed).size();
+    const size_t schedules = allowed_schedules(homes.streamed).size();
     result_.candidates += static_cast<int64_t>(checkpointing_.size() * schedules * counts_.size() * info.splits.size());
     for (bool ckpt : checkpointing_) {
       const OptionList fitting = fitting_options(info, ranges, boundary_bytes, ckpt, homes);
@@ -352,13 +359,23 @@ OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector
   OptionList fitting;
   PlanOptions po = base_;
   po.checkpointing = checkpointing;
-  // Memory depends on the schedule and count only through what each stage holds, and many pairs
-  // hold the same (1F1B holds min(M, stages after) whatever M beyond that): check each once.
+  // Memory depends on the schedule and count only through what each stage holds, and grows with
+  // it: holding no more than a set that fits fits, holding at least as much as one that does not
+  // does not. Many pairs hold the same or comparable sets (1F1B holds min(M, stages after); GPipe
+  // M everywhere), so few are checked.
   std::vector<std::pair<const std::vector<int>*, bool>> checked;
-  for (size_t kind : schedules_for(homes.streamed)) {
+  auto at_most = [](const std::vector<int>& a, const std::vector<int>& b) {
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (a[i] > b[i]) return false;
+    }
+    return true;
+  };
+  for (size_t kind : allowed_schedules(homes.streamed)) {
     for (size_t count = 0; count < counts_.size(); ++count) {
       const std::vector<int>& in_flight = info.in_flight[kind][count];
-      const auto seen = std::find_if(checked.begin(), checked.end(), [&](const auto& c) { return *c.first == in_flight; });
+      const auto seen = std::find_if(checked.begin(), checked.end(), [&](const auto& c) {
+        return c.second ? at_most(in_flight, *c.first) : at_most(*c.first, in_flight);
+      });
       if (seen != checked.end()) {
         if (seen->second) fitting.emplace_back(static_cast<int>(kind), static_cast<int>(count));
         continue;
@@ -396,15 +413,17 @@ Bound AutoPlanner::bound_of(const ShapeInfo& info, size_t split, const std::vect
     const int cores = info.splits[split][st];
     const int64_t first = st == 0 ? kEmbedLayer : last[st - 1] + 1;
     const Placement place = info.placement(st, homes.in_ram, homes.streamed);
-    const StageTiming t = timer_.time(place, cores > 0 ? cores : dev.cores, first, last[st], checkpointing);
+    const StageTiming t =
+        timer_.time(place, cores > 0 ? cores : dev.cores, first, last[st], checkpointing, /*per_layer=*/false);
     const double seconds = t.forward_seconds + t.backward_seconds;
     bound.per_micro_batch_work[static_cast<size_t>(info.resource[split][st])] += seconds;
     bound.trip += seconds;
     bound.phase += t.norm_seconds + t.optimizer_seconds;
-    for (const StreamedLayerTiming& layer : t.streamed.layers) {
-      bound.per_step_work[static_cast<size_t>(info.load_resource[st])] += 2.0 * layer.load_seconds;
-      bound.per_step_work[static_cast<size_t>(info.gradient_resource[st])] += layer.gradient_seconds;
-      bound.per_step_work[static_cast<size_t>(info.step_resource[st])] += layer.step_seconds;
+    if (place.streamed()) {
+      const StageTimer::StreamedWork work = timer_.streamed_work(place.compute, first, last[st]);
+      bound.per_step_work[static_cast<size_t>(info.load_resource[st])] += 2.0 * work.load_seconds;
+      bound.per_step_work[static_cast<size_t>(info.gradient_resource[st])] += work.gradient_seconds;
+      bound.per_step_work[static_cast<size_t>(info.step_resource[st])] += work.step_seconds;
     }
   }
   return bound;
