@@ -1,0 +1,253 @@
+#include "stages/streamed_stage.h"
+
+#include <torch/autograd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "stages/optim.h"
+
+namespace pipetrain {
+
+double layer_clip_scale(double layer_norm, double max_norm, int64_t layer_params, int64_t model_params) {
+  if (max_norm <= 0.0 || model_params <= 0) return 1.0;
+  const double share = max_norm * std::sqrt(static_cast<double>(layer_params) / static_cast<double>(model_params));
+  return layer_norm > share ? share / layer_norm : 1.0;
+}
+
+StreamedStage::StreamedStage(const ModelConfig& model, int64_t first, int64_t last, uint64_t seed,
+                             const StreamedStageOptions& options, const WeightStreamFactory& make_stream)
+    : first_(first), last_(last), model_(model), options_(options), compute_(to_torch_dtype(options.compute)) {
+  if (options.window_layers < 1) {
+    throw std::invalid_argument("a streamed stage's window holds at least one layer, got " + std::to_string(options.window_layers));
+  }
+  // Each layer is built in float32 (so the masters hold the exact initial values), its values kept
+  // as the masters, and its module's own storage dropped: it computes on window slots only.
+  const ModelConfig built = with_dtype(model, Dtype::kFloat32);
+  int64_t largest = 0;
+  torch::NoGradGuard no_grad;
+  for (int64_t i = first; i <= last; ++i) {
+    Layer layer;
+    layer.module = build_layer(built, i, seed);
+    layer.module->train();
+    torch::OrderedDict<std::string, torch::Tensor> masters;
+    for (const auto& item : layer.module->named_parameters()) {
+      torch::Tensor master = item.value().detach().clone().set_requires_grad(true);
+      masters.insert(item.key(), master);
+      layer.masters.push_back(master);
+      layer.params.push_back(item.value());
+      layer.numel += master.numel();
+      item.value().set_data(torch::empty({0}, torch::TensorOptions().dtype(compute_)));
+    }
+    layer.optimizer = std::make_unique<StageOptimizer>(masters, options.optimizer, torch::kCPU, torch::kFloat32, torch::kCPU,
+                                                       options.optimizer_threads);
+    layer.optimizer->bind();
+    largest = std::max(largest, layer.numel);
+    layers_.push_back(std::move(layer));
+  }
+  stream_ = make_stream(options.window_layers, largest, compute_);
+  for (Layer& layer : layers_) {
+    for (torch::Tensor& p : layer.params) p.set_data(torch::empty({0}, torch::TensorOptions().dtype(compute_).device(stream_->device())));
+  }
+}
+
+StreamedStage::~StreamedStage() = default;
+
+void StreamedStage::bind(Layer& layer, int slot) {
+  const torch::Tensor& window = stream_->slot(slot);
+  int64_t offset = 0;
+  for (size_t i = 0; i < layer.params.size(); ++i) {
+    const torch::Tensor& master = layer.masters[i];
+    layer.params[i].set_data(window.narrow(0, offset, master.numel()).view(master.sizes()));
+    offset += master.numel();
+  }
+}
+
+void StreamedStage::unbind(Layer& layer) {
+  for (torch::Tensor& p : layer.params) p.set_data(torch::empty({0}, torch::TensorOptions().dtype(compute_).device(stream_->device())));
+}
+
+void StreamedStage::visit_layers(const std::vector<size_t>& order, const std::function<void(size_t)>& body) {
+  const int window = stream_->slots();
+  size_t next_load = 0;
+  auto load = [&](size_t v) {
+    Layer& layer = layers_[order[v]];
+    const int slot = static_cast<int>(v % static_cast<size_t>(window));
+    std::vector<torch::Tensor> views;
+    int64_t offset = 0;
+    for (const torch::Tensor& master : layer.masters) {
+      views.push_back(stream_->slot(slot).narrow(0, offset, master.numel()).view(master.sizes()));
+      offset += master.numel();
+    }
+    stream_->load(slot, first_ + static_cast<int64_t>(order[v]), views, layer.masters);
+  };
+  for (size_t v = 0; v < order.size(); ++v) {
+    // Up to window - 1 layers ahead: each into the slot the layer window visits back released.
+    for (; next_load < order.size() && next_load < v + static_cast<size_t>(window); ++next_load) load(next_load);
+    const int slot = static_cast<int>(v % static_cast<size_t>(window));
+    stream_->wait_loaded(slot);
+    Layer& layer = layers_[order[v]];
+    bind(layer, slot);
+    body(order[v]);
+    unbind(layer);
+    stream_->release(slot);
+  }
+}
+
+std::vector<torch::Tensor> StreamedStage::forward(const std::vector<torch::Tensor>& inputs) {
+  if (is_last()) throw std::logic_error("the last stage's forward is forward_loss");
+  std::vector<torch::Tensor> xs;
+  for (const torch::Tensor& x : inputs) xs.push_back(is_first() ? x : x.to(compute_).detach());
+  checkpoints_.assign(layers_.size(), std::vector<torch::Tensor>(xs.size()));
+  std::vector<size_t> order(layers_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  torch::NoGradGuard no_grad;
+  visit_layers(order, [&](size_t i) {
+    for (size_t k = 0; k < xs.size(); ++k) {
+      checkpoints_[i][k] = xs[k];
+      xs[k] = layers_[i].module->forward(xs[k]);
+    }
+  });
+  return xs;
+}
+
+std::vector<double> StreamedStage::forward_loss(const std::vector<torch::Tensor>& inputs, const std::vector<torch::Tensor>& targets,
+                                                double loss_divisor) {
+  if (!is_last()) throw std::logic_error("forward_loss on a stage that does not end in the head");
+  std::vector<torch::Tensor> xs;
+  for (const torch::Tensor& x : inputs) xs.push_back(is_first() ? x : x.to(compute_).detach());
+  checkpoints_.assign(layers_.size(), std::vector<torch::Tensor>(xs.size()));
+  targets_ = targets;
+  loss_divisor_ = loss_divisor;
+  std::vector<size_t> order(layers_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::vector<double> losses(xs.size(), 0.0);
+  torch::NoGradGuard no_grad;
+  visit_layers(order, [&](size_t i) {
+    for (size_t k = 0; k < xs.size(); ++k) {
+      checkpoints_[i][k] = xs[k];
+      xs[k] = layers_[i].module->forward(xs[k]);
+      if (i + 1 == layers_.size()) losses[k] = lm_loss(xs[k], targets[k]).item<double>();
+    }
+  });
+  return losses;
+}
+
+std::vector<torch::Tensor> StreamedStage::backward(const std::vector<torch::Tensor>& grad_outputs) {
+  if (checkpoints_.empty()) throw std::logic_error("streamed backward without its forward");
+  const size_t m = checkpoints_.front().size();
+  if (!is_last() && grad_outputs.size() != m) {
+    throw std::logic_error("streamed backward got " + std::to_string(grad_outputs.size()) + " gradients for " +
+                           std::to_string(m) + " micro-batches");
+  }
+  std::vector<torch::Tensor> grads = is_last() ? std::vector<torch::Tensor>(m) : grad_outputs;
+  std::vector<size_t> order(layers_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = layers_.size() - 1 - i;
+  visit_layers(order, [&](size_t i) {
+    Layer& layer = layers_[i];
+    const int64_t index = first_ + static_cast<int64_t>(i);
+    const bool token_ids = index == kEmbedLayer;
+    for (size_t k = 0; k < m; ++k) {
+      torch::Tensor x = token_ids ? checkpoints_[i][k] : checkpoints_[i][k].detach().requires_grad_(true);
+      const torch::Tensor y = layer.module->forward(x);
+      if (is_head_layer(model_, index)) {
+        (lm_loss(y, targets_[k]) / loss_divisor_).backward();
+      } else {
+        y.backward(grads[k].to(y.scalar_type()));
+      }
+      grads[k] = token_ids ? torch::Tensor() : x.grad();
+      checkpoints_[i][k] = torch::Tensor();
+    }
+    send_gradients_out(layer);
+  });
+  stream_->wait_copies();
+  checkpoints_.clear();
+  targets_.clear();
+  return grads;
+}
+
+// The layer's gradient is final: out to its masters' gradients in RAM (the previous layer's copy
+// must have landed first: two layers' gradients at most on the device), and with a layerwise
+// update, the layer's step.
+void StreamedStage::send_gradients_out(Layer& layer) {
+  stream_->wait_copies();
+  std::vector<torch::Tensor> host, device;
+  for (size_t i = 0; i < layer.params.size(); ++i) {
+    torch::Tensor& p = layer.params[i];
+    if (!p.grad().defined()) continue;
+    torch::Tensor& g = layer.masters[i].mutable_grad();
+    if (!g.defined()) g = torch::zeros_like(layer.masters[i]);
+    host.push_back(g);
+    device.push_back(p.grad());
+    p.mutable_grad() = torch::Tensor();  // the copy holds it until it has left
+  }
+  stream_->copy_out(host, device);
+  if (!layerwise_) return;
+  stream_->wait_copies();
+  const double norm = std::sqrt(pipetrain::grad_squared_norm(layer.masters)) / layerwise_->loss_scale;
+  const double scale = layer_clip_scale(norm, layerwise_->max_norm, layer.numel, layerwise_->model_params);
+  layer.optimizer->step(layerwise_->lr, scale / layerwise_->loss_scale);
+  layer.optimizer->zero_grad();
+}
+
+void StreamedStage::zero_grad() {
+  for (Layer& layer : layers_) layer.optimizer->zero_grad();
+}
+
+double StreamedStage::grad_squared_norm() const {
+  double total = 0.0;
+  for (const Layer& layer : layers_) total += pipetrain::grad_squared_norm(layer.masters);
+  return total;
+}
+
+void StreamedStage::step(double lr, double grad_scale) {
+  for (Layer& layer : layers_) layer.optimizer->step(lr, grad_scale);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> StreamedStage::layer_state(int64_t index) const {
+  const Layer& layer = layers_.at(static_cast<size_t>(index - first_));
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  const auto names = layer.module->named_parameters();
+  for (size_t i = 0; i < layer.masters.size(); ++i) {
+    const std::string& name = names[i].key();
+    out.emplace_back("param/" + name, layer.optimizer->weights_of(layer.masters[i]).detach());
+    for (const auto& [key, tensor] : layer.optimizer->state_of(layer.masters[i])) out.emplace_back("state/" + name + "/" + key, tensor);
+  }
+  return out;
+}
+
+void StreamedStage::set_layer_state(int64_t index, const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
+  Layer& layer = layers_.at(static_cast<size_t>(index - first_));
+  const auto names = layer.module->named_parameters();
+  size_t used = 0;
+  for (size_t i = 0; i < layer.masters.size(); ++i) {
+    const std::string param_name = "param/" + names[i].key();
+    const std::string state_prefix = "state/" + names[i].key() + "/";
+    torch::Tensor weights;
+    std::vector<std::pair<std::string, torch::Tensor>> state;
+    for (const auto& [name, tensor] : tensors) {
+      if (name == param_name) {
+        weights = tensor;
+        ++used;
+      } else if (name.rfind(state_prefix, 0) == 0) {
+        state.emplace_back(name.substr(state_prefix.size()), tensor);
+        ++used;
+      }
+    }
+    if (!weights.defined()) throw std::runtime_error(param_name + " is missing");
+    layer.optimizer->restore(layer.masters[i], weights, state);
+  }
+  if (used != tensors.size()) {
+    throw std::runtime_error(std::to_string(tensors.size() - used) + " tensor(s) belong to no parameter of layer " +
+                             std::to_string(index));
+  }
+}
+
+std::vector<torch::Tensor> StreamedStage::parameters() const {
+  std::vector<torch::Tensor> all;
+  for (const Layer& layer : layers_) all.insert(all.end(), layer.masters.begin(), layer.masters.end());
+  return all;
+}
+
+}  // namespace pipetrain

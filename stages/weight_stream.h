@@ -1,0 +1,94 @@
+// How a streamed stage's weights reach its device and its gradients leave it: the copy calls, and
+// nothing else, differ between a GPU and the CPU stand-in (stages/streamed_stage.h runs the same
+// logic over either).
+//
+// A window of `slots` buffers lives on the device. Loading layer l into slot j converts the
+// layer's float32 masters (host RAM) into the compute dtype and copies them into the slot on the
+// copy engine, after every use of the slot so far: a slot is refilled only once the compute that
+// used it has released it, and refilling one that is still held is a logic error, never a silent
+// overwrite. Gradients go out the other way, into host tensors.
+//
+//   StandInWeightStream stream(/*slots=*/2, slot_elements, torch::kFloat32);
+//   stream.load(0, layer, views_of_slot_0, masters);   // queued on the copy engine
+//   stream.wait_loaded(0);                               // compute may read slot 0 now
+//   ... compute ...
+//   stream.release(0);                                   // slot 0 may be refilled
+//   stream.copy_out(host_grads, device_grads); stream.wait_copies();
+#pragma once
+
+#include <torch/types.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace pipetrain {
+
+class WeightStream {
+ public:
+  virtual ~WeightStream() = default;
+  // The device the window lives on, and the window's slots (flat, `slot_elements` each).
+  virtual torch::Device device() const = 0;
+  virtual const torch::Tensor& slot(int j) const = 0;
+  virtual int slots() const = 0;
+  // Queues layer `layer`'s weights into slot j: views[i] (of slot j) <- masters[i], converted.
+  // Throws std::logic_error when slot j is still held (loaded and not released).
+  virtual void load(int j, int64_t layer, const std::vector<torch::Tensor>& views,
+                    const std::vector<torch::Tensor>& masters) = 0;
+  // Blocks until slot j's load has landed; it is then held until release(j).
+  virtual void wait_loaded(int j) = 0;
+  virtual void release(int j) = 0;
+  // Queues host[i] <- device[i] (converted to host[i]'s dtype); wait_copies() waits for all.
+  virtual void copy_out(const std::vector<torch::Tensor>& host, const std::vector<torch::Tensor>& device) = 0;
+  virtual void wait_copies() = 0;
+  // Bytes of the window on the device.
+  virtual int64_t window_bytes() const = 0;
+};
+
+// The stand-in device: the window lives in host memory of its own (a separate budget), and one
+// worker thread plays the copy engine, running copies in the order they were queued, concurrently
+// with compute, so the ordering rules above are exercised as on a GPU.
+class StandInWeightStream : public WeightStream {
+ public:
+  StandInWeightStream(int slots, int64_t slot_elements, torch::Dtype compute);
+  ~StandInWeightStream() override;
+  StandInWeightStream(const StandInWeightStream&) = delete;
+  StandInWeightStream& operator=(const StandInWeightStream&) = delete;
+
+  torch::Device device() const override { return torch::kCPU; }
+  const torch::Tensor& slot(int j) const override { return window_[static_cast<size_t>(j)]; }
+  int slots() const override { return static_cast<int>(window_.size()); }
+  void load(int j, int64_t layer, const std::vector<torch::Tensor>& views, const std::vector<torch::Tensor>& masters) override;
+  void wait_loaded(int j) override;
+  void release(int j) override;
+  void copy_out(const std::vector<torch::Tensor>& host, const std::vector<torch::Tensor>& device) override;
+  void wait_copies() override;
+  int64_t window_bytes() const override;
+  // Loads run so far (each layer's weights crossing once counts one).
+  int64_t loads() const;
+
+ private:
+  enum class SlotState { kFree, kLoading, kLoaded, kHeld };
+  void enqueue(std::function<void()> job);
+  void work();
+  void check_failure();
+
+  std::vector<torch::Tensor> window_;
+  std::vector<SlotState> state_;
+  std::vector<int64_t> layer_in_slot_;
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<std::function<void()>> jobs_;
+  int64_t queued_copies_ = 0;
+  int64_t loads_ = 0;
+  std::string failure_;
+  bool stopping_ = false;
+  std::thread worker_;
+};
+
+}  // namespace pipetrain
