@@ -10,14 +10,17 @@
 
 namespace pipetrain {
 
-enum class DeviceKind { kCpu, kCuda };
+// kStandIn: a GPU's stand-in that computes on the CPU in memory of its own budget, with host
+// copies where a GPU has DMA; it runs the GPU code paths (weight streaming) where there is no GPU.
+enum class DeviceKind { kCpu, kCuda, kStandIn };
 
 struct DeviceId {
   DeviceKind kind = DeviceKind::kCpu;
-  int index = 0;  // cuda:N; always 0 for the CPU
+  int index = 0;  // cuda:N, standin:N; always 0 for the CPU
 
   static constexpr DeviceId cpu() { return {DeviceKind::kCpu, 0}; }
   static constexpr DeviceId cuda(int index) { return {DeviceKind::kCuda, index}; }
+  static constexpr DeviceId stand_in(int index) { return {DeviceKind::kStandIn, index}; }
 
   // The host CPU: it computes on cores the runtime assigns to stages.
   bool is_cpu() const { return kind == DeviceKind::kCpu; }
@@ -32,7 +35,7 @@ struct DeviceId {
   bool operator<(const DeviceId& o) const { return kind != o.kind ? kind < o.kind : index < o.index; }
 };
 
-// "cpu" or "cuda:N" (N a non-negative integer); InputError naming the text otherwise.
+// "cpu", "cuda:N" or "standin:N" (N a non-negative integer); InputError naming the text otherwise.
 DeviceId parse_device(const std::string& name);
 
 // True when a tensor going from `a` to `b` crosses between host memory and a device's own memory,

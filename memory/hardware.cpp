@@ -66,6 +66,21 @@ const DeviceSpec* HardwareSpec::first_gpu() const {
   return nullptr;
 }
 
+HardwareSpec HardwareSpec::with_stand_ins() const {
+  HardwareSpec out = *this;
+  for (const DeviceSpec& d : devices) {
+    if (d.id.kind != DeviceKind::kCuda || out.has_device(DeviceId::stand_in(d.id.index))) continue;
+    DeviceSpec stand_in = d;
+    stand_in.id = DeviceId::stand_in(d.id.index);
+    out.devices.push_back(stand_in);
+    for (const LinkSpec& link : links) {
+      if (link.from == d.id) out.links.push_back({stand_in.id, link.to, link.bytes_per_s, link.latency_s});
+      if (link.to == d.id) out.links.push_back({link.from, stand_in.id, link.bytes_per_s, link.latency_s});
+    }
+  }
+  return out;
+}
+
 std::string HardwareSpec::device_names() const {
   std::string names;
   for (const DeviceSpec& d : devices) names += (names.empty() ? "" : ", ") + d.name();

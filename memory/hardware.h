@@ -91,6 +91,9 @@ struct HardwareSpec {
   // nullptr when the hardware has no link between the two devices.
   const LinkSpec* link(DeviceId from, DeviceId to) const;
   const DeviceSpec* first_gpu() const;
+  // This hardware with standin:N beside each cuda:N: the same budget, rates and links, so a plan
+  // on the stand-in is the GPU's plan (memory/device.h).
+  HardwareSpec with_stand_ins() const;
   std::string device_names() const;  // "cpu, cuda:0"
 };
 

@@ -8,6 +8,7 @@ Dtype Precision::compute(DeviceId device) const {
   switch (device.kind) {
     case DeviceKind::kCpu: return cpu;
     case DeviceKind::kCuda: return cuda;
+    case DeviceKind::kStandIn: return cuda;  // it stands in for a GPU
   }
   throw std::logic_error("unknown DeviceKind");
 }

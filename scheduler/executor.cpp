@@ -123,6 +123,10 @@ class StageBody {
     tsan::acquire(&graph_built_key);
     const BodyScope scope(shared_, stage_, arrival);
     (arrival.gradient ? state_.has_gradient : state_.has_input)[static_cast<size_t>(arrival.micro_batch)] = true;
+    if (callbacks_.forward_block || callbacks_.backward_block) {
+      run_blocks(ports);
+      return;
+    }
     while (state_.next < ops_.size() && !shared_.failed) {
       const Op& op = ops_[state_.next];
       const size_t k = static_cast<size_t>(op.micro_batch);
@@ -157,6 +161,55 @@ class StageBody {
   }
 
  private:
+  // A layer-major stage: the run of same-kind ops at `next` as one block, once every input of it
+  // has arrived; then its outputs, in the op list's order.
+  void run_blocks(StageNode::output_ports_type& ports) const {
+    while (state_.next < ops_.size() && !shared_.failed) {
+      const OpKind kind = ops_[state_.next].kind;
+      size_t end = state_.next;
+      while (end < ops_.size() && ops_[end].kind == kind) ++end;
+      for (size_t i = state_.next; i < end; ++i) {
+        const size_t k = static_cast<size_t>(ops_[i].micro_batch);
+        const bool ready = kind == OpKind::kForward ? state_.has_input[k]
+                                                    : (last_ ? state_.forward_done[k] : state_.has_gradient[k]);
+        if (!ready) return;
+      }
+      const int count = static_cast<int>(end - state_.next);
+      if (kind == OpKind::kForward) {
+        state_.in_flight += count;
+        if (state_.in_flight > limit_) {
+          throw std::logic_error("stage " + std::to_string(stage_) + " would hold " + std::to_string(state_.in_flight) +
+                                 " micro-batches in flight; the schedule allows " + std::to_string(limit_));
+        }
+        state_.max_in_flight = std::max(state_.max_in_flight, state_.in_flight);
+      }
+      const std::function<void()>& block = kind == OpKind::kForward ? callbacks_.forward_block : callbacks_.backward_block;
+      if (!block) throw std::logic_error("stage " + std::to_string(stage_) + " runs layer-major but has no block callback");
+      run_span(shared_, state_.events, kind == OpKind::kForward ? EventKind::kForward : EventKind::kBackward, stage_, -1,
+               resource_, [&](int) { block(); }, turn_);
+      for (size_t i = state_.next; i < end; ++i) {
+        const int k = ops_[i].micro_batch;
+        if (kind == OpKind::kForward) {
+          state_.forward_done[static_cast<size_t>(k)] = true;
+          if (!last_) {
+            const Arrival out{false, k};
+            tsan::release(shared_.message_key(num_stages_ + stage_, out));
+            std::get<0>(ports).try_put(out);
+          }
+        } else {
+          --state_.in_flight;
+          if (stage_ > 0) {
+            const Arrival out{true, k};
+            tsan::release(shared_.message_key(2 * num_stages_ - 1 + stage_ - 1, out));
+            std::get<1>(ports).try_put(out);
+          }
+          if (stage_ == 0) std::get<2>(ports).try_put(flow::continue_msg());
+        }
+      }
+      state_.next = end;
+    }
+  }
+
   int num_stages_;
   const std::vector<Op>& ops_;
   int stage_;

@@ -36,6 +36,12 @@ namespace pipetrain {
 struct StageCallbacks {
   std::function<void(int micro_batch)> forward;
   std::function<void(int micro_batch)> backward;
+  // A layer-major stage (one that streams its weights: stages/streamed_stage.h) sets these
+  // instead: its forwards, which its op list must hold M in a row, run as one call once all M
+  // inputs are there, and hand on all M outputs after it; its backwards likewise. Its span is
+  // recorded with micro-batch -1.
+  std::function<void()> forward_block;
+  std::function<void()> backward_block;
 };
 
 // Between stage b and b+1. An empty callback is a plain hand-off: the message passes, no span is recorded.

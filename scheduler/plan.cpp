@@ -35,9 +35,15 @@ Plan evaluate_plan(const ModelDesc& model, const HardwareSpec& hw, const StageMa
   // A streamed stage visits each layer once for all micro-batches: only the layer-major schedule
   // runs it so.
   for (int s = 0; s < map.num_stages(); ++s) {
-    if (map.stages[static_cast<size_t>(s)].placement().streamed() && options.schedule != ScheduleKind::named("layer-major")) {
+    if (!map.stages[static_cast<size_t>(s)].placement().streamed()) continue;
+    if (options.schedule != ScheduleKind::named("layer-major")) {
       throw InputError("stage " + std::to_string(s) + " streams its weights from RAM, which runs layer-major; the schedule is " +
                        options.schedule.name() + " (set train.schedule: layer-major, or drop `weights: cpu`)");
+    }
+    // Its layers' weights are gone from the window after forward: backward recomputes each layer.
+    if (!options.checkpointing) {
+      throw InputError("stage " + std::to_string(s) + " streams its weights from RAM and recomputes each layer in backward; "
+                       "set train.checkpointing: true");
     }
   }
   Plan plan{map,

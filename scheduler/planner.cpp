@@ -304,8 +304,11 @@ void AutoPlanner::enumerate_cut(size_t shape_index, const std::vector<int64_t>& 
   for (size_t s = 0; s < num_stages; ++s) cut[s] = static_cast<int32_t>(last[s]);
   for (const Homes homes : homes_for(info)) {
     const size_t schedules = allowed_schedules(homes.streamed).size();
-    result_.candidates += static_cast<int64_t>(checkpointing_.size() * schedules * counts_.size() * info.splits.size());
+    const size_t checkpointing = homes.streamed ? static_cast<size_t>(std::count(checkpointing_.begin(), checkpointing_.end(), true))
+                                                : checkpointing_.size();
+    result_.candidates += static_cast<int64_t>(checkpointing * schedules * counts_.size() * info.splits.size());
     for (bool ckpt : checkpointing_) {
+      if (homes.streamed && !ckpt) continue;  // a streamed stage recomputes its layers in backward
       const OptionList fitting = fitting_options(info, ranges, boundary_bytes, ckpt, homes);
       if (fitting.empty()) continue;
       for (size_t split = 0; split < info.splits.size(); ++split) {

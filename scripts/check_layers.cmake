@@ -24,7 +24,7 @@ set(rules
   "runtime/data|memory"
   "runtime/backends/cuda|memory scheduler runtime/backends/backend.h"
   "runtime/backends/cpu|memory scheduler runtime/backends/backend.h"
-  "runtime/backends|memory scheduler runtime/backends/cpu runtime/backends/cuda"
+  "runtime/backends|memory scheduler runtime/backends/cpu runtime/backends/cuda stages/weight_stream.h"
   "runtime/io|memory scheduler runtime/config runtime/data"
   "runtime/train|memory scheduler stages runtime/config runtime/data runtime/backends runtime/backends/cpu runtime/io"
   "runtime/tools|memory scheduler stages runtime/config runtime/data runtime/backends runtime/backends/cpu runtime/io runtime/train"

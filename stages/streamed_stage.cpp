@@ -191,6 +191,22 @@ void StreamedStage::send_gradients_out(Layer& layer) {
   layer.optimizer->zero_grad();
 }
 
+torch::Tensor StreamedStage::infer(const torch::Tensor& input) {
+  torch::Tensor x = is_first() ? input : input.to(compute_);
+  std::vector<size_t> order(layers_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  torch::NoGradGuard no_grad;
+  visit_layers(order, [&](size_t i) { x = layers_[i].module->forward(x); });
+  return x;
+}
+
+void StreamedStage::clear_checkpoints() {
+  checkpoints_.clear();
+  targets_.clear();
+  stream_->reset();
+  for (Layer& layer : layers_) unbind(layer);
+}
+
 void StreamedStage::zero_grad() {
   for (Layer& layer : layers_) layer.optimizer->zero_grad();
 }

@@ -88,6 +88,11 @@ class StreamedStage {
   // steps during it.
   std::vector<torch::Tensor> backward(const std::vector<torch::Tensor>& grad_outputs);
   void set_layerwise_step(std::optional<LayerwiseStep> step) { layerwise_ = step; }
+  bool layerwise() const { return layerwise_.has_value(); }
+  // No gradients, no checkpoints: one input through every layer (for validation).
+  torch::Tensor infer(const torch::Tensor& input);
+  // Drops what a failed step left (checkpoints, targets).
+  void clear_checkpoints();
 
   void zero_grad();
   double grad_squared_norm() const;  // over the masters' gradients, in float64

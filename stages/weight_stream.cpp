@@ -38,12 +38,17 @@ void StandInWeightStream::work() {
       if (jobs_.empty()) return;
       job = std::move(jobs_.front());
       jobs_.pop_front();
+      running_ = true;
     }
     try {
       job();
     } catch (const std::exception& e) {
       std::lock_guard<std::mutex> lock(mutex_);
       if (failure_.empty()) failure_ = e.what();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      running_ = false;
     }
     changed_.notify_all();
   }
@@ -114,6 +119,17 @@ int64_t StandInWeightStream::window_bytes() const {
   int64_t bytes = 0;
   for (const torch::Tensor& t : window_) bytes += t.numel() * static_cast<int64_t>(t.element_size());
   return bytes;
+}
+
+void StandInWeightStream::reset() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return jobs_.empty() && !running_; });
+  queued_copies_ = 0;
+  for (size_t s = 0; s < state_.size(); ++s) {
+    state_[s] = SlotState::kFree;
+    layer_in_slot_[s] = -1;
+  }
+  failure_.clear();
 }
 
 int64_t StandInWeightStream::loads() const {

@@ -48,6 +48,8 @@ class WeightStream {
   virtual void wait_copies() = 0;
   // Bytes of the window on the device.
   virtual int64_t window_bytes() const = 0;
+  // After a failed step: waits for the queued copies, then every slot is free.
+  virtual void reset() = 0;
 };
 
 // The stand-in device: the window lives in host memory of its own (a separate budget), and one
@@ -69,6 +71,7 @@ class StandInWeightStream : public WeightStream {
   void copy_out(const std::vector<torch::Tensor>& host, const std::vector<torch::Tensor>& device) override;
   void wait_copies() override;
   int64_t window_bytes() const override;
+  void reset() override;
   // Loads run so far (each layer's weights crossing once counts one).
   int64_t loads() const;
 
@@ -88,6 +91,7 @@ class StandInWeightStream : public WeightStream {
   int64_t loads_ = 0;
   std::string failure_;
   bool stopping_ = false;
+  bool running_ = false;  // the copy engine is in a job
   std::thread worker_;
 };
 

@@ -167,6 +167,41 @@ TEST_CASE("train with a stage map and a trace") {
   CHECK(spans_per_track["send 1->0"] == 3 * 4);
 }
 
+// The default model with its weights streamed (weights: cpu on cuda:0, run by --gpu-stages-on-cpu
+// on the GPU's stand-in) gives the unstreamed run's losses, within 1e-5 relative: streaming is an
+// execution strategy, not a change of the mathematics.
+TEST_CASE("a streamed run of the default model equals the unstreamed one") {
+  ScratchDir dir;
+  const std::string streamed = dir.file("streamed.yaml", "- {device: cuda:0, layers: [embed, head], weights: cpu, optimizer: cpu}\n");
+  const std::string resident = dir.file("resident.yaml", "- {device: cpu, layers: [embed, head]}\n");
+  const std::string common = " --hardware rtx2070s-wsl --steps 4 --set train.schedule=layer-major --set train.checkpointing=true"
+                             " --set train.intra_op_threads=1";
+  const CommandResult a = pipetrain_run("train --stage-map " + streamed + " --gpu-stages-on-cpu --out " + dir.path() + "/s" + common);
+  CAPTURE(a.output);
+  REQUIRE(a.exit_code == 0);
+  CHECK(a.output.find("it streams through standin:0") != std::string::npos);
+  CHECK(a.output.find("on standin:0") != std::string::npos);
+  const CommandResult b = pipetrain_run("train --stage-map " + resident + " --out " + dir.path() + "/r" + common);
+  CAPTURE(b.output);
+  REQUIRE(b.exit_code == 0);
+  auto losses = [](const std::string& path) {
+    std::vector<double> out;
+    std::istringstream lines(read_file(path));
+    for (std::string line; std::getline(lines, line);) {
+      const auto record = nlohmann::json::parse(line);
+      if (record.contains("loss") && record.contains("step")) out.push_back(record["loss"].get<double>());
+    }
+    return out;
+  };
+  const std::vector<double> s = losses(dir.path() + "/s/metrics.jsonl"), r = losses(dir.path() + "/r/metrics.jsonl");
+  REQUIRE(s.size() == 4);
+  REQUIRE(r.size() == 4);
+  for (size_t i = 0; i < s.size(); ++i) CHECK(std::abs(s[i] - r[i]) <= 1e-5 * std::abs(r[i]));
+  // Without --gpu-stages-on-cpu on this CPU-only build the GPU stage is refused, exit 2.
+  const CommandResult refused = pipetrain_run("train --stage-map " + streamed + " --out " + dir.path() + "/x" + common);
+  CHECK(refused.exit_code == 2);
+}
+
 // --auto lets the planner choose; a plan that does not fit is refused with the planner's numbers
 // and remedies, exit 2, before anything is allocated or written.
 TEST_CASE("train --auto, and a plan that does not fit") {

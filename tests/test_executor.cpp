@@ -252,3 +252,41 @@ TEST_CASE("stages of one group take turns; others run beside them") {
   CHECK(overlaps_in_group == 0);
   CHECK_MESSAGE(overlaps_with_stage_1 > 0, "a stage outside the group is not held back by it");
 }
+
+// A layer-major stage (streamed) in the middle of three: its forward block runs once, after every
+// micro-batch's input arrived from stage 0, and its outputs all go on to stage 2; its backward
+// block once, after stage 2's every backward; stage 0 then gets every gradient. The other stages
+// run op by op as before.
+TEST_CASE("a layer-major stage runs its forwards and backwards as blocks") {
+  const int m = 4;
+  Recorder r(3, m);
+  std::vector<StageCallbacks> callbacks = r.callbacks();
+  std::atomic<int> forward_blocks{0}, backward_blocks{0};
+  callbacks[1].forward = nullptr;
+  callbacks[1].backward = nullptr;
+  callbacks[1].forward_block = [&] {
+    ++forward_blocks;
+    for (int k = 0; k < m; ++k) {
+      if (r.done[0][k] < 1) ++r.dependency_errors;
+      r.done[1][k] = 1;
+    }
+  };
+  callbacks[1].backward_block = [&] {
+    ++backward_blocks;
+    for (int k = 0; k < m; ++k) {
+      if (r.done[2][k] != 2) ++r.dependency_errors;
+      r.done[1][k] = 2;
+    }
+  };
+  const ExecutionReport report = run_schedule(make_schedule(ScheduleKind::named("layer-major"), 3, m), callbacks,
+                                              std::vector<BoundaryCallbacks>(2), {});
+  CHECK(forward_blocks == 1);
+  CHECK(backward_blocks == 1);
+  CHECK(r.dependency_errors == 0);
+  CHECK(format_ops(r.ran[0]) == "F0 F1 F2 F3 B0 B1 B2 B3");
+  CHECK(format_ops(r.ran[2]) == "F0 F1 F2 F3 B0 B1 B2 B3");
+  CHECK(report.max_in_flight[1] == m);
+  int block_spans = 0;
+  for (const SimEvent& e : report.events) block_spans += e.stage == 1 && e.micro_batch == -1;
+  CHECK(block_spans == 2);
+}

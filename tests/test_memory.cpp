@@ -54,6 +54,10 @@ TEST_CASE("device ids") {
   CHECK(parse_device("cpu") == DeviceId::cpu());
   CHECK(parse_device("cuda:0") == DeviceId::cuda(0));
   CHECK(parse_device("cuda:12") == DeviceId::cuda(12));
+  CHECK(parse_device("standin:0") == DeviceId::stand_in(0));
+  CHECK(DeviceId::stand_in(1).name() == "standin:1");
+  CHECK(DeviceId::stand_in(0).has_own_memory());  // like the GPU it stands in for
+  CHECK_FALSE(DeviceId::stand_in(0).is_cpu());
   CHECK(DeviceId::cuda(3).name() == "cuda:3");
   CHECK(DeviceId::cpu().name() == "cpu");
   CHECK(DeviceId::cpu().is_cpu());

@@ -97,7 +97,7 @@ TEST_CASE("bad hardware files") {
   rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, memory_bandwidth_gb_per_s: 10, cores: 2,"
            " flops_per_s_by_dtype: {half8: 1.0e10}}\n",
            "devices[0].flops_per_s_by_dtype is 'half8'; expected one of float32, float64, bfloat16, float16");
-  rejected("name: box\ndevices:\n  - {name: tpu, memory_gib: 8, flops_per_s: 1.0e10}\n", "box.yaml: devices[0].name: 'tpu' is not a device; devices are cpu and cuda:N");
+  rejected("name: box\ndevices:\n  - {name: tpu, memory_gib: 8, flops_per_s: 1.0e10}\n", "box.yaml: devices[0].name: 'tpu' is not a device; devices are cpu and cuda:N (and standin:N");
   rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, cores: 2, safety_margin: 1.5}\n",
            "safety_margin must be in (0, 1], got 1.5");
   rejected("name: box\ndevices:\n  - {name: cpu, memory_gib: 8, flops_per_s: 1.0e10, memory_bandwidth_gb_per_s: 10, cores: 2}\n"

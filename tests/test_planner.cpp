@@ -238,6 +238,7 @@ double brute_force_best(const ModelDesc& model, const HardwareSpec& hw, const Pl
             for (ScheduleKind kind : kinds) {
               for (int m : {1, 2, 4, 8, 16, 32}) {
                 for (bool ckpt : {false, true}) {
+                  if (home == 2 && !ckpt) continue;  // streamed stages recompute in backward
                   PlanOptions o = base;
                   o.schedule = kind;
                   o.micro_batches = m;

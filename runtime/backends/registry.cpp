@@ -32,6 +32,7 @@ bool device_available(DeviceId device) {
   switch (device.kind) {
     case DeviceKind::kCpu: return true;
     case DeviceKind::kCuda: return device.index < cuda_device_count();
+    case DeviceKind::kStandIn: return true;
   }
   throw std::logic_error("unknown DeviceKind");
 }
@@ -52,6 +53,13 @@ StageMap place_stages(const StageMap& map, bool gpu_stages_on_cpu, std::vector<s
       warnings->push_back("stage " + std::to_string(s) + " was placed on " + st.device.name() + ", but " + why +
                           ": it runs on the CPU (--gpu-stages-on-cpu), sharing the CPU stages' pool of cores");
     }
+    if (st.placement().streamed()) {
+      st.device = DeviceId::stand_in(st.device.index);  // still streamed: weights and optimizer stay in RAM
+      if (warnings != nullptr) warnings->back() = "stage " + std::to_string(s) + " was placed on " + map.stages[s].device.name() +
+                                                  ", but " + why + ": it streams through " + st.device.name() +
+                                                  ", the GPU's stand-in on the CPU (--gpu-stages-on-cpu)";
+      continue;
+    }
     st = StageSpec{DeviceId::cpu(), st.first, st.last, 0, {}, {}};
   }
   return placed;
@@ -65,10 +73,23 @@ std::vector<Shape> runnable_shapes(const HardwareSpec& hardware) {
   return shapes;
 }
 
+namespace {
+// Whether either end of a copy is a real GPU (the CPU and stand-ins share host memory: a hand-off).
+bool on_cuda(DeviceId a, DeviceId b) { return a.kind == DeviceKind::kCuda || b.kind == DeviceKind::kCuda; }
+}  // namespace
+
+std::unique_ptr<WeightStream> make_weight_stream(DeviceId device, int slots, int64_t slot_elements, torch::Dtype compute) {
+  if (device.kind == DeviceKind::kStandIn) return std::make_unique<StandInWeightStream>(slots, slot_elements, compute);
+  throw InputError("stages on " + device.name() + " cannot stream their weights yet: this runtime streams through the "
+                   "CPU stand-in only (train with --gpu-stages-on-cpu, which runs streamed stages on standin:N), while "
+                   "`pipetrain plan` plans them for the GPU");
+}
+
 torch::Device torch_device(DeviceId device) {
   switch (device.kind) {
     case DeviceKind::kCpu: return torch::kCPU;
     case DeviceKind::kCuda: return {torch::kCUDA, static_cast<c10::DeviceIndex>(device.index)};
+    case DeviceKind::kStandIn: return torch::kCPU;  // its memory is host memory, budgeted apart
   }
   throw std::logic_error("unknown DeviceKind");
 }
@@ -100,13 +121,14 @@ std::unique_ptr<StageDevice> make_stage_device(DeviceId device, int micro_batche
   switch (device.kind) {
     case DeviceKind::kCpu: return std::make_unique<StageDevice>();
     case DeviceKind::kCuda: return cuda_backend::make_stage_device(torch_device(device), micro_batches);
+    case DeviceKind::kStandIn: return std::make_unique<StageDevice>();
   }
   throw std::logic_error("unknown DeviceKind");
 }
 
 std::unique_ptr<Transfer> make_transfer(DeviceId from, DeviceId to, const RingSpec& ring, StageDevice* producer,
                                         EventKind produced_by) {
-  if (from == to || (from.is_cpu() && to.is_cpu())) return std::make_unique<HandOff>();
+  if (from == to || !on_cuda(from, to)) return std::make_unique<HandOff>();
   if (crosses_host_boundary(from, to)) {
     return cuda_backend::make_transfer(torch_device(from), torch_device(to), ring, producer, produced_by);
   }
@@ -132,12 +154,12 @@ namespace {
 bool built_with_cuda() { return false; }
 
 std::unique_ptr<StageDevice> make_stage_device(DeviceId device, int) {
-  if (!device.is_cpu()) no_cuda(("a stage on " + device.name()).c_str());
+  if (device.kind == DeviceKind::kCuda) no_cuda(("a stage on " + device.name()).c_str());
   return std::make_unique<StageDevice>();
 }
 
 std::unique_ptr<Transfer> make_transfer(DeviceId from, DeviceId to, const RingSpec&, StageDevice*, EventKind) {
-  if (from == to || (from.is_cpu() && to.is_cpu())) return std::make_unique<HandOff>();
+  if (from == to || !on_cuda(from, to)) return std::make_unique<HandOff>();
   return std::make_unique<DeviceCopy>(torch_device(from), torch_device(to));
 }
 

@@ -5,7 +5,8 @@
 // live in cuda/, which CMake builds only when the LibTorch it found has CUDA. A stage map that
 // names cuda:N on a build without CUDA, or a machine without that GPU, is refused (InputError,
 // exit 2), unless the user asked for GPU stages to run on the CPU; then each such stage becomes a
-// CPU stage sharing the CPU's pool, and a warning says so.
+// CPU stage sharing the CPU's pool (a stage streaming its weights becomes one on standin:N, the
+// GPU's stand-in, so that it still streams: memory/device.h), and a warning says so.
 //
 //   std::vector<std::string> warnings;
 //   StageMap map = place_stages(run.stages, /*gpu_stages_on_cpu=*/false, &warnings);
@@ -24,6 +25,7 @@
 #include "memory/stage_map.h"
 #include "runtime/backends/backend.h"
 #include "scheduler/planner.h"  // Shape
+#include "stages/weight_stream.h"
 
 namespace pipetrain {
 
@@ -52,6 +54,11 @@ torch::Device torch_device(DeviceId device);
 std::optional<std::string> cannot_compute(DeviceId device, torch::Dtype dtype);
 
 std::unique_ptr<StageDevice> make_stage_device(DeviceId device, int micro_batches);
+
+// The copy calls of a stage whose weights stream into `device` (stages/weight_stream.h): a window
+// of `slots` slots of `slot_elements` in `compute`. The CPU stand-in (standin:N) has them; a GPU
+// not yet (InputError saying so).
+std::unique_ptr<WeightStream> make_weight_stream(DeviceId device, int slots, int64_t slot_elements, torch::Dtype compute);
 
 // The transfer for a boundary from `from` to `to`. `producer` runs the sending stage's ops and
 // `produced_by` is the op that makes what is sent (kForward: activations; kBackward: gradients), so

@@ -11,6 +11,7 @@
 
 #include "memory/errors.h"
 #include "memory/machine_probe.h"
+#include "memory/param_count.h"
 #include "memory/stage_map.h"
 #include "runtime/backends/cpu/core_pinning.h"
 #include "runtime/backends/cpu/host_allocator.h"
@@ -94,7 +95,8 @@ PipelineTrainer::PipelineTrainer(const RunConfig& run, const Plan& plan, const H
 // made for, so a large card stands in for the hardware description's (an 8 GiB card on an H100).
 void PipelineTrainer::hold_devices_to_the_plan() {
   for (const StageSpec& st : plan_.map.stages) {
-    if (!st.device.has_own_memory() || std::find(gpus_.begin(), gpus_.end(), st.device) != gpus_.end()) continue;
+    // A stand-in's memory is host memory, held to its budget by the plan alone.
+    if (st.device.kind != DeviceKind::kCuda || std::find(gpus_.begin(), gpus_.end(), st.device) != gpus_.end()) continue;
     gpus_.push_back(st.device);
     cap_device_memory(st.device, hardware_.device(st.device).memory_bytes);
     reset_device_memory_peak(st.device);
@@ -108,14 +110,44 @@ void PipelineTrainer::build_stages() {
   options.optimizer = plan_.options.optimizer;
   // The optimizer phase runs when no stage computes: a CPU optimizer may use every core.
   options.optimizer_threads = std::max(1, std::min(hardware_.cpu().cores, static_cast<int>(usable_cpu_ids().size())));
+  bool any_resident = false;
   for (const StageSpec& st : plan_.map.stages) {
     const Placement place = st.placement();
-    options.device = torch_device(place.compute);
-    options.compute = plan_.options.precision.compute(place.compute);
-    options.optimizer_home = torch_device(place.optimizer);
-    stages_.push_back(std::make_unique<Stage>(run_.model, st.first, st.last, static_cast<uint64_t>(run_.train.seed), options));
+    const uint64_t seed = static_cast<uint64_t>(run_.train.seed);
+    if (place.streamed()) {
+      StreamedStageOptions streamed;
+      streamed.compute = plan_.options.precision.compute(place.compute);
+      streamed.window_layers = plan_.options.window_layers;
+      streamed.optimizer = plan_.options.optimizer;
+      streamed.optimizer_threads = options.optimizer_threads;
+      const DeviceId device = place.compute;
+      streamed_.push_back(std::make_unique<StreamedStage>(
+          run_.model, st.first, st.last, seed, streamed,
+          [device](int slots, int64_t elements, torch::Dtype dtype) { return make_weight_stream(device, slots, elements, dtype); }));
+      stages_.push_back(nullptr);
+    } else {
+      options.device = torch_device(place.compute);
+      options.compute = plan_.options.precision.compute(place.compute);
+      options.optimizer_home = torch_device(place.optimizer);
+      stages_.push_back(std::make_unique<Stage>(run_.model, st.first, st.last, seed, options));
+      streamed_.push_back(nullptr);
+      any_resident = true;
+    }
     devices_.push_back(make_stage_device(st.device, plan_.options.micro_batches));
   }
+  model_params_ = total_param_count(run_.model);
+  // A layerwise update clips each layer on its own as it steps during the backward; a resident
+  // stage steps after the backward, on the global norm: the two rules would be mixed in one model.
+  if (plan_.options.layerwise_update && any_resident) {
+    throw InputError("train.layerwise_update steps each streamed layer as its gradient arrives, so every stage must "
+                     "stream its weights (weights: cpu); this plan has resident stages (drop layerwise_update, or stream them)");
+  }
+}
+
+Stage& PipelineTrainer::stage(int s) {
+  Stage* stage = stages_[static_cast<size_t>(s)].get();
+  if (stage == nullptr) throw std::logic_error("stage " + std::to_string(s) + " streams its weights: see streamed_stage()");
+  return *stage;
 }
 
 // Per boundary and direction, the transfer the plan sized: its staging ring's slots and bytes
@@ -188,27 +220,34 @@ void PipelineTrainer::resume_from(const CheckpointInfo& checkpoint) {
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> PipelineTrainer::layer_state(int64_t layer) const {
-  return stage_of_layer(layer).layer_state(layer);
+  for (size_t s = 0; s < stages_.size(); ++s) {
+    const StageSpec& st = plan_.map.stages[s];
+    if (layer < st.first || layer > st.last) continue;
+    return stages_[s] ? stages_[s]->layer_state(layer) : streamed_[s]->layer_state(layer);
+  }
+  throw std::logic_error("no stage holds layer " + std::to_string(layer));
 }
 
 void PipelineTrainer::set_layer_state(int64_t layer, const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
-  Stage& stage = stage_of_layer(layer);
-  std::vector<std::pair<std::string, torch::Tensor>> here;
-  for (const auto& [name, t] : tensors) here.emplace_back(name, t.to(stage.device()));
-  stage.set_layer_state(layer, here);
-}
-
-Stage& PipelineTrainer::stage_of_layer(int64_t layer) const {
-  for (auto& stage : stages_) {
-    if (layer >= stage->first() && layer <= stage->last()) return *stage;
+  for (size_t s = 0; s < stages_.size(); ++s) {
+    const StageSpec& st = plan_.map.stages[s];
+    if (layer < st.first || layer > st.last) continue;
+    if (streamed_[s]) {
+      streamed_[s]->set_layer_state(layer, tensors);  // its masters live in host RAM
+      return;
+    }
+    std::vector<std::pair<std::string, torch::Tensor>> here;
+    for (const auto& [name, t] : tensors) here.emplace_back(name, t.to(stages_[s]->device()));
+    stages_[s]->set_layer_state(layer, here);
+    return;
   }
   throw std::logic_error("no stage holds layer " + std::to_string(layer));
 }
 
 std::vector<torch::Tensor> PipelineTrainer::parameters() const {
   std::vector<torch::Tensor> all;
-  for (const auto& stage : stages_) {
-    for (const torch::Tensor& p : stage->parameters()) all.push_back(p);
+  for (size_t s = 0; s < stages_.size(); ++s) {
+    for (const torch::Tensor& p : stages_[s] ? stages_[s]->parameters() : streamed_[s]->parameters()) all.push_back(p);
   }
   return all;
 }
@@ -236,6 +275,39 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
 
   std::vector<StageCallbacks> callbacks(static_cast<size_t>(num));
   for (int s = 0; s < num; ++s) {
+    if (StreamedStage* streamed = streamed_[static_cast<size_t>(s)].get()) {
+      // Layer-major: every micro-batch at once, each way (scheduler/executor.h forward_block).
+      callbacks[static_cast<size_t>(s)].forward_block = [&, s, streamed] {
+        guarded(s, "forward", -1, [&] {
+          std::vector<torch::Tensor> inputs;
+          for (int k = 0; k < m; ++k) {
+            inputs.push_back(s == 0 ? batch.inputs.narrow(0, k * mbs, mbs) : std::move(act_in[s][k]));
+          }
+          if (!streamed->is_last()) {
+            std::vector<torch::Tensor> outputs = streamed->forward(inputs);
+            for (int k = 0; k < m; ++k) act_out[s][k] = outputs[static_cast<size_t>(k)].to(boundary_types_[static_cast<size_t>(s)]);
+            return;
+          }
+          std::vector<torch::Tensor> targets;
+          for (int k = 0; k < m; ++k) targets.push_back(batch.targets.narrow(0, k * mbs, mbs));
+          const std::vector<double> step_losses = streamed->forward_loss(inputs, targets, static_cast<double>(m) / scaler_.scale());
+          for (int k = 0; k < m; ++k) {
+            const double loss = step_losses[static_cast<size_t>(k)];
+            if (!std::isfinite(loss)) throw std::runtime_error("loss is " + std::to_string(loss) + " (try a lower train.lr)");
+            losses[static_cast<size_t>(k)] = loss;
+          }
+        });
+      };
+      callbacks[static_cast<size_t>(s)].backward_block = [&, s, streamed] {
+        guarded(s, "backward", -1, [&] {
+          std::vector<torch::Tensor> grads;
+          for (int k = 0; !streamed->is_last() && k < m; ++k) grads.push_back(std::move(grad_in[s][k]));
+          const std::vector<torch::Tensor> out = streamed->backward(grads);
+          for (int k = 0; s > 0 && k < m; ++k) grad_out[s][k] = out[static_cast<size_t>(k)].to(boundary_types_[static_cast<size_t>(s - 1)]);
+        });
+      };
+      continue;
+    }
     Stage& stage = *stages_[static_cast<size_t>(s)];
     StageDevice& device = *devices_[static_cast<size_t>(s)];
     auto on_device = [this, &device](EventKind kind, int k, const std::function<void()>& body) {
@@ -322,7 +394,17 @@ StepRecord PipelineTrainer::train_step() {
 
   // Process-wide, so set every step: another trainer in this process may have changed it.
   set_blas_threads(run_.train.blas_threads > 0 ? static_cast<int>(run_.train.blas_threads) : plan_.cores.blas_threads);
-  for (auto& stage : stages_) stage->zero_grad();
+  zero_grads();
+  const double lr = lr_at_step(t.optimizer.lr, t.min_lr_ratio, t.warmup_steps, t.steps, steps_done_);
+  // With a layerwise update the streamed layers step during the backward, each clipped to its share.
+  for (auto& streamed : streamed_) {
+    if (!streamed) continue;
+    if (plan_.options.layerwise_update) {
+      streamed->set_layerwise_step(LayerwiseStep{lr, t.grad_clip, scaler_.scale(), model_params_});
+    } else {
+      streamed->set_layerwise_step(std::nullopt);
+    }
+  }
   std::vector<double> losses(static_cast<size_t>(t.micro_batches), 0.0);
   const double step_offset = std::chrono::duration<double>(Clock::now() - created_).count();
   std::vector<SimEvent> timeline;
@@ -330,10 +412,7 @@ StepRecord PipelineTrainer::train_step() {
     timeline = run_step_ops(batch, losses);
   } catch (...) {
     // No optimizer steps after a failed step; drop what the micro-batches left behind.
-    for (auto& stage : stages_) {
-      stage->clear_stash();
-      stage->zero_grad();
-    }
+    clear_stashes();
     throw;
   }
 
@@ -344,22 +423,27 @@ StepRecord PipelineTrainer::train_step() {
   double squared = 0.0;
   for (int s = 0; s < num_stages(); ++s) {
     const double begin = now();
-    squared += stages_[static_cast<size_t>(s)]->grad_squared_norm();
+    const size_t i = static_cast<size_t>(s);
+    squared += stages_[i] ? stages_[i]->grad_squared_norm() : streamed_[i]->grad_squared_norm();
     timeline.push_back({EventKind::kGradNorm, s, -1, resources[static_cast<size_t>(s)], begin, now()});
   }
   const double scaled_norm = std::sqrt(squared);
   const bool clean = scaler_.step_is_clean(scaled_norm);  // an overflow under loss scaling: skip
   if (!std::isfinite(scaled_norm) && clean) refuse_non_finite_gradient(batch, scaled_norm);
   const double grad_norm = scaled_norm / scaler_.taken_scale();
-  const double lr = lr_at_step(t.optimizer.lr, t.min_lr_ratio, t.warmup_steps, t.steps, steps_done_);
   if (clean) {
     const double grad_scale = clip_scale(grad_norm, t.grad_clip) / scaler_.taken_scale();
     for (int s = 0; s < num_stages(); ++s) {
       const double begin = now();
       {
         OpScope scope(*this, s);
-        stages_[static_cast<size_t>(s)]->step(lr, grad_scale);
-        devices_[static_cast<size_t>(s)]->synchronize();  // a GPU stage's step is done when the GPU is
+        const size_t i = static_cast<size_t>(s);
+        if (stages_[i]) {
+          stages_[i]->step(lr, grad_scale);
+        } else if (!streamed_[i]->layerwise()) {
+          streamed_[i]->step(lr, grad_scale);
+        }
+        devices_[i]->synchronize();  // a GPU stage's step is done when the GPU is
       }
       timeline.push_back({EventKind::kOptimizer, s, -1, resources[static_cast<size_t>(s)], begin, now()});
     }
@@ -405,9 +489,9 @@ StepRecord PipelineTrainer::train_step() {
 std::optional<std::string> PipelineTrainer::locate_non_finite_gradient(const TokenBatch& batch) {
   const int m = plan_.options.micro_batches;
   const int64_t mbs = plan_.options.micro_batch_size;
-  for (auto& stage : stages_) {
-    stage->clear_stash();
-    stage->zero_grad();
+  clear_stashes();
+  for (size_t s = 0; s < streamed_.size(); ++s) {
+    if (streamed_[s]) return "(not located: stage " + std::to_string(s) + " streams its weights and runs every micro-batch at once)";
   }
   for (int k = 0; k < m; ++k) {
     torch::Tensor x = batch.inputs.narrow(0, k * mbs, mbs);
@@ -440,10 +524,7 @@ void PipelineTrainer::refuse_non_finite_gradient(const TokenBatch& batch, double
   } catch (const std::exception& e) {
     where = "(not located: replaying the micro-batches failed: " + error_text(e) + ")";
   }
-  for (auto& stage : stages_) {
-    stage->clear_stash();
-    stage->zero_grad();
-  }
+  clear_stashes();
   throw PipelineError("a gradient is not finite at step " + std::to_string(steps_done_ + 1) + " (global norm " +
                       std::to_string(grad_norm) + "): " +
                       (where ? *where : "not reproduced when the micro-batches ran again one at a time") +
@@ -458,6 +539,10 @@ double PipelineTrainer::validation_loss() {
     torch::Tensor x = batch.inputs;
     for (int s = 0; s < num_stages(); ++s) {
       OpScope scope(*this, s);
+      if (StreamedStage* streamed = streamed_[static_cast<size_t>(s)].get()) {
+        x = streamed->infer(x.to(streamed->device()));  // the model has no dropout: eval and train agree
+        continue;
+      }
       Stage& stage = *stages_[static_cast<size_t>(s)];
       stage.layers()->eval();
       x = stage.infer(x.to(stage.device()));
@@ -466,6 +551,21 @@ double PipelineTrainer::validation_loss() {
     total += lm_loss(x, batch.targets.to(x.device())).item<double>();
   }
   return total / static_cast<double>(run_.train.eval_batches);
+}
+
+void PipelineTrainer::zero_grads() {
+  for (size_t s = 0; s < stages_.size(); ++s) {
+    if (stages_[s]) stages_[s]->zero_grad();
+    else streamed_[s]->zero_grad();
+  }
+}
+
+void PipelineTrainer::clear_stashes() {
+  for (size_t s = 0; s < stages_.size(); ++s) {
+    if (stages_[s]) stages_[s]->clear_stash();
+    else streamed_[s]->clear_checkpoints();
+  }
+  zero_grads();
 }
 
 PipelineSummary PipelineTrainer::summary() const {

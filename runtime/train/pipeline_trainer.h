@@ -40,6 +40,7 @@
 #include "runtime/train/loss_scaler.h"
 #include "runtime/train/trainer.h"
 #include "stages/stage.h"
+#include "stages/streamed_stage.h"
 
 namespace pipetrain {
 
@@ -86,13 +87,13 @@ class PipelineTrainer : public Trainer, public LayerStates {
   std::string save_checkpoint(const std::string& run_dir, int64_t keep) const;
   // Continues from a verified checkpoint of this model, written under any stage map.
   void resume_from(const CheckpointInfo& checkpoint);
-  // The stage that holds layer `layer` of the model's layer list.
-  Stage& stage_of_layer(int64_t layer) const;
   std::vector<std::pair<std::string, torch::Tensor>> layer_state(int64_t layer) const override;
   void set_layer_state(int64_t layer, const std::vector<std::pair<std::string, torch::Tensor>>& tensors) override;
 
   int num_stages() const { return static_cast<int>(stages_.size()); }
-  Stage& stage(int s) { return *stages_[static_cast<size_t>(s)]; }
+  // Stage s, resident (std::logic_error for a streamed one), or streamed (nullptr for a resident one).
+  Stage& stage(int s);
+  StreamedStage* streamed_stage(int s) { return streamed_[static_cast<size_t>(s)].get(); }
   const Plan& plan() const { return plan_; }
   const Schedule& schedule() const { return plan_.schedule; }
   const CoreAssignment& cores() const { return plan_.cores; }
@@ -131,13 +132,20 @@ class PipelineTrainer : public Trainer, public LayerStates {
   // naming the parameter, the micro-batch and the step, every gradient and stash cleared.
   [[noreturn]] void refuse_non_finite_gradient(const TokenBatch& batch, double grad_norm);
   std::optional<std::string> locate_non_finite_gradient(const TokenBatch& batch);
+  void zero_grads();
+  // Every stage's stash (or a streamed stage's checkpoints) dropped, and every gradient zeroed.
+  void clear_stashes();
 
   RunConfig run_;
   Plan plan_;
   HardwareSpec hardware_;
   LossScaler scaler_;
   ByteCorpus corpus_;
+  // Per stage, one of the two: a resident Stage, or a StreamedStage (weights streamed from RAM,
+  // running layer-major: its ops are blocks).
   std::vector<std::unique_ptr<Stage>> stages_;
+  std::vector<std::unique_ptr<StreamedStage>> streamed_;
+  int64_t model_params_ = 0;  // for a layerwise update's per-layer clipping shares
   std::vector<std::unique_ptr<StageDevice>> devices_;  // how each stage's ops run
   std::vector<DeviceId> gpus_;                          // distinct devices of their own memory the stages use
   bool one_op_at_a_time_ = false;

@@ -46,13 +46,6 @@ Plan plan_the_run(const TrainRequest& request, std::vector<std::string>& warning
                                      : (run.stages.stages.empty() ? single_cpu_stage(run.model) : run.stages);
     map = place_stages(map, request.gpu_stages_on_cpu, &warnings);
     validate_stage_map(map, run.model, planning.hardware);
-    for (int st = 0; st < map.num_stages(); ++st) {
-      if (map.stages[static_cast<size_t>(st)].placement().streamed()) {
-        throw InputError("stage " + std::to_string(st) + " streams its weights from RAM (weights: cpu): `pipetrain plan` "
-                         "plans streamed stages, but this runtime cannot train them yet; keep the weights where the "
-                         "stage computes (drop `weights:`)");
-      }
-    }
     planning.map = map;
   }
   const PlanOutcome outcome = run_plan(planning);
@@ -206,7 +199,7 @@ void print_run_summary(const TrainRequest& request, const PipelineTrainer& train
       std::printf("  stage %d on %-7s forward %s, backward %s, optimizer %s; busy %.0f%% of the span%s\n", s,
                   t.resource.c_str(), ms(t.forward_seconds).c_str(), ms(t.backward_seconds).c_str(),
                   ms(t.optimizer_seconds).c_str(), 100.0 * pipe.stage_busy[static_cast<size_t>(s)],
-                  plan.map.stages[static_cast<size_t>(s)].device.is_cpu() ? "" : " (timed with CUDA events)");
+                  plan.map.stages[static_cast<size_t>(s)].device.kind == DeviceKind::kCuda ? " (timed with CUDA events)" : "");
     }
   }
   // Every run: what it measured beside what the plan promised, from what.
@@ -240,7 +233,11 @@ void print_run_summary(const TrainRequest& request, const PipelineTrainer& train
 
 }  // namespace
 
-int run_training_session(const TrainRequest& request) {
+int run_training_session(const TrainRequest& given) {
+  // GPU stages run on the CPU: a streamed one on the GPU's stand-in, which the hardware then lists
+  // with the GPU's budget (registry.h place_stages).
+  TrainRequest request = given;
+  if (request.gpu_stages_on_cpu) request.hardware = request.hardware.with_stand_ins();
   std::vector<std::string> warnings;
   const Plan plan = plan_the_run(request, warnings);
   if (request.print_config) {
