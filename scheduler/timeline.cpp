@@ -35,7 +35,7 @@ double bubble_fraction(const std::vector<SimEvent>& events, int num_stages) {
 }
 
 OpTimes median_op_times(const std::vector<std::vector<SimEvent>>& steps, int num_stages,
-                        const std::vector<std::string>& stage_resources) {
+                        const std::vector<std::string>& stage_resources, int micro_batches) {
   if (static_cast<int>(stage_resources.size()) != num_stages) {
     throw std::invalid_argument("median_op_times: one resource per stage");
   }
@@ -52,8 +52,9 @@ OpTimes median_op_times(const std::vector<std::vector<SimEvent>>& steps, int num
       if (e.stage < 0 || e.stage >= num_stages) continue;
       const size_t s = static_cast<size_t>(e.stage);
       switch (e.kind) {
-        case EventKind::kForward: forward[s].push_back(seconds); break;
-        case EventKind::kBackward: backward[s].push_back(seconds); break;
+        // A layer-major block (micro-batch -1) ran every micro-batch: each took its share.
+        case EventKind::kForward: forward[s].push_back(e.micro_batch < 0 ? seconds / micro_batches : seconds); break;
+        case EventKind::kBackward: backward[s].push_back(e.micro_batch < 0 ? seconds / micro_batches : seconds); break;
         case EventKind::kOptimizer: optimizer[s].push_back(seconds); break;
         case EventKind::kGradNorm: norm[s].push_back(seconds); break;
         case EventKind::kSendActivation:

@@ -30,8 +30,9 @@ struct OpTimes {
 };
 
 // Medians over every span of every step given. The resources name where each op runs, as the
-// simulator should queue them (scheduler/cores.h); transfer resources are taken from the spans.
+// simulator should queue them (scheduler/cores.h); transfer resources are taken from the spans. A
+// layer-major block's span (micro-batch -1) counts as micro_batches ops of an equal share.
 OpTimes median_op_times(const std::vector<std::vector<SimEvent>>& steps, int num_stages,
-                        const std::vector<std::string>& stage_resources);
+                        const std::vector<std::string>& stage_resources, int micro_batches);
 
 }  // namespace pipetrain

@@ -22,7 +22,7 @@ set(rules
   "stages|memory"
   "runtime/config|memory scheduler"
   "runtime/data|memory"
-  "runtime/backends/cuda|memory scheduler runtime/backends/backend.h"
+  "runtime/backends/cuda|memory scheduler runtime/backends/backend.h stages/weight_stream.h"
   "runtime/backends/cpu|memory scheduler runtime/backends/backend.h"
   "runtime/backends|memory scheduler runtime/backends/cpu runtime/backends/cuda stages/weight_stream.h"
   "runtime/io|memory scheduler runtime/config runtime/data"

@@ -4,23 +4,18 @@
 
 namespace pipetrain {
 
-StandInWeightStream::StandInWeightStream(int slots, int64_t slot_elements, torch::Dtype compute)
-    : state_(static_cast<size_t>(slots), SlotState::kFree), layer_in_slot_(static_cast<size_t>(slots), -1) {
-  if (slots < 1) throw std::invalid_argument("a weight window needs at least one slot, got " + std::to_string(slots));
-  for (int j = 0; j < slots; ++j) window_.push_back(torch::empty({slot_elements}, torch::TensorOptions().dtype(compute)));
-  worker_ = std::thread([this] { work(); });
-}
+SerialWorker::SerialWorker() : thread_([this] { work(); }) {}
 
-StandInWeightStream::~StandInWeightStream() {
+SerialWorker::~SerialWorker() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
   changed_.notify_all();
-  worker_.join();
+  thread_.join();
 }
 
-void StandInWeightStream::enqueue(std::function<void()> job) {
+void SerialWorker::enqueue(std::function<void()> job) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     jobs_.push_back(std::move(job));
@@ -28,91 +23,128 @@ void StandInWeightStream::enqueue(std::function<void()> job) {
   changed_.notify_all();
 }
 
-// The copy engine: one job at a time, in order.
-void StandInWeightStream::work() {
+void SerialWorker::work() {
   for (;;) {
     std::function<void()> job;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       changed_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;
+      if (jobs_.empty()) return;  // stopping, and nothing left
       job = std::move(jobs_.front());
       jobs_.pop_front();
       running_ = true;
     }
+    std::string error;
     try {
       job();
     } catch (const std::exception& e) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (failure_.empty()) failure_ = e.what();
+      error = e.what();
     }
     {
       std::lock_guard<std::mutex> lock(mutex_);
       running_ = false;
+      if (!error.empty() && failure_.empty()) failure_ = error;
     }
     changed_.notify_all();
   }
 }
 
-void StandInWeightStream::check_failure() {
+void SerialWorker::wait_until(const std::function<bool()>& done) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return done() || !failure_.empty(); });
   if (!failure_.empty()) throw std::runtime_error("weight stream copy failed: " + failure_);
 }
 
-void StandInWeightStream::load(int j, int64_t layer, const std::vector<torch::Tensor>& views,
-                               const std::vector<torch::Tensor>& masters) {
-  const size_t s = static_cast<size_t>(j);
+void SerialWorker::locked(const std::function<void()>& change) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (state_[s] != SlotState::kFree) {
-      throw std::logic_error("window slot " + std::to_string(j) + " refilled with layer " + std::to_string(layer) +
-                             " while layer " + std::to_string(layer_in_slot_[s]) + " still holds it");
-    }
-    state_[s] = SlotState::kLoading;
-    layer_in_slot_[s] = layer;
-    ++loads_;
+    change();
   }
-  enqueue([this, s, views, masters] {
+  changed_.notify_all();
+}
+
+void SerialWorker::drain() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return jobs_.empty() && !running_; });
+  failure_.clear();
+}
+
+std::string SerialWorker::failure() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return failure_;
+}
+
+void WindowSlots::start_load(int j, int64_t layer) {
+  const size_t s = static_cast<size_t>(j);
+  if (state_[s] != State::kFree) {
+    throw std::logic_error("window slot " + std::to_string(j) + " refilled with layer " + std::to_string(layer) +
+                           " while layer " + std::to_string(layer_[s]) + " still holds it");
+  }
+  state_[s] = State::kLoading;
+  layer_[s] = layer;
+}
+
+void WindowSlots::hold(int j) {
+  if (state_[static_cast<size_t>(j)] == State::kFree) {
+    throw std::logic_error("window slot " + std::to_string(j) + " waited on, never loaded");
+  }
+  state_[static_cast<size_t>(j)] = State::kHeld;
+}
+
+void WindowSlots::release(int j) {
+  const size_t s = static_cast<size_t>(j);
+  if (state_[s] != State::kHeld) throw std::logic_error("window slot " + std::to_string(j) + " released while not held");
+  state_[s] = State::kFree;
+  layer_[s] = -1;
+}
+
+void WindowSlots::reset() {
+  state_.assign(state_.size(), State::kFree);
+  layer_.assign(layer_.size(), -1);
+}
+
+StandInWeightStream::StandInWeightStream(int slots, int64_t slot_elements, torch::Dtype compute)
+    : slots_(slots < 1 ? 1 : slots) {
+  if (slots < 1) throw std::invalid_argument("a weight window needs at least one slot, got " + std::to_string(slots));
+  for (int j = 0; j < slots; ++j) window_.push_back(torch::empty({slot_elements}, torch::TensorOptions().dtype(compute)));
+}
+
+StandInWeightStream::~StandInWeightStream() = default;
+
+void StandInWeightStream::load(int j, int64_t layer, const std::vector<torch::Tensor>& views,
+                               const std::vector<torch::Tensor>& masters) {
+  worker_.locked([&] { slots_.start_load(j, layer); });
+  ++loads_;
+  worker_.enqueue([this, j, views, masters] {
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < views.size(); ++i) views[i].copy_(masters[i]);
-    std::lock_guard<std::mutex> lock(mutex_);
-    state_[s] = SlotState::kLoaded;
+    worker_.locked([&] { slots_.loaded(j); });
   });
 }
 
 void StandInWeightStream::wait_loaded(int j) {
-  const size_t s = static_cast<size_t>(j);
-  std::unique_lock<std::mutex> lock(mutex_);
-  if (state_[s] == SlotState::kFree) throw std::logic_error("window slot " + std::to_string(j) + " waited on, never loaded");
-  changed_.wait(lock, [&] { return state_[s] != SlotState::kLoading || !failure_.empty(); });
-  check_failure();
-  state_[s] = SlotState::kHeld;
+  worker_.locked([&] {
+    if (slots_.state(j) == WindowSlots::State::kFree) slots_.hold(j);  // throws: never loaded
+  });
+  worker_.wait_until([&] { return slots_.state(j) != WindowSlots::State::kLoading; });
+  worker_.locked([&] { slots_.hold(j); });
 }
 
 void StandInWeightStream::release(int j) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  const size_t s = static_cast<size_t>(j);
-  if (state_[s] != SlotState::kHeld) throw std::logic_error("window slot " + std::to_string(j) + " released while not held");
-  state_[s] = SlotState::kFree;
-  layer_in_slot_[s] = -1;
+  worker_.locked([&] { slots_.release(j); });
 }
 
 void StandInWeightStream::copy_out(const std::vector<torch::Tensor>& host, const std::vector<torch::Tensor>& device) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    ++queued_copies_;
-  }
-  enqueue([this, host, device] {
+  worker_.locked([&] { ++queued_copies_; });
+  worker_.enqueue([this, host, device] {
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < host.size(); ++i) host[i].copy_(device[i]);
-    std::lock_guard<std::mutex> lock(mutex_);
-    --queued_copies_;
+    worker_.locked([&] { --queued_copies_; });
   });
 }
 
 void StandInWeightStream::wait_copies() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [&] { return queued_copies_ == 0 || !failure_.empty(); });
-  check_failure();
+  worker_.wait_until([&] { return queued_copies_ == 0; });
 }
 
 int64_t StandInWeightStream::window_bytes() const {
@@ -122,19 +154,11 @@ int64_t StandInWeightStream::window_bytes() const {
 }
 
 void StandInWeightStream::reset() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [&] { return jobs_.empty() && !running_; });
-  queued_copies_ = 0;
-  for (size_t s = 0; s < state_.size(); ++s) {
-    state_[s] = SlotState::kFree;
-    layer_in_slot_[s] = -1;
-  }
-  failure_.clear();
-}
-
-int64_t StandInWeightStream::loads() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return loads_;
+  worker_.drain();
+  worker_.locked([&] {
+    slots_.reset();
+    queued_copies_ = 0;
+  });
 }
 
 }  // namespace pipetrain

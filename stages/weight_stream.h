@@ -52,6 +52,52 @@ class WeightStream {
   virtual void reset() = 0;
 };
 
+// One thread that runs queued jobs in order (a copy engine's host side). The first exception a job
+// throws is kept; failure() returns it.
+class SerialWorker {
+ public:
+  SerialWorker();
+  ~SerialWorker();
+  SerialWorker(const SerialWorker&) = delete;
+  SerialWorker& operator=(const SerialWorker&) = delete;
+  void enqueue(std::function<void()> job);
+  // Blocks until `done()` holds (checked under the worker's lock, after each job) or a job failed.
+  void wait_until(const std::function<bool()>& done);
+  // Runs `change` under the worker's lock, then wakes every waiter.
+  void locked(const std::function<void()>& change);
+  // Blocks until no job is queued or running, then clears a failure.
+  void drain();
+  std::string failure() const;
+
+ private:
+  void work();
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<std::function<void()>> jobs_;
+  std::string failure_;
+  bool stopping_ = false;
+  bool running_ = false;
+  std::thread thread_;
+};
+
+// The slot states of a window, the same for every engine: free -> loading -> loaded -> held ->
+// free; a load into a slot that is not free is a logic error naming both layers.
+class WindowSlots {
+ public:
+  explicit WindowSlots(int slots) : state_(static_cast<size_t>(slots), State::kFree), layer_(static_cast<size_t>(slots), -1) {}
+  enum class State { kFree, kLoading, kLoaded, kHeld };
+  void start_load(int j, int64_t layer);  // free -> loading (throws when not free)
+  void loaded(int j) { state_[static_cast<size_t>(j)] = State::kLoaded; }
+  void hold(int j);                       // waited for: -> held
+  void release(int j);                    // held -> free (throws when not held)
+  void reset();
+  State state(int j) const { return state_[static_cast<size_t>(j)]; }
+
+ private:
+  std::vector<State> state_;
+  std::vector<int64_t> layer_;
+};
+
 // The stand-in device: the window lives in host memory of its own (a separate budget), and one
 // worker thread plays the copy engine, running copies in the order they were queued, concurrently
 // with compute, so the ordering rules above are exercised as on a GPU.
@@ -73,26 +119,14 @@ class StandInWeightStream : public WeightStream {
   int64_t window_bytes() const override;
   void reset() override;
   // Loads run so far (each layer's weights crossing once counts one).
-  int64_t loads() const;
+  int64_t loads() const { return loads_; }
 
  private:
-  enum class SlotState { kFree, kLoading, kLoaded, kHeld };
-  void enqueue(std::function<void()> job);
-  void work();
-  void check_failure();
-
   std::vector<torch::Tensor> window_;
-  std::vector<SlotState> state_;
-  std::vector<int64_t> layer_in_slot_;
-  mutable std::mutex mutex_;
-  std::condition_variable changed_;
-  std::deque<std::function<void()>> jobs_;
-  int64_t queued_copies_ = 0;
+  WindowSlots slots_;           // under the worker's lock
+  int64_t queued_copies_ = 0;   // under the worker's lock
   int64_t loads_ = 0;
-  std::string failure_;
-  bool stopping_ = false;
-  bool running_ = false;  // the copy engine is in a job
-  std::thread worker_;
+  SerialWorker worker_;         // last: its thread stops first
 };
 
 }  // namespace pipetrain

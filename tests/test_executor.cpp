@@ -211,7 +211,7 @@ TEST_CASE("timeline: bubble and median op times round-trip through the simulator
   const SimResult sim = simulate(schedule, timings, transfers, 1000);
   CHECK(bubble_fraction(sim.events, 3) == doctest::Approx(sim.bubble_fraction));
   CHECK(pipeline_seconds(sim.events) == doctest::Approx(sim.pipeline_seconds));
-  const OpTimes times = median_op_times({sim.events, sim.events}, 3, {"cpu", "cpu[1]", "cpu"});
+  const OpTimes times = median_op_times({sim.events, sim.events}, 3, {"cpu", "cpu[1]", "cpu"}, 8);
   for (int s = 0; s < 3; ++s) {
     CHECK(times.stages[s].forward_seconds == doctest::Approx(timings[s].forward_seconds));
     CHECK(times.stages[s].backward_seconds == doctest::Approx(timings[s].backward_seconds));
@@ -280,6 +280,9 @@ TEST_CASE("a layer-major stage runs its forwards and backwards as blocks") {
   };
   const ExecutionReport report = run_schedule(make_schedule(ScheduleKind::named("layer-major"), 3, m), callbacks,
                                               std::vector<BoundaryCallbacks>(2), {});
+  // A block's span is M micro-batches' work: each op's median is its share.
+  const SimEvent block{EventKind::kForward, 0, -1, "standin:0", 1.0, 5.0};
+  CHECK(median_op_times({{block}}, 1, {"standin:0"}, m).stages[0].forward_seconds == doctest::Approx(1.0));
   CHECK(forward_blocks == 1);
   CHECK(backward_blocks == 1);
   CHECK(r.dependency_errors == 0);

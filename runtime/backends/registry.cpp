@@ -80,9 +80,12 @@ bool on_cuda(DeviceId a, DeviceId b) { return a.kind == DeviceKind::kCuda || b.k
 
 std::unique_ptr<WeightStream> make_weight_stream(DeviceId device, int slots, int64_t slot_elements, torch::Dtype compute) {
   if (device.kind == DeviceKind::kStandIn) return std::make_unique<StandInWeightStream>(slots, slot_elements, compute);
-  throw InputError("stages on " + device.name() + " cannot stream their weights yet: this runtime streams through the "
-                   "CPU stand-in only (train with --gpu-stages-on-cpu, which runs streamed stages on standin:N), while "
-                   "`pipetrain plan` plans them for the GPU");
+#if PIPETRAIN_WITH_CUDA
+  return cuda_backend::make_weight_stream(torch_device(device), slots, slot_elements, compute);
+#else
+  throw InputError("stages on " + device.name() + " stream through CUDA, and this pipetrain was built without it (" +
+                   torch_build_description() + "); --gpu-stages-on-cpu runs them on standin:N, the GPU's stand-in");
+#endif
 }
 
 torch::Device torch_device(DeviceId device) {

@@ -281,7 +281,7 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
         guarded(s, "forward", -1, [&] {
           std::vector<torch::Tensor> inputs;
           for (int k = 0; k < m; ++k) {
-            inputs.push_back(s == 0 ? batch.inputs.narrow(0, k * mbs, mbs) : std::move(act_in[s][k]));
+            inputs.push_back(s == 0 ? batch.inputs.narrow(0, k * mbs, mbs).to(streamed->device()) : std::move(act_in[s][k]));
           }
           if (!streamed->is_last()) {
             std::vector<torch::Tensor> outputs = streamed->forward(inputs);
@@ -289,7 +289,7 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
             return;
           }
           std::vector<torch::Tensor> targets;
-          for (int k = 0; k < m; ++k) targets.push_back(batch.targets.narrow(0, k * mbs, mbs));
+          for (int k = 0; k < m; ++k) targets.push_back(batch.targets.narrow(0, k * mbs, mbs).to(streamed->device()));
           const std::vector<double> step_losses = streamed->forward_loss(inputs, targets, static_cast<double>(m) / scaler_.scale());
           for (int k = 0; k < m; ++k) {
             const double loss = step_losses[static_cast<size_t>(k)];
@@ -591,7 +591,7 @@ PipelineSummary PipelineTrainer::summary() const {
   for (const auto& b : busy) out.stage_busy.push_back(median(b));
   out.measured_bubble = median(bubbles);
   out.measured_pipeline_seconds = median(spans);
-  out.op_times = median_op_times(steps, num_stages(), stage_resources());
+  out.op_times = median_op_times(steps, num_stages(), stage_resources(), plan_.options.micro_batches);
   const int64_t tokens = run_.train.micro_batch_size * run_.train.micro_batches * run_.model.seq_len;
   const SimResult predicted = simulate(plan_.schedule, out.op_times.stages, out.op_times.transfers, tokens);
   out.predicted_bubble = predicted.bubble_fraction;

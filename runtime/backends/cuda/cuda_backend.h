@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "runtime/backends/backend.h"
+#include "stages/weight_stream.h"
 
 namespace pipetrain::cuda_backend {
 
@@ -21,5 +22,7 @@ int64_t cap_memory(torch::Device device, int64_t bytes);
 DeviceMemoryReport device_memory_report(torch::Device device);
 void reset_device_memory_peak(torch::Device device);
 double raw_pinned_copy_seconds(torch::Device device, int64_t bytes, bool host_to_device, int reps);
+// A streamed stage's copy engine on `gpu` (cuda_weight_stream.cpp).
+std::unique_ptr<WeightStream> make_weight_stream(torch::Device gpu, int slots, int64_t slot_elements, torch::Dtype compute);
 
 }  // namespace pipetrain::cuda_backend
