@@ -144,45 +144,18 @@ const std::shared_ptr<LayerImpl>& layer_at_index(const LayerRange& layers, int64
 
 }  // namespace
 
+NamedParameters Stage::named_layer_parameters(int64_t layer) const {
+  NamedParameters params;
+  for (const auto& item : layer_at_index(layers_, layer)->named_parameters()) params.emplace_back(item.key(), item.value());
+  return params;
+}
+
 std::vector<std::pair<std::string, torch::Tensor>> Stage::layer_state(int64_t layer) const {
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (const auto& item : layer_at_index(layers_, layer)->named_parameters()) {
-    out.emplace_back("param/" + item.key(), optimizer_->weights_of(item.value()).detach());
-    for (const auto& [key, tensor] : optimizer_->state_of(item.value())) {
-      out.emplace_back("state/" + item.key() + "/" + key, tensor);
-    }
-  }
-  return out;
+  return named_layer_state(*optimizer_, named_layer_parameters(layer));
 }
 
 void Stage::set_layer_state(int64_t layer, const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
-  torch::NoGradGuard no_grad;
-  size_t used = 0;
-  for (const auto& item : layer_at_index(layers_, layer)->named_parameters()) {
-    const std::string param_name = "param/" + item.key();
-    const std::string state_prefix = "state/" + item.key() + "/";
-    torch::Tensor weights;
-    std::vector<std::pair<std::string, torch::Tensor>> state;
-    for (const auto& [name, tensor] : tensors) {
-      if (name == param_name) {
-        weights = tensor;
-        ++used;
-      } else if (name.rfind(state_prefix, 0) == 0) {
-        state.emplace_back(name.substr(state_prefix.size()), tensor);
-        ++used;
-      }
-    }
-    if (!weights.defined()) throw std::runtime_error(param_name + " is missing");
-    try {
-      optimizer_->restore(item.value(), weights, state);
-    } catch (const std::runtime_error& e) {
-      throw std::runtime_error(param_name + " " + e.what());
-    }
-  }
-  if (used != tensors.size()) {
-    throw std::runtime_error(std::to_string(tensors.size() - used) + " tensor(s) belong to no parameter of layer " +
-                             std::to_string(layer));
-  }
+  restore_named_layer_state(*optimizer_, named_layer_parameters(layer), layer, tensors);
 }
 
 }  // namespace pipetrain

@@ -103,6 +103,8 @@ class Stage {
     torch::Tensor targets;  // last stage
     double loss_divisor = 1.0;
   };
+  // Layer `layer`'s parameters by name, as its optimizer knows them.
+  NamedParameters named_layer_parameters(int64_t layer) const;
   torch::Tensor prepare_input(const torch::Tensor& input) const;
   torch::Tensor forward_keeping_layer_inputs(Saved& saved);
   Saved take(int k);

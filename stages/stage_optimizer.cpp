@@ -203,4 +203,45 @@ void StageOptimizer::restore(const torch::Tensor& param, const torch::Tensor& we
   slot.exp_avg_sq.copy_(find_state(state, "exp_avg_sq", slot.param));
 }
 
+std::vector<std::pair<std::string, torch::Tensor>> named_layer_state(const StageOptimizer& optimizer,
+                                                                    const NamedParameters& params) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& [name, param] : params) {
+    out.emplace_back("param/" + name, optimizer.weights_of(param).detach());
+    for (const auto& [key, tensor] : optimizer.state_of(param)) out.emplace_back("state/" + name + "/" + key, tensor);
+  }
+  return out;
+}
+
+void restore_named_layer_state(StageOptimizer& optimizer, const NamedParameters& params, int64_t layer,
+                               const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
+  torch::NoGradGuard no_grad;
+  size_t used = 0;
+  for (const auto& [param_key, param] : params) {
+    const std::string param_name = "param/" + param_key;
+    const std::string state_prefix = "state/" + param_key + "/";
+    torch::Tensor weights;
+    std::vector<std::pair<std::string, torch::Tensor>> state;
+    for (const auto& [name, tensor] : tensors) {
+      if (name == param_name) {
+        weights = tensor;
+        ++used;
+      } else if (name.rfind(state_prefix, 0) == 0) {
+        state.emplace_back(name.substr(state_prefix.size()), tensor);
+        ++used;
+      }
+    }
+    if (!weights.defined()) throw std::runtime_error(param_name + " is missing");
+    try {
+      optimizer.restore(param, weights, state);
+    } catch (const std::runtime_error& e) {
+      throw std::runtime_error(param_name + " " + e.what());
+    }
+  }
+  if (used != tensors.size()) {
+    throw std::runtime_error(std::to_string(tensors.size() - used) + " tensor(s) belong to no parameter of layer " +
+                             std::to_string(layer));
+  }
+}
+
 }  // namespace pipetrain

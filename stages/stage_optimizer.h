@@ -38,6 +38,19 @@ class Optimizer;
 
 namespace pipetrain {
 
+class StageOptimizer;
+
+// A layer's parameters (name, the tensor `optimizer` knows it by) as a checkpoint names them:
+// "param/<name>" (the weights as the optimizer keeps them) and "state/<name>/<key>".
+using NamedParameters = std::vector<std::pair<std::string, torch::Tensor>>;
+std::vector<std::pair<std::string, torch::Tensor>> named_layer_state(const StageOptimizer& optimizer,
+                                                                    const NamedParameters& params);
+// Restores what named_layer_state wrote (possibly under another stage map or kind of step) into
+// layer `layer`'s parameters; throws std::runtime_error naming the tensor that is missing, extra or
+// of the wrong shape.
+void restore_named_layer_state(StageOptimizer& optimizer, const NamedParameters& params, int64_t layer,
+                               const std::vector<std::pair<std::string, torch::Tensor>>& tensors);
+
 class StageOptimizer {
  public:
   // `params`: the stage's parameters with their initial values, before the stage moves them to

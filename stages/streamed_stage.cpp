@@ -221,43 +221,30 @@ void StreamedStage::step(double lr, double grad_scale) {
   for (Layer& layer : layers_) layer.optimizer->step(lr, grad_scale);
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> StreamedStage::layer_state(int64_t index) const {
-  const Layer& layer = layers_.at(static_cast<size_t>(index - first_));
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  const auto names = layer.module->named_parameters();
-  for (size_t i = 0; i < layer.masters.size(); ++i) {
-    const std::string& name = names[i].key();
-    out.emplace_back("param/" + name, layer.optimizer->weights_of(layer.masters[i]).detach());
-    for (const auto& [key, tensor] : layer.optimizer->state_of(layer.masters[i])) out.emplace_back("state/" + name + "/" + key, tensor);
+size_t StreamedStage::index_of(int64_t layer) const {
+  if (layer < first_ || layer > last_) {
+    throw std::logic_error("layer " + std::to_string(layer) + " is not in this stage (" + std::to_string(first_) + ".." +
+                           std::to_string(last_) + ")");
   }
-  return out;
+  return static_cast<size_t>(layer - first_);
+}
+
+// The masters by their parameters' names: what a checkpoint holds (stages/stage_optimizer.h).
+NamedParameters StreamedStage::named_masters(const Layer& layer) {
+  NamedParameters params;
+  const auto names = layer.module->named_parameters();
+  for (size_t i = 0; i < layer.masters.size(); ++i) params.emplace_back(names[i].key(), layer.masters[i]);
+  return params;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> StreamedStage::layer_state(int64_t index) const {
+  const Layer& layer = layers_[index_of(index)];
+  return named_layer_state(*layer.optimizer, named_masters(layer));
 }
 
 void StreamedStage::set_layer_state(int64_t index, const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
-  Layer& layer = layers_.at(static_cast<size_t>(index - first_));
-  const auto names = layer.module->named_parameters();
-  size_t used = 0;
-  for (size_t i = 0; i < layer.masters.size(); ++i) {
-    const std::string param_name = "param/" + names[i].key();
-    const std::string state_prefix = "state/" + names[i].key() + "/";
-    torch::Tensor weights;
-    std::vector<std::pair<std::string, torch::Tensor>> state;
-    for (const auto& [name, tensor] : tensors) {
-      if (name == param_name) {
-        weights = tensor;
-        ++used;
-      } else if (name.rfind(state_prefix, 0) == 0) {
-        state.emplace_back(name.substr(state_prefix.size()), tensor);
-        ++used;
-      }
-    }
-    if (!weights.defined()) throw std::runtime_error(param_name + " is missing");
-    layer.optimizer->restore(layer.masters[i], weights, state);
-  }
-  if (used != tensors.size()) {
-    throw std::runtime_error(std::to_string(tensors.size() - used) + " tensor(s) belong to no parameter of layer " +
-                             std::to_string(index));
-  }
+  Layer& layer = layers_[index_of(index)];
+  restore_named_layer_state(*layer.optimizer, named_masters(layer), index, tensors);
 }
 
 std::vector<torch::Tensor> StreamedStage::parameters() const {

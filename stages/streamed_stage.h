@@ -116,6 +116,8 @@ class StreamedStage {
   void bind(Layer& layer, int slot);
   void unbind(Layer& layer);
   void send_gradients_out(Layer& layer);
+  size_t index_of(int64_t layer) const;  // into layers_; std::logic_error outside the stage
+  static NamedParameters named_masters(const Layer& layer);
 
   int64_t first_, last_;
   ModelConfig model_;

@@ -5,6 +5,8 @@
 #include <torch/torch.h>
 #include <yaml-cpp/yaml.h>
 
+#include <sys/stat.h>
+
 #include <cmath>
 #include <limits>
 
@@ -140,6 +142,7 @@ TEST_CASE("streamed stages through the stand-in equal the reference trainer") {
       if (st.device == stand_in) st.weights = st.optimizer = DeviceId::cpu();
     }
   }
+  int runs = 0;
   for (const Case& c : {Case{"whole model, window 2", whole, 2, false}, Case{"whole model, window 1", whole, 1, false},
                         Case{"middle stage", middle, 2, false}, Case{"layerwise update, no clipping", whole, 2, true}}) {
     const std::string name = c.name;
@@ -168,6 +171,17 @@ TEST_CASE("streamed stages through the stand-in equal the reference trainer") {
     REQUIRE(trainer.streamed_stage(streamed) != nullptr);
     CHECK(trainer.last_max_in_flight()[static_cast<size_t>(streamed)] == 4);
     CHECK(std::isfinite(trainer.validation_loss()));
+    // Its checkpoint (the masters and their AdamW state) resumes as a resident CPU stage, exactly.
+    const std::string run_dir = dir.path() + "/run-" + std::to_string(++runs);
+    REQUIRE(mkdir(run_dir.c_str(), 0755) == 0);
+    const std::string saved = trainer.save_checkpoint(run_dir, 1);
+    RunConfig resident_run = tiny_run(data, 4, settings);
+    resident_run.stages = split(1);
+    resident_run.train.layerwise_update = false;
+    PipelineTrainer resumed(resident_run, plan_of_run(resident_run, host(1)), host(1), /*keep_trace=*/false);
+    resumed.resume_from(verify_checkpoint(saved));
+    const std::vector<torch::Tensor> restored = resumed.parameters();
+    for (size_t i = 0; i < params.size(); ++i) CHECK(torch::equal(restored[i], params[i]));
   }
   // Streaming into a real GPU is refused by name until its copy engine is written.
   RunConfig run = tiny_run(data, 4, {"train.schedule=layer-major", "train.checkpointing=true"});
