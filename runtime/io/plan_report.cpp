@@ -115,7 +115,8 @@ nlohmann::ordered_json stage_json(const ModelConfig& model, const Plan& p, size_
                       {"last_name", layer_name(model, st.last)}}},
           {"micro_batches_held", mem.in_flight},
           {"ops", format_ops(p.schedule.stages[s])},
-          {"bytes", {{"weights", mem.weights}, {"grads", mem.grads}, {"optimizer", mem.optimizer},
+          {"bytes", {{"weights", mem.weights}, {"grads", mem.grads}, {"grads_in_ram", mem.host_grads}, {"master", mem.master},
+                     {"optimizer", mem.optimizer},
                      {"activations", mem.activations}, {"buffers", mem.buffers}, {"slack", mem.slack}, {"total", mem.total}}},
           {"predicted", {{"resource", t.resource}, {"forward_seconds", t.forward_seconds},
                          {"backward_seconds", t.backward_seconds}, {"optimizer_seconds", t.optimizer_seconds}}}};
@@ -142,6 +143,8 @@ nlohmann::ordered_json plan_json(const ModelConfig& model, const Plan& p) {
   j["micro_batches"] = p.options.micro_batches;
   j["micro_batch_size"] = p.options.micro_batch_size;
   j["checkpointing"] = p.options.checkpointing;
+  j["window_layers"] = p.options.window_layers;        // streamed stages' GPU window
+  j["layerwise_update"] = p.options.layerwise_update;
   j["optimizer"] = p.options.optimizer.kind.name();
   j["stages"] = nlohmann::ordered_json::array();
   for (size_t s = 0; s < p.map.stages.size(); ++s) j["stages"].push_back(stage_json(model, p, s));
