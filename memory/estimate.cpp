@@ -37,7 +37,8 @@ StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const De
   if (streamed) {
     m.weights = checked_mul(options.window_layers, layer_bytes, "weight window bytes");
     m.grads = checked_mul(2, layer_bytes, "gradient window bytes");
-    m.host_grads = options.layerwise_update ? 0 : checked_mul(r.params, dtype_bytes(compute), "gradient bytes");
+    // In RAM the gradients arrive in the masters' float32 (stages/streamed_stage.h), whatever c is.
+    m.host_grads = options.layerwise_update ? 0 : checked_mul(r.params, dtype_bytes(Dtype::kFloat32), "gradient bytes");
   } else {
     m.weights = checked_mul(r.params, dtype_bytes(compute), "weight bytes");
     m.grads = m.weights;

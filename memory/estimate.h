@@ -21,7 +21,7 @@
 //   device only a window of window_layers layers' c-bit weights and two layers' c-bit gradients
 //   (one accumulating over the micro-batches, one draining to RAM), its activations as above; in
 //   RAM its float32 masters (the weights are converted from them on their way in), the optimizer
-//   state, and its c-bit gradients until the step (none with layerwise_update: each layer steps as
+//   state, and its gradients, float32 like the masters, until the step (none with layerwise_update: each layer steps as
 //   soon as its gradient arrives); pinned, two slots of its largest layer's weights on their way in
 //   and two of its gradients on their way out
 //   in pinned host memory (its own budget too)

@@ -30,7 +30,7 @@ SplitList every_split(const ModelConfig& model, const HardwareSpec& hardware, co
   return out;
 }
 
-StageMap naive_version(const StageMap& map, const HardwareSpec& hardware) {
+StageMap naive_version(const StageMap& map) {
   StageMap naive = map;
   for (StageSpec& st : naive.stages) {
     if (st.device.is_cpu()) st.cores = 0;

@@ -28,7 +28,7 @@ SplitList every_split(const ModelConfig& model, const HardwareSpec& hardware, co
 
 // The same stages, one op at a time: every CPU stage in the shared pool of all cores (the naive,
 // unpipelined way of running a split).
-StageMap naive_version(const StageMap& map, const HardwareSpec& hardware);
+StageMap naive_version(const StageMap& map);
 
 // "cpu embed..block 3 | cpu[1] block 4..head": a split's label in tables and plots.
 std::string split_label(const ModelConfig& model, const StageMap& map);

@@ -58,10 +58,12 @@ std::vector<BlockEvent> streamed_block(const StreamedTiming& timing, bool forwar
     computed[v] = compute_start + m * (forward ? t.forward_seconds : t.backward_seconds);
     events.push_back({BlockEventKind::kCompute, layer, compute_start, computed[v]});
     if (forward) continue;
-    const double send_start = std::max({computed[v], at(sent, i - 1, start), at(stepped, i - 2, start)});
+    // One worker copies the gradients out and then steps the layer, in turn (the runtime's: loads
+    // never wait behind it), so a copy out waits for the previous layer's step.
+    const double send_start = std::max(computed[v], at(stepped, i - 1, start));
     sent[v] = send_start + t.gradient_seconds;
     events.push_back({BlockEventKind::kGradientOut, layer, send_start, sent[v]});
-    const double step_start = std::max(sent[v], at(stepped, i - 1, start));
+    const double step_start = sent[v];
     stepped[v] = step_start + t.step_seconds;
     if (t.step_seconds > 0.0) events.push_back({BlockEventKind::kStep, layer, step_start, stepped[v]});
   }

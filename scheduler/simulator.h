@@ -60,8 +60,9 @@ struct StageTiming {
 // layer l's weights load once the copy engine is free and a window slot is (layer l - window done),
 // and it computes all M micro-batches once loaded and the previous layer is done. Backward runs
 // the layers in reverse, each also sending its gradients out (two GPU gradient slots: layer l's
-// accumulation waits for layer l + 2's copy out) and, with step_seconds, stepping in RAM (two
-// pinned slots: a copy out waits for the step two layers back). Returns the events, in order.
+// accumulation waits for layer l + 2's copy out) and, with step_seconds, stepping in RAM right
+// after, on the same worker (a copy out waits for the previous layer's step). Returns the events,
+// in order.
 enum class BlockEventKind { kLoad, kCompute, kGradientOut, kStep };
 struct BlockEvent {
   BlockEventKind kind;

@@ -97,6 +97,7 @@ void StreamedStage::visit_layers(const std::vector<size_t>& order, const std::fu
 
 std::vector<torch::Tensor> StreamedStage::forward(const std::vector<torch::Tensor>& inputs) {
   if (is_last()) throw std::logic_error("the last stage's forward is forward_loss");
+  wait_for_gradients();  // the last step's layer steps, before their masters are read
   std::vector<torch::Tensor> xs;
   for (const torch::Tensor& x : inputs) xs.push_back(is_first() ? x : x.to(compute_).detach());
   checkpoints_.assign(layers_.size(), std::vector<torch::Tensor>(xs.size()));
@@ -115,6 +116,7 @@ std::vector<torch::Tensor> StreamedStage::forward(const std::vector<torch::Tenso
 std::vector<double> StreamedStage::forward_loss(const std::vector<torch::Tensor>& inputs, const std::vector<torch::Tensor>& targets,
                                                 double loss_divisor) {
   if (!is_last()) throw std::logic_error("forward_loss on a stage that does not end in the head");
+  wait_for_gradients();
   std::vector<torch::Tensor> xs;
   for (const torch::Tensor& x : inputs) xs.push_back(is_first() ? x : x.to(compute_).detach());
   checkpoints_.assign(layers_.size(), std::vector<torch::Tensor>(xs.size()));
@@ -136,6 +138,8 @@ std::vector<double> StreamedStage::forward_loss(const std::vector<torch::Tensor>
 
 std::vector<torch::Tensor> StreamedStage::backward(const std::vector<torch::Tensor>& grad_outputs) {
   if (checkpoints_.empty()) throw std::logic_error("streamed backward without its forward");
+  non_finite_layers_ = 0;
+  consumed_squared_norm_ = 0.0;
   const size_t m = checkpoints_.front().size();
   if (!is_last() && grad_outputs.size() != m) {
     throw std::logic_error("streamed backward got " + std::to_string(grad_outputs.size()) + " gradients for " +
@@ -161,17 +165,20 @@ std::vector<torch::Tensor> StreamedStage::backward(const std::vector<torch::Tens
     }
     send_gradients_out(layer);
   });
-  stream_->wait_copies();
+  // The last layers' gradients may still be leaving, and their steps running: whatever reads or
+  // steps the masters next waits for them (wait_for_gradients); the input gradients go on now.
   checkpoints_.clear();
   targets_.clear();
   return grads;
 }
 
+void StreamedStage::wait_for_gradients() const { stream_->wait_idle(); }
+
 // The layer's gradient is final: out to its masters' gradients in RAM (the previous layer's copy
 // must have landed first: two layers' gradients at most on the device), and with a layerwise
-// update, the layer's step.
+// update, the layer's step after it, on the copies' worker (the compute thread goes on).
 void StreamedStage::send_gradients_out(Layer& layer) {
-  stream_->wait_copies();
+  stream_->wait_copies_out();
   std::vector<torch::Tensor> host, device;
   for (size_t i = 0; i < layer.params.size(); ++i) {
     torch::Tensor& p = layer.params[i];
@@ -183,15 +190,28 @@ void StreamedStage::send_gradients_out(Layer& layer) {
     p.mutable_grad() = torch::Tensor();  // the copy holds it until it has left
   }
   stream_->copy_out(host, device);
-  if (!layerwise_) return;
-  stream_->wait_copies();
-  const double norm = std::sqrt(pipetrain::grad_squared_norm(layer.masters)) / layerwise_->loss_scale;
+  if (layerwise_) stream_->after_copies([this, &layer] { step_layer(layer); });
+}
+
+// On the copies' worker, once the layer's gradient has arrived: its norm, its clip, its step.
+void StreamedStage::step_layer(Layer& layer) {
+  const double squared = pipetrain::grad_squared_norm(layer.masters);
+  consumed_squared_norm_ += squared;
+  const double norm = std::sqrt(squared) / layerwise_->loss_scale;
+  if (!std::isfinite(norm)) {
+    // An overflow (under loss scaling) or a divergence: this layer does not step; the trainer
+    // sees it (non_finite_layers) and treats the step as one whose gradients overflowed.
+    ++non_finite_layers_;
+    layer.optimizer->zero_grad();
+    return;
+  }
   const double scale = layer_clip_scale(norm, layerwise_->max_norm, layer.numel, layerwise_->model_params);
   layer.optimizer->step(layerwise_->lr, scale / layerwise_->loss_scale);
   layer.optimizer->zero_grad();
 }
 
 torch::Tensor StreamedStage::infer(const torch::Tensor& input) {
+  wait_for_gradients();
   torch::Tensor x = is_first() ? input : input.to(compute_);
   std::vector<size_t> order(layers_.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -208,16 +228,20 @@ void StreamedStage::clear_checkpoints() {
 }
 
 void StreamedStage::zero_grad() {
+  wait_for_gradients();
+  consumed_squared_norm_ = 0.0;
   for (Layer& layer : layers_) layer.optimizer->zero_grad();
 }
 
 double StreamedStage::grad_squared_norm() const {
-  double total = 0.0;
+  wait_for_gradients();
+  double total = consumed_squared_norm_;
   for (const Layer& layer : layers_) total += pipetrain::grad_squared_norm(layer.masters);
   return total;
 }
 
 void StreamedStage::step(double lr, double grad_scale) {
+  wait_for_gradients();
   for (Layer& layer : layers_) layer.optimizer->step(lr, grad_scale);
 }
 
@@ -238,16 +262,19 @@ NamedParameters StreamedStage::named_masters(const Layer& layer) {
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> StreamedStage::layer_state(int64_t index) const {
+  wait_for_gradients();
   const Layer& layer = layers_[index_of(index)];
   return named_layer_state(*layer.optimizer, named_masters(layer));
 }
 
 void StreamedStage::set_layer_state(int64_t index, const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
+  wait_for_gradients();
   Layer& layer = layers_[index_of(index)];
   restore_named_layer_state(*layer.optimizer, named_masters(layer), index, tensors);
 }
 
 std::vector<torch::Tensor> StreamedStage::parameters() const {
+  wait_for_gradients();
   std::vector<torch::Tensor> all;
   for (const Layer& layer : layers_) all.insert(all.end(), layer.masters.begin(), layer.masters.end());
   return all;

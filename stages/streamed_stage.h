@@ -85,17 +85,31 @@ class StreamedStage {
                                    double loss_divisor);
   // Every micro-batch backward, layers in reverse: dL/d(input) per micro-batch (undefined on the
   // first stage). grad_outputs is empty on the last stage. With a layerwise step set, each layer
-  // steps during it.
+  // steps during it, on the copies' worker. It returns once the last layer has computed; its
+  // gradients may still be leaving (and steps running): every method below that reads them or the
+  // masters waits first (wait_for_gradients).
   std::vector<torch::Tensor> backward(const std::vector<torch::Tensor>& grad_outputs);
-  void set_layerwise_step(std::optional<LayerwiseStep> step) { layerwise_ = step; }
+  void wait_for_gradients() const;
+  void set_layerwise_step(std::optional<LayerwiseStep> step) {
+    wait_for_gradients();  // the last backward's steps read the settings they were queued with
+    layerwise_ = step;
+  }
   bool layerwise() const { return layerwise_.has_value(); }
+  // Under a layerwise update: the layers of the last backward whose gradient was not finite (they
+  // did not step; the others did).
+  int non_finite_layers() const {
+    wait_for_gradients();
+    return non_finite_layers_;
+  }
   // No gradients, no checkpoints: one input through every layer (for validation).
   torch::Tensor infer(const torch::Tensor& input);
   // Drops what a failed step left (checkpoints, targets).
   void clear_checkpoints();
 
   void zero_grad();
-  double grad_squared_norm() const;  // over the masters' gradients, in float64
+  // Over the masters' gradients, in float64; under a layerwise update, over the gradients the last
+  // backward stepped and dropped (so the step's global norm is still reported, and an overflow seen).
+  double grad_squared_norm() const;
   void step(double lr, double grad_scale = 1.0);
 
   std::vector<std::pair<std::string, torch::Tensor>> layer_state(int64_t layer) const;
@@ -116,6 +130,7 @@ class StreamedStage {
   void bind(Layer& layer, int slot);
   void unbind(Layer& layer);
   void send_gradients_out(Layer& layer);
+  void step_layer(Layer& layer);
   size_t index_of(int64_t layer) const;  // into layers_; std::logic_error outside the stage
   static NamedParameters named_masters(const Layer& layer);
 
@@ -129,6 +144,8 @@ class StreamedStage {
   std::vector<torch::Tensor> targets_;
   double loss_divisor_ = 1.0;
   std::optional<LayerwiseStep> layerwise_;
+  int non_finite_layers_ = 0;
+  double consumed_squared_norm_ = 0.0;  // of the gradients a layerwise update stepped and dropped
 };
 
 }  // namespace pipetrain

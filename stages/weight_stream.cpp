@@ -55,6 +55,10 @@ void SerialWorker::wait_until(const std::function<bool()>& done) {
   if (!failure_.empty()) throw std::runtime_error("weight stream copy failed: " + failure_);
 }
 
+void SerialWorker::wait_idle() {
+  wait_until([&] { return jobs_.empty() && !running_; });
+}
+
 void SerialWorker::locked(const std::function<void()>& change) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -113,39 +117,43 @@ StandInWeightStream::~StandInWeightStream() = default;
 
 void StandInWeightStream::load(int j, int64_t layer, const std::vector<torch::Tensor>& views,
                                const std::vector<torch::Tensor>& masters) {
-  worker_.locked([&] { slots_.start_load(j, layer); });
-  ++loads_;
-  worker_.enqueue([this, j, views, masters] {
+  loads_.locked([&] { slots_.start_load(j, layer); });
+  ++loads_count_;
+  loads_.enqueue([this, j, views, masters] {
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < views.size(); ++i) views[i].copy_(masters[i]);
-    worker_.locked([&] { slots_.loaded(j); });
+    loads_.locked([&] { slots_.loaded(j); });
   });
 }
 
 void StandInWeightStream::wait_loaded(int j) {
-  worker_.locked([&] {
+  loads_.locked([&] {
     if (slots_.state(j) == WindowSlots::State::kFree) slots_.hold(j);  // throws: never loaded
   });
-  worker_.wait_until([&] { return slots_.state(j) != WindowSlots::State::kLoading; });
-  worker_.locked([&] { slots_.hold(j); });
+  loads_.wait_until([&] { return slots_.state(j) != WindowSlots::State::kLoading; });
+  loads_.locked([&] { slots_.hold(j); });
 }
 
 void StandInWeightStream::release(int j) {
-  worker_.locked([&] { slots_.release(j); });
+  loads_.locked([&] { slots_.release(j); });
 }
 
 void StandInWeightStream::copy_out(const std::vector<torch::Tensor>& host, const std::vector<torch::Tensor>& device) {
-  worker_.locked([&] { ++queued_copies_; });
-  worker_.enqueue([this, host, device] {
+  outs_.locked([&] { ++queued_copies_; });
+  outs_.enqueue([this, host, device] {
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < host.size(); ++i) host[i].copy_(device[i]);
-    worker_.locked([&] { --queued_copies_; });
+    outs_.locked([&] { --queued_copies_; });
   });
 }
 
-void StandInWeightStream::wait_copies() {
-  worker_.wait_until([&] { return queued_copies_ == 0; });
+void StandInWeightStream::after_copies(std::function<void()> job) { outs_.enqueue(std::move(job)); }
+
+void StandInWeightStream::wait_copies_out() {
+  outs_.wait_until([&] { return queued_copies_ == 0; });
 }
+
+void StandInWeightStream::wait_idle() { outs_.wait_idle(); }
 
 int64_t StandInWeightStream::window_bytes() const {
   int64_t bytes = 0;
@@ -154,11 +162,10 @@ int64_t StandInWeightStream::window_bytes() const {
 }
 
 void StandInWeightStream::reset() {
-  worker_.drain();
-  worker_.locked([&] {
-    slots_.reset();
-    queued_copies_ = 0;
-  });
+  loads_.drain();
+  outs_.drain();
+  loads_.locked([&] { slots_.reset(); });
+  outs_.locked([&] { queued_copies_ = 0; });
 }
 
 }  // namespace pipetrain

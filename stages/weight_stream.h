@@ -6,14 +6,18 @@
 // layer's float32 masters (host RAM) into the compute dtype and copies them into the slot on the
 // copy engine, after every use of the slot so far: a slot is refilled only once the compute that
 // used it has released it, and refilling one that is still held is a logic error, never a silent
-// overwrite. Gradients go out the other way, into host tensors.
+// overwrite. Gradients go out the other way, into host tensors, on a second worker, which also
+// runs what must follow them (a layer's optimizer step): loads never queue behind a step.
 //
 //   StandInWeightStream stream(/*slots=*/2, slot_elements, torch::kFloat32);
 //   stream.load(0, layer, views_of_slot_0, masters);   // queued on the copy engine
 //   stream.wait_loaded(0);                               // compute may read slot 0 now
 //   ... compute ...
 //   stream.release(0);                                   // slot 0 may be refilled
-//   stream.copy_out(host_grads, device_grads); stream.wait_copies();
+//   stream.copy_out(host_grads, device_grads);
+//   stream.after_copies([&] { step(layer); });          // on the copies' worker, after them
+//   stream.wait_copies_out();                            // the copies (not the steps) have landed
+//   stream.wait_idle();                                  // and every job after them has run
 #pragma once
 
 #include <torch/types.h>
@@ -43,9 +47,14 @@ class WeightStream {
   // Blocks until slot j's load has landed; it is then held until release(j).
   virtual void wait_loaded(int j) = 0;
   virtual void release(int j) = 0;
-  // Queues host[i] <- device[i] (converted to host[i]'s dtype); wait_copies() waits for all.
+  // Queues host[i] <- device[i] (converted to host[i]'s dtype), after what the device computed so far.
   virtual void copy_out(const std::vector<torch::Tensor>& host, const std::vector<torch::Tensor>& device) = 0;
-  virtual void wait_copies() = 0;
+  // Queues a host job after the copies out queued so far (on their worker).
+  virtual void after_copies(std::function<void()> job) = 0;
+  // Blocks until every copy out queued so far has landed in its host tensors.
+  virtual void wait_copies_out() = 0;
+  // Blocks until every copy out and every job after them has run; rethrows a job's failure.
+  virtual void wait_idle() = 0;
   // Bytes of the window on the device.
   virtual int64_t window_bytes() const = 0;
   // After a failed step: waits for the queued copies, then every slot is free.
@@ -63,6 +72,8 @@ class SerialWorker {
   void enqueue(std::function<void()> job);
   // Blocks until `done()` holds (checked under the worker's lock, after each job) or a job failed.
   void wait_until(const std::function<bool()>& done);
+  // Blocks until no job is queued or running; rethrows a job's failure.
+  void wait_idle();
   // Runs `change` under the worker's lock, then wakes every waiter.
   void locked(const std::function<void()>& change);
   // Blocks until no job is queued or running, then clears a failure.
@@ -115,18 +126,21 @@ class StandInWeightStream : public WeightStream {
   void wait_loaded(int j) override;
   void release(int j) override;
   void copy_out(const std::vector<torch::Tensor>& host, const std::vector<torch::Tensor>& device) override;
-  void wait_copies() override;
+  void after_copies(std::function<void()> job) override;
+  void wait_copies_out() override;
+  void wait_idle() override;
   int64_t window_bytes() const override;
   void reset() override;
   // Loads run so far (each layer's weights crossing once counts one).
-  int64_t loads() const { return loads_; }
+  int64_t loads() const { return loads_count_; }
 
  private:
   std::vector<torch::Tensor> window_;
-  WindowSlots slots_;           // under the worker's lock
-  int64_t queued_copies_ = 0;   // under the worker's lock
-  int64_t loads_ = 0;
-  SerialWorker worker_;         // last: its thread stops first
+  WindowSlots slots_;           // under loads_'s lock
+  int64_t queued_copies_ = 0;   // under outs_'s lock
+  int64_t loads_count_ = 0;
+  SerialWorker loads_;          // last: their threads stop first
+  SerialWorker outs_;
 };
 
 }  // namespace pipetrain

@@ -93,7 +93,7 @@ TEST_CASE("a streamed stage's memory") {
   CHECK(st.in_flight == 4);  // layer-major holds every micro-batch
   CHECK(st.weights == 2 * block * 2);
   CHECK(st.grads == 2 * block * 2);
-  CHECK(st.host_grads == p1 * 2);
+  CHECK(st.host_grads == p1 * 4);  // float32, as the masters' gradients
   CHECK(st.master == p1 * 4);
   CHECK(st.optimizer == p1 * 8);
   CHECK(st.buffers == 4 * block * 2);  // 2 slots in, 2 out; its boundaries' rings are the CPU stages'
@@ -109,7 +109,7 @@ TEST_CASE("a streamed stage's memory") {
   const MemoryEstimate wider = estimate(describe_model(m), hw, map, o);
   CHECK(wider.stages[1].weights == 3 * block * 2);
   CHECK(wider.stages[1].host_grads == 0);
-  CHECK(wider.devices[0].need_bytes == e.devices[0].need_bytes - p1 * 2);
+  CHECK(wider.devices[0].need_bytes == e.devices[0].need_bytes - p1 * 4);
   // The same stage resident holds all its weights and gradients on the GPU.
   map.stages[1].weights.reset();
   const MemoryEstimate resident = estimate(describe_model(m), hw, map, o);

@@ -147,8 +147,9 @@ TEST_CASE("a streamed forward block: loads overlap compute within the window") {
 
 // Backward visits the layers in reverse: each layer computes over M = 2 micro-batches, then sends
 // its gradients out (3 s). Two gradient slots on the GPU: layer 0 may not start accumulating until
-// layer 2's gradients have left (at 6), though its weights arrived at 4. With steps, a copy out
-// waits for the step two layers back (two pinned slots), and the steps run one after another.
+// layer 2's gradients have left (at 6), though its weights arrived at 4. With steps (5 s), one
+// worker copies out and steps in turn: a copy out waits for the previous layer's step, and the
+// GPU for the gradient slot that copy frees.
 TEST_CASE("a streamed backward block: gradient slots and steps") {
   StreamedLayerTiming layer;
   layer.backward_seconds = 1.0;
@@ -166,8 +167,9 @@ TEST_CASE("a streamed backward block: gradient slots and steps") {
   CHECK(order == std::vector<int>{2, 1, 0});
   layer.step_seconds = 5.0;
   const auto stepped = streamed_block(streamed_layers(3, layer, 2), false, 2, 0.0);
-  CHECK(spans(stepped, BlockEventKind::kStep) == Spans{{6, 11}, {11, 16}, {16, 21}});
-  CHECK(spans(stepped, BlockEventKind::kGradientOut) == Spans{{3, 6}, {6, 9}, {11, 14}});  // waits for step 1
+  CHECK(spans(stepped, BlockEventKind::kStep) == Spans{{6, 11}, {14, 19}, {22, 27}});
+  CHECK(spans(stepped, BlockEventKind::kGradientOut) == Spans{{3, 6}, {11, 14}, {19, 22}});  // each after the step before
+  CHECK(spans(stepped, BlockEventKind::kCompute) == Spans{{1, 3}, {3, 5}, {6, 8}});
 }
 
 // A whole step of one streamed stage: its forward block once all inputs are there, the backward

@@ -123,7 +123,7 @@ TEST_CASE("bench enumerates every split, and caps evenly") {
   CHECK(split_label(model, capped.maps[0]) == split_label(model, all.maps[0]));
   CHECK(split_label(model, capped.maps[1]) == split_label(model, all.maps[3]));
   CHECK(split_label(model, capped.maps[2]) == split_label(model, all.maps[6]));
-  CHECK(split_label(model, naive_version(all.maps[2], hw)) == "cpu embed | cpu block 0..head");
+  CHECK(split_label(model, naive_version(all.maps[2])) == "cpu embed | cpu block 0..head");
 }
 
 // Bench statistics: warm-up steps are left out, then the median; nothing left is an error.

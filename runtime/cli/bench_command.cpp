@@ -1,5 +1,6 @@
 #include <cxxopts.hpp>
 
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -32,6 +33,8 @@ cxxopts::Options bench_options() {
       ("splits", "all (every boundary choice, capped by --max-splits), top:K (the planner's K best), or stage map "
                  "files separated by commas", cxxopts::value<std::string>()->default_value("top:5"))
       ("max-splits", "cap for --splits all (an evenly spaced subset beyond it)", cxxopts::value<int>()->default_value("40"))
+      ("gpu-stages-on-cpu", "with stage map files: run stages placed on cuda:N on the CPU when this build or machine has no "
+                            "such GPU (a stage streaming its weights on standin:N, the GPU's stand-in; warns)")
       ("schedules", "schedules to time, e.g. gpipe,1f1b (default: the config's)", cxxopts::value<std::string>())
       ("micro-batches", "micro-batch counts to time, e.g. 4,8 (default: the config's)", cxxopts::value<std::string>())
       ("steps", "measured steps per case", cxxopts::value<int>()->default_value("3"))
@@ -55,7 +58,9 @@ void read_splits(const std::string& splits, const cxxopts::ParseResult& args, Be
     for (const std::string& file : split_list(splits)) {
       StageMap map = load_stage_map_file(file, request.run.model);
       validate_stage_map(map, request.run.model, request.hardware);
-      request.maps.push_back(place_stages(map, false, nullptr));
+      std::vector<std::string> warnings;
+      request.maps.push_back(place_stages(map, args.count("gpu-stages-on-cpu") > 0, &warnings));
+      for (const std::string& w : warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
     }
   }
 }
@@ -71,6 +76,7 @@ int bench_command(int argc, char** argv) {
   BenchRequest request;
   request.run = config_from_args(args, {"stages=none"});  // the splits come from --splits
   request.hardware = hardware_from_args(args, request.run.hardware);
+  if (args.count("gpu-stages-on-cpu")) request.hardware = request.hardware.with_stand_ins();
   request.steps = args["steps"].as<int>();
   request.warmup = args["warmup"].as<int>();
   if (request.steps < 1 || request.warmup < 0) {

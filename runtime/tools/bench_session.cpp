@@ -108,7 +108,7 @@ std::vector<BenchResult> against_naive(const BenchRequest& request, const BenchR
   again.planner_choice = false;
   BenchCase naive = again;
   naive.kind = BenchKind::kNaive;
-  naive.map = naive_version(again.map, request.hardware);
+  naive.map = naive_version(again.map);
   return run_bench(request.run, request.hardware, {again, naive}, options);
 }
 

@@ -1,16 +1,17 @@
 // A streamed stage's copy engine on a GPU (stages/weight_stream.h): the window is `slots` device
 // buffers; two pinned staging buffers carry weights in and two carry gradients out.
 //
-// Load of layer l into slot j, on this stream's worker thread (the compute thread only queues it):
+// Load of layer l into slot j, on this stream's loads worker (the compute thread only queues it):
 //   wait until a staging buffer's previous copy has left it -> convert the layer's float32 masters
 //   into it in the compute dtype (LibTorch's intra-op threads) -> the copy stream waits for the
 //   compute stream's release of slot j (an event: the GPU, not the host, waits) -> cudaMemcpyAsync
 //   staging -> slot j -> record `loaded[j]`.
 // wait_loaded(j): the host waits only until the copy has been queued; the compute stream then
 //   waits for `loaded[j]` on the GPU.
-// Gradients out: the copy stream waits for the compute stream (the gradients are final there) ->
-//   cudaMemcpyAsync into a staging buffer -> the worker waits for it and converts into the host
-//   tensors (float32 master gradients).
+// Gradients out, on a second worker (so loads never queue behind them or a layer's step): the copy
+//   stream waits for the compute stream (the gradients are final there) -> cudaMemcpyAsync into a
+//   staging buffer -> the worker waits for it and converts into the host tensors (float32 master
+//   gradients); jobs queued after (a layer's step) run on the same worker.
 // Written against the CUDA runtime and c10/cuda like cuda_transfer.cpp; compiled on every machine
 // with the toolkit's headers, run only where a GPU is lent (the GPU-check issue measures it).
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -29,7 +30,8 @@ class CudaWeightStream : public WeightStream {
  public:
   CudaWeightStream(torch::Device gpu, int slots, int64_t slot_elements, torch::Dtype compute)
       : gpu_(gpu), compute_(compute), slots_(slots),
-        copy_stream_(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, gpu.index())) {
+        in_stream_(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, gpu.index())),
+        out_stream_(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, gpu.index())) {
     if (slots < 1) throw std::invalid_argument("a weight window needs at least one slot, got " + std::to_string(slots));
     c10::cuda::CUDAGuard guard(gpu.index());
     const int64_t bytes = slot_elements * static_cast<int64_t>(c10::elementSize(compute));
@@ -45,7 +47,10 @@ class CudaWeightStream : public WeightStream {
       out_done_.push_back(std::make_unique<Event>());
     }
   }
-  ~CudaWeightStream() override { worker_.drain(); }
+  ~CudaWeightStream() override {
+    loads_.drain();
+    outs_.drain();
+  }
 
   torch::Device device() const override { return gpu_; }
   const torch::Tensor& slot(int j) const override { return window_[static_cast<size_t>(j)]; }
@@ -55,8 +60,8 @@ class CudaWeightStream : public WeightStream {
   }
 
   void load(int j, int64_t layer, const std::vector<torch::Tensor>& views, const std::vector<torch::Tensor>& masters) override {
-    worker_.locked([&] { slots_.start_load(j, layer); });
-    worker_.enqueue([this, j, views, masters] {
+    loads_.locked([&] { slots_.start_load(j, layer); });
+    loads_.enqueue([this, j, views, masters] {
       c10::cuda::CUDAGuard guard(gpu_.index());
       const size_t b = next_in_;
       next_in_ = (next_in_ + 1) % staging_in_.size();
@@ -71,7 +76,7 @@ class CudaWeightStream : public WeightStream {
           offset += master.numel();
         }
       }
-      const cudaStream_t copy = copy_stream_.stream();
+      const cudaStream_t copy = in_stream_.stream();
       if (released_[static_cast<size_t>(j)]->recorded()) {
         check(cudaStreamWaitEvent(copy, released_[static_cast<size_t>(j)]->get(), 0), "cudaStreamWaitEvent");
       }
@@ -80,17 +85,17 @@ class CudaWeightStream : public WeightStream {
             "cudaMemcpyAsync (weights in)");
       in_done_[b]->record(copy);
       loaded_[static_cast<size_t>(j)]->record(copy);
-      worker_.locked([&] { slots_.loaded(j); });
+      loads_.locked([&] { slots_.loaded(j); });
       (void)views;  // the views alias the slot: the copy above fills them
     });
   }
 
   void wait_loaded(int j) override {
-    worker_.locked([&] {
+    loads_.locked([&] {
       if (slots_.state(j) == WindowSlots::State::kFree) slots_.hold(j);  // throws: never loaded
     });
-    worker_.wait_until([&] { return slots_.state(j) != WindowSlots::State::kLoading; });
-    worker_.locked([&] { slots_.hold(j); });
+    loads_.wait_until([&] { return slots_.state(j) != WindowSlots::State::kLoading; });
+    loads_.locked([&] { slots_.hold(j); });
     const cudaStream_t compute = c10::cuda::getCurrentCUDAStream(gpu_.index()).stream();
     check(cudaStreamWaitEvent(compute, loaded_[static_cast<size_t>(j)]->get(), 0), "cudaStreamWaitEvent");
   }
@@ -99,21 +104,21 @@ class CudaWeightStream : public WeightStream {
     // What the compute stream launched with the slot so far must finish before a load refills it.
     c10::cuda::CUDAGuard guard(gpu_.index());
     released_[static_cast<size_t>(j)]->record(c10::cuda::getCurrentCUDAStream(gpu_.index()).stream());
-    worker_.locked([&] { slots_.release(j); });
+    loads_.locked([&] { slots_.release(j); });
   }
 
   void copy_out(const std::vector<torch::Tensor>& host, const std::vector<torch::Tensor>& device) override {
     c10::cuda::CUDAGuard guard(gpu_.index());
     auto ready = std::make_shared<Event>();
     ready->record(c10::cuda::getCurrentCUDAStream(gpu_.index()).stream());
-    for (const torch::Tensor& t : device) c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), copy_stream_);
-    worker_.locked([&] { ++queued_copies_; });
-    worker_.enqueue([this, host, device, ready] {
+    for (const torch::Tensor& t : device) c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), out_stream_);
+    outs_.locked([&] { ++queued_copies_; });
+    outs_.enqueue([this, host, device, ready] {
       c10::cuda::CUDAGuard on_gpu(gpu_.index());
       const size_t b = next_out_;
       next_out_ = (next_out_ + 1) % staging_out_.size();
       out_done_[b]->synchronize();
-      const cudaStream_t copy = copy_stream_.stream();
+      const cudaStream_t copy = out_stream_.stream();
       check(cudaStreamWaitEvent(copy, ready->get(), 0), "cudaStreamWaitEvent");
       int64_t offset = 0;
       auto* base = static_cast<char*>(staging_out_[b].data());
@@ -128,32 +133,37 @@ class CudaWeightStream : public WeightStream {
       out_done_[b]->synchronize();
       torch::NoGradGuard no_grad;
       for (size_t i = 0; i < host.size(); ++i) host[i].copy_(staged[i]);
-      worker_.locked([&] { --queued_copies_; });
+      outs_.locked([&] { --queued_copies_; });
     });
   }
 
-  void wait_copies() override { worker_.wait_until([&] { return queued_copies_ == 0; }); }
+  void after_copies(std::function<void()> job) override { outs_.enqueue(std::move(job)); }
+  void wait_copies_out() override { outs_.wait_until([&] { return queued_copies_ == 0; }); }
+  void wait_idle() override { outs_.wait_idle(); }
 
   void reset() override {
-    worker_.drain();
-    check(cudaStreamSynchronize(copy_stream_.stream()), "cudaStreamSynchronize");
-    worker_.locked([&] {
-      slots_.reset();
-      queued_copies_ = 0;
-    });
+    loads_.drain();
+    outs_.drain();
+    check(cudaStreamSynchronize(in_stream_.stream()), "cudaStreamSynchronize");
+    check(cudaStreamSynchronize(out_stream_.stream()), "cudaStreamSynchronize");
+    loads_.locked([&] { slots_.reset(); });
+    outs_.locked([&] { queued_copies_ = 0; });
   }
 
  private:
   torch::Device gpu_;
   torch::Dtype compute_;
   WindowSlots slots_;
-  c10::cuda::CUDAStream copy_stream_;
+  c10::cuda::CUDAStream in_stream_;   // weights in (H2D)
+  c10::cuda::CUDAStream out_stream_;  // gradients out (D2H): the two copy engines overlap
   std::vector<torch::Tensor> window_;
   std::vector<std::unique_ptr<Event>> loaded_, released_, in_done_, out_done_;
   std::vector<PinnedBuffer> staging_in_, staging_out_;
-  size_t next_in_ = 0, next_out_ = 0;  // the worker's
-  int64_t queued_copies_ = 0;          // under the worker's lock
-  SerialWorker worker_;                // last: its thread stops first
+  size_t next_in_ = 0;         // the loads worker's
+  size_t next_out_ = 0;        // the outs worker's
+  int64_t queued_copies_ = 0;  // under outs_'s lock
+  SerialWorker loads_;         // last: their threads stop first
+  SerialWorker outs_;
 };
 
 }  // namespace
