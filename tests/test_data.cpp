@@ -88,6 +88,8 @@ TEST_CASE("bad data files are refused with the file named") {
   const std::string good = dir.file("good.txt", testing::sample_text(100));
   CHECK_THROWS_WITH_AS(ByteCorpus({good, dir.path() + "/missing.txt"}, 16, 0.1, 1),
                        doctest::Contains(("data.files[1] '" + dir.path() + "/missing.txt' cannot be opened").c_str()), InputError);
+  CHECK_THROWS_WITH_AS(ByteCorpus({}, 16, 0.1, 1), doctest::Contains("data.files is empty; give at least one text file"),
+                       InputError);
   CHECK_THROWS_WITH_AS(ByteCorpus({dir.file("empty.txt", "")}, 16, 0.1, 1), doctest::Contains("empty.txt' is empty"),
                        InputError);
   CHECK_THROWS_WITH_AS(ByteCorpus({dir.file("bin.dat", std::string("abc\0def", 7))}, 16, 0.1, 1),

@@ -214,6 +214,22 @@ TEST_CASE("every remedy is confirmed by planning it") {
   CHECK(run_command(kBinary + " plan --config " + kBigModel + " --auto --set train.optimizer=sgd" + kAllFloat32).exit_code == 0);
 }
 
+// A model file and a hardware name are enough to plan (issue 17: commands ask only for what they
+// use); training the same file is refused, naming the data it lacks, before anything is written.
+TEST_CASE("plan needs no data, train does") {
+  ScratchDir dir;
+  const std::string model = dir.file("model.yaml", "model:\n  hidden_dim: 64\n  num_layers: 2\n  num_heads: 2\n"
+                                                   "  intermediate_size: 128\n  seq_len: 32\n");
+  const auto planned = run_command(kBinary + " plan --config " + model + " --hardware rtx2070s-wsl --auto");
+  CAPTURE(planned.output);
+  CHECK(planned.exit_code == 0);
+  CHECK(planned.output.find("best plan:") != std::string::npos);
+  const auto trained = run_command(kBinary + " train --config " + model + " --out " + dir.path() + "/run --steps 1");
+  CAPTURE(trained.output);
+  CHECK(trained.exit_code == 2);
+  CHECK(trained.output.find("data.files is empty") != std::string::npos);
+}
+
 // Bad stage maps and hardware on the command line: exit 2 with the problem named.
 TEST_CASE("plan refuses bad input with exit 2") {
   ScratchDir dir;

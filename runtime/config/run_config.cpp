@@ -142,7 +142,7 @@ void validate(const RunConfig& run) {
   }
 
   const DataConfig& d = run.data;
-  if (d.files.empty()) throw InputError(src + ": data.files is empty; give at least one text file");
+  // No data.files is fine for what reads no data (plan); the corpus refuses it when it is read.
   if (!(d.val_fraction > 0.0 && d.val_fraction < 1.0)) {
     std::ostringstream out;
     out << src << ": data.val_fraction must be in (0, 1), got " << d.val_fraction;
