@@ -76,6 +76,24 @@ double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
   return (a - b).abs().max().item<double>() / scale;
 }
 
+// kSteps steps of `trainer`, each step's loss and gradient norm checked against the reference's
+// (kRelativeTolerance); returns the largest relative difference of the parameters after them.
+double follow_reference(PipelineTrainer& trainer, const Trajectory& reference) {
+  for (int i = 0; i < kSteps; ++i) {
+    const StepRecord r = trainer.train_step();
+    CHECK(std::abs(r.loss - reference.losses[i]) <= kRelativeTolerance * std::abs(reference.losses[i]));
+    CHECK(std::abs(r.grad_norm - reference.grad_norms[i]) <= kRelativeTolerance * reference.grad_norms[i]);
+  }
+  const std::vector<torch::Tensor> params = trainer.parameters();
+  REQUIRE(params.size() == reference.params.size());
+  double worst = 0.0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    REQUIRE(params[i].sizes() == reference.params[i].sizes());
+    worst = std::max(worst, relative_difference(params[i], reference.params[i]));
+  }
+  return worst;
+}
+
 }  // namespace
 
 // The transparency matrix: every stage count, micro-batch count, schedule and checkpointing setting
@@ -96,18 +114,7 @@ TEST_CASE("pipelined training equals the reference trainer") {
                                              std::string("train.checkpointing=") + (ckpt ? "true" : "false")});
           run.stages = split(s);
           PipelineTrainer trainer(run, plan_of_run(run, host(1)), host(1), /*keep_trace=*/false);
-          for (int i = 0; i < kSteps; ++i) {
-            const StepRecord r = trainer.train_step();
-            CHECK(std::abs(r.loss - reference.losses[i]) <= kRelativeTolerance * std::abs(reference.losses[i]));
-            CHECK(std::abs(r.grad_norm - reference.grad_norms[i]) <= kRelativeTolerance * reference.grad_norms[i]);
-          }
-          const std::vector<torch::Tensor> params = trainer.parameters();
-          REQUIRE(params.size() == reference.params.size());
-          double worst = 0.0;
-          for (size_t i = 0; i < params.size(); ++i) {
-            REQUIRE(params[i].sizes() == reference.params[i].sizes());
-            worst = std::max(worst, relative_difference(params[i], reference.params[i]));
-          }
+          const double worst = follow_reference(trainer, reference);
           CHECK_MESSAGE(worst <= kRelativeTolerance, "largest relative parameter difference ", worst);
           // Micro-batches in flight are the schedule's: GPipe all M, 1F1B min(M, S - s).
           for (int st = 0; st < s; ++st) {
@@ -157,15 +164,8 @@ TEST_CASE("streamed stages through the stand-in equal the reference trainer") {
     Plan plan = plan_of_run(run, box);
     plan.options.window_layers = c.window;
     PipelineTrainer trainer(run, plan, box, /*keep_trace=*/false);
-    for (int i = 0; i < kSteps; ++i) {
-      const StepRecord r = trainer.train_step();
-      CHECK(std::abs(r.loss - reference.losses[i]) <= kRelativeTolerance * std::abs(reference.losses[i]));
-      CHECK(std::abs(r.grad_norm - reference.grad_norms[i]) <= kRelativeTolerance * reference.grad_norms[i]);
-    }
+    const double worst = follow_reference(trainer, reference);
     const std::vector<torch::Tensor> params = trainer.parameters();
-    REQUIRE(params.size() == reference.params.size());
-    double worst = 0.0;
-    for (size_t i = 0; i < params.size(); ++i) worst = std::max(worst, relative_difference(params[i], reference.params[i]));
     CHECK_MESSAGE(worst <= kRelativeTolerance, "largest relative parameter difference ", worst);
     const int streamed = c.map.num_stages() == 1 ? 0 : 1;
     REQUIRE(trainer.streamed_stage(streamed) != nullptr);
