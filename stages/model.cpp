@@ -7,6 +7,9 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
+
+#include "memory/errors.h"
 
 namespace pipetrain {
 
@@ -15,6 +18,7 @@ torch::Dtype to_torch_dtype(Dtype dtype) {
     case Dtype::kFloat32: return torch::kFloat32;
     case Dtype::kFloat64: return torch::kFloat64;
     case Dtype::kBFloat16: return torch::kBFloat16;
+    case Dtype::kFloat16: return torch::kHalf;
   }
   throw std::logic_error("unknown Dtype");
 }
@@ -24,9 +28,12 @@ EmbedImpl::EmbedImpl(const ModelConfig& model) {
   positions = register_module("positions", torch::nn::Embedding(model.seq_len, model.hidden_dim));
 }
 
-torch::Tensor EmbedImpl::forward(const torch::Tensor& token_ids) {
+torch::Tensor EmbedImpl::forward(const torch::Tensor& token_ids) { return forward_at(token_ids, 0); }
+
+torch::Tensor EmbedImpl::forward_at(const torch::Tensor& token_ids, int64_t start) {
   const int64_t t = token_ids.size(1);
-  torch::Tensor pos = torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(token_ids.device()));
+  torch::Tensor pos =
+      torch::arange(start, start + t, torch::TensorOptions().dtype(torch::kLong).device(token_ids.device()));
   return tokens->forward(token_ids) + positions->forward(pos).unsqueeze(0);
 }
 
@@ -40,15 +47,31 @@ BlockImpl::BlockImpl(const ModelConfig& model) : num_heads(model.num_heads) {
   fc_out = register_module("fc_out", torch::nn::Linear(model.intermediate_size, h));
 }
 
-torch::Tensor BlockImpl::forward(const torch::Tensor& x) {
+torch::Tensor BlockImpl::forward(const torch::Tensor& x) { return run(x, nullptr); }
+
+torch::Tensor BlockImpl::forward_cached(const torch::Tensor& x, KvCache& cache) { return run(x, &cache); }
+
+torch::Tensor BlockImpl::run(const torch::Tensor& x, KvCache* cache) {
   const int64_t b = x.size(0), t = x.size(1), h = x.size(2);
   const int64_t head_dim = h / num_heads;
 
   // Causal self-attention: [B,T,3H] -> three [B,heads,T,head_dim].
   auto parts = qkv->forward(ln1->forward(x)).view({b, t, 3, num_heads, head_dim}).permute({2, 0, 3, 1, 4});
   torch::Tensor q = parts[0], k = parts[1], v = parts[2];
+  int64_t past = 0;
+  if (cache != nullptr) {
+    if (cache->keys.defined()) {
+      past = cache->keys.size(2);
+      k = torch::cat({cache->keys, k}, 2);
+      v = torch::cat({cache->values, v}, 2);
+    }
+    cache->keys = k;
+    cache->values = v;
+  }
   torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim));
-  torch::Tensor future = torch::ones({t, t}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
+  // Query i (position past + i) sees keys 0..past + i.
+  torch::Tensor future =
+      torch::ones({t, past + t}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1 + past);
   scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
   torch::Tensor attended = torch::matmul(torch::softmax(scores, -1), v);
   attended = attended.transpose(1, 2).reshape({b, t, h});
@@ -130,6 +153,35 @@ torch::Tensor LayerRangeImpl::forward(torch::Tensor x) {
 
 LayerRange make_gpt_model(const ModelConfig& model, uint64_t seed) {
   return LayerRange(model, kEmbedLayer, head_layer(model), seed);
+}
+
+CachedDecoder::CachedDecoder(LayerRange model) : model_(std::move(model)) {
+  const auto& layers = model_->layers();
+  if (model_->first() != kEmbedLayer || layers.size() < 2 || !std::dynamic_pointer_cast<HeadImpl>(layers.back())) {
+    throw std::invalid_argument("CachedDecoder needs the whole model, embed to head");
+  }
+  capacity_ = std::dynamic_pointer_cast<EmbedImpl>(layers.front())->positions->weight.size(0);
+  caches_.resize(layers.size());
+}
+
+torch::Tensor CachedDecoder::forward(const torch::Tensor& tokens) {
+  const int64_t t = tokens.size(1);
+  if (length_ + t > capacity_) {
+    throw InputError("the decoder holds " + std::to_string(length_) + " positions; " + std::to_string(t) +
+                     " more would pass the model's seq_len of " + std::to_string(capacity_));
+  }
+  const auto& layers = model_->layers();
+  torch::Tensor x = std::static_pointer_cast<EmbedImpl>(layers.front())->forward_at(tokens, length_);
+  for (size_t i = 1; i + 1 < layers.size(); ++i) {
+    x = std::static_pointer_cast<BlockImpl>(layers[i])->forward_cached(x, caches_[i]);
+  }
+  length_ += t;
+  return layers.back()->forward(x);
+}
+
+void CachedDecoder::reset() {
+  for (auto& cache : caches_) cache = KvCache{};
+  length_ = 0;
 }
 
 torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& targets) {

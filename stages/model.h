@@ -41,15 +41,27 @@ class EmbedImpl : public LayerImpl {
  public:
   explicit EmbedImpl(const ModelConfig& model);
   torch::Tensor forward(const torch::Tensor& tokens) override;
+  // Tokens at positions start, start+1, ... (decoding with a KV cache).
+  torch::Tensor forward_at(const torch::Tensor& tokens, int64_t start);
 
   torch::nn::Embedding tokens{nullptr};
   torch::nn::Embedding positions{nullptr};
+};
+
+// A block's keys and values for every position it has seen, [B, heads, positions, head_dim] each;
+// undefined before the first.
+struct KvCache {
+  torch::Tensor keys;
+  torch::Tensor values;
 };
 
 class BlockImpl : public LayerImpl {
  public:
   explicit BlockImpl(const ModelConfig& model);
   torch::Tensor forward(const torch::Tensor& x) override;
+  // x holds the positions after those in `cache`, which it attends to as well; their keys and
+  // values are appended to it. The same mathematics as forward() over the whole prefix.
+  torch::Tensor forward_cached(const torch::Tensor& x, KvCache& cache);
 
   int64_t num_heads;
   torch::nn::LayerNorm ln1{nullptr};
@@ -58,6 +70,9 @@ class BlockImpl : public LayerImpl {
   torch::nn::LayerNorm ln2{nullptr};
   torch::nn::Linear fc_in{nullptr};
   torch::nn::Linear fc_out{nullptr};
+
+ private:
+  torch::Tensor run(const torch::Tensor& x, KvCache* cache);
 };
 
 class HeadImpl : public LayerImpl {
@@ -94,6 +109,29 @@ TORCH_MODULE(LayerRange);
 
 // The whole model: every layer in one range.
 LayerRange make_gpt_model(const ModelConfig& model, uint64_t seed);
+
+// Decoding one position at a time: the whole model with a KV cache per block, so each new position
+// costs one position's compute, not the prefix's. Positions are the model's learned ones, so at
+// most seq_len fit; the caller starts again (reset) with a shorter context when they run out.
+//
+//   CachedDecoder decoder(model);                          // make_gpt_model(...), weights loaded
+//   torch::Tensor logits = decoder.forward(prompt);        // [1, t, V]
+//   logits = decoder.forward(next_token.view({1, 1}));      // [1, 1, V], position t
+class CachedDecoder {
+ public:
+  explicit CachedDecoder(LayerRange model);
+  // `tokens` [B, t]: the next t positions; their logits [B, t, V]. InputError past seq_len.
+  torch::Tensor forward(const torch::Tensor& tokens);
+  int64_t length() const { return length_; }
+  int64_t capacity() const { return capacity_; }
+  void reset();
+
+ private:
+  LayerRange model_;
+  std::vector<KvCache> caches_;
+  int64_t length_ = 0;
+  int64_t capacity_ = 0;
+};
 
 // Mean next-token cross-entropy: logits [B,T,V], targets [B,T] int64. Computed in float32 at least.
 torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& targets);

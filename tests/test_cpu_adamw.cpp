@@ -103,7 +103,7 @@ TEST_CASE("the fused CPU AdamW equals LibTorch's AdamW") {
 
 // Chunks are independent: any number of threads gives the same bits. A gradient scale multiplies
 // the gradient as it is read.
-TEST_CASE("threads do not change the result; the gradient scale scales") {
+TEST_CASE("threads do not change the result and the gradient scale scales") {
   OptimizerConfig config;
   const int64_t n = 300000;
   torch::manual_seed(3);
@@ -145,7 +145,7 @@ TEST_CASE("bfloat16 moments stay close to float32 moments") {
 
 // With 16-bit weights to write, the kernel writes the updated masters rounded as LibTorch rounds
 // them (to nearest even), and reads 16-bit gradients.
-TEST_CASE("16-bit weights are the masters rounded; 16-bit gradients are read") {
+TEST_CASE("16-bit weights are the masters rounded and 16-bit gradients are read") {
   const int64_t n = 10000;
   torch::manual_seed(4);
   for (torch::Dtype type : {torch::kBFloat16, torch::kFloat16}) {

@@ -232,7 +232,7 @@ TEST_CASE("timeline: bubble and median op times round-trip through the simulator
 
 // Stages in one group take turns (they share cores): their spans never overlap, while a stage of
 // its own still runs beside them.
-TEST_CASE("stages of one group take turns; others run beside them") {
+TEST_CASE("stages of one group take turns while others run beside them") {
   Recorder rec(3, 8);
   rec.op_time = std::chrono::milliseconds(2);
   ExecutorOptions options;

@@ -192,3 +192,14 @@ TEST_CASE("every registered optimizer kind has an implementation") {
     }
   }
 }
+
+// Each Dtype maps to the LibTorch dtype of its name and size (float16 once threw "unknown Dtype").
+TEST_CASE("every Dtype has a LibTorch dtype of its size") {
+  for (const Dtype d : {Dtype::kFloat32, Dtype::kFloat64, Dtype::kBFloat16, Dtype::kFloat16}) {
+    const std::string name = dtype_name(d);
+    CAPTURE(name);
+    CHECK(torch::empty({1}, to_torch_dtype(d)).element_size() == dtype_bytes(d));
+  }
+  CHECK((to_torch_dtype(Dtype::kFloat16) == torch::kHalf));
+  CHECK((to_torch_dtype(Dtype::kBFloat16) == torch::kBFloat16));
+}

@@ -198,6 +198,10 @@ TEST_CASE("pipetrain bench measures the given splits with both baselines") {
   REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("planner's choice:") != std::string::npos);
   CHECK(r.output.find("against its naive run") != std::string::npos);
+  // Into a pipe, progress is plain lines: no terminal escape codes, no carriage returns.
+  CHECK(r.output.find("round 1/3") != std::string::npos);
+  CHECK(r.output.find('\033') == std::string::npos);
+  CHECK(r.output.find('\r') == std::string::npos);
   std::ifstream csv(out + "/bench.csv");
   std::string line;
   std::vector<std::string> rows;

@@ -10,5 +10,7 @@ int doctor_command(int argc, char** argv);
 int plan_command(int argc, char** argv);
 int profile_command(int argc, char** argv);
 int bench_command(int argc, char** argv);
+int generate_command(int argc, char** argv);
+int export_command(int argc, char** argv);
 
 }  // namespace pipetrain::cli

@@ -21,6 +21,8 @@ void print_usage(std::FILE* out) {
                "  plan     size every stage against the memory budgets, predict speed, choose a split (--auto)\n"
                "  bench    measure tokens/s per split against the planner's prediction\n"
                "  profile  measure each layer's time on this machine; write a hardware profile for plan and train\n"
+               "  generate write text from a trained model (a run directory or a checkpoint)\n"
+               "  export   write a trained model's weights as safetensors (train --init-from reads them)\n"
                "  doctor   check LibTorch, CUDA, BLAS, threads and memory on this machine\n\n"
                "`pipetrain <command> --help` lists a command's options.\n");
 }
@@ -41,6 +43,8 @@ int main(int argc, char** argv) {
     if (command == "plan") return pipetrain::cli::plan_command(argc - 1, argv + 1);
     if (command == "profile") return pipetrain::cli::profile_command(argc - 1, argv + 1);
     if (command == "bench") return pipetrain::cli::bench_command(argc - 1, argv + 1);
+    if (command == "generate") return pipetrain::cli::generate_command(argc - 1, argv + 1);
+    if (command == "export") return pipetrain::cli::export_command(argc - 1, argv + 1);
     std::fprintf(stderr, "error: unknown command '%s' (try `pipetrain --help`)\n", command.c_str());
     return 2;
   } catch (const pipetrain::InputError& e) {

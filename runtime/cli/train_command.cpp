@@ -39,6 +39,8 @@ cxxopts::Options train_options() {
        cxxopts::value<std::vector<std::string>>())
       ("resume", "continue the run in this directory from its newest valid checkpoint (its config.yaml; --set, "
                  "--steps, --stage-map and --auto still apply)", cxxopts::value<std::string>())
+      ("init-from", "start from the weights in this safetensors file (`pipetrain export` writes them; names, shapes and "
+                    "dtypes must match the model); the optimizer starts fresh", cxxopts::value<std::string>())
       ("overwrite", "allow --out to name a directory that already holds a run")
       ("print-config", "print the resolved config (with the stage map that would run) and exit")
       ("h,help", "show this help");
@@ -73,6 +75,10 @@ int train_command(int argc, char** argv) {
       throw InputError("--resume continues a run with its own config.yaml and directory; drop --config and --out");
     }
     request.resume = newest_checkpoint(*resume_dir);  // verified before anything else happens
+  }
+  if (args.count("init-from")) {
+    if (resume_dir) throw InputError("--resume continues a run's own weights; --init-from starts a new run: give one of them");
+    request.init_from = args["init-from"].as<std::string>();
   }
   request.run = resolved_config(args, resume_dir);
   request.automatic = args.count("auto") > 0;

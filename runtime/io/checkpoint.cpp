@@ -228,11 +228,16 @@ CheckpointInfo newest_checkpoint(const std::string& run_dir) {
   throw InputError("no checkpoint in '" + dir + "' verifies:" + reasons);
 }
 
-void load_checkpoint(const CheckpointInfo& checkpoint, const ModelConfig& model, LayerStates& states) {
-  if (checkpoint.model != architecture_key(model)) {
-    throw InputError("checkpoint '" + checkpoint.path + "' is of model " + checkpoint.model + ", but this run's model is " +
-                     architecture_key(model));
-  }
+CheckpointInfo find_checkpoint(const std::string& path) {
+  struct stat st {};
+  if (::stat((path + "/manifest.json").c_str(), &st) == 0) return verify_checkpoint(path);
+  if (::stat(path.c_str(), &st) != 0) throw InputError("'" + path + "' does not exist (give a run directory or a checkpoint)");
+  return newest_checkpoint(path);
+}
+
+void read_checkpoint_layers(
+    const CheckpointInfo& checkpoint,
+    const std::function<void(int64_t layer, const std::vector<std::pair<std::string, torch::Tensor>>& tensors)>& visit) {
   const nlohmann::json manifest = nlohmann::json::parse(read_bytes(checkpoint.path + "/manifest.json"));
   for (const auto& f : manifest.at("files")) {
     const std::string file = checkpoint.path + "/" + f.at("name").get<std::string>();
@@ -246,13 +251,29 @@ void load_checkpoint(const CheckpointInfo& checkpoint, const ModelConfig& model,
         archive.read(name.get<std::string>(), t);
         tensors.emplace_back(name.get<std::string>(), t);
       }
-      states.set_layer_state(layer, tensors);
     } catch (const c10::Error& e) {
       throw InputError("checkpoint file '" + file + "' cannot be loaded: " + e.what_without_backtrace());
+    }
+    try {
+      visit(layer, tensors);
+    } catch (const c10::Error& e) {
+      throw InputError("checkpoint file '" + file + "' does not fit layer " + std::to_string(layer) + ": " +
+                       e.what_without_backtrace());
     } catch (const std::runtime_error& e) {
+      if (dynamic_cast<const InputError*>(&e) != nullptr) throw;
       throw InputError("checkpoint file '" + file + "' does not fit layer " + std::to_string(layer) + ": " + e.what());
     }
   }
+}
+
+void load_checkpoint(const CheckpointInfo& checkpoint, const ModelConfig& model, LayerStates& states) {
+  if (checkpoint.model != architecture_key(model)) {
+    throw InputError("checkpoint '" + checkpoint.path + "' is of model " + checkpoint.model + ", but this run's model is " +
+                     architecture_key(model));
+  }
+  read_checkpoint_layers(checkpoint, [&](int64_t layer, const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
+    states.set_layer_state(layer, tensors);
+  });
 }
 
 }  // namespace pipetrain

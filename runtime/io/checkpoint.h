@@ -18,6 +18,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -64,6 +65,17 @@ CheckpointInfo verify_checkpoint(const std::string& path);
 // The newest checkpoint under run_dir/checkpoints that verifies; InputError saying why each failed
 // when none does.
 CheckpointInfo newest_checkpoint(const std::string& run_dir);
+
+// A run directory's newest verified checkpoint, or `path` itself when it is a checkpoint directory
+// (it holds a manifest.json): what export and generate accept.
+CheckpointInfo find_checkpoint(const std::string& path);
+
+// Reads a verified checkpoint's layers one at a time, in order, handing each layer's tensors (by
+// name, as LayerStates names them; on the CPU) to `visit`: one layer's worth of memory at a time.
+// InputError naming the file that cannot be read.
+void read_checkpoint_layers(
+    const CheckpointInfo& checkpoint,
+    const std::function<void(int64_t layer, const std::vector<std::pair<std::string, torch::Tensor>>& tensors)>& visit);
 
 // Loads a verified checkpoint of `model` into `states` (any stage map of the same model); the caller
 // then continues from checkpoint.step and checkpoint.data. InputError when the model differs or a

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <chrono>
+
 #include <nlohmann/json.hpp>
 
 #include "memory/units.h"
@@ -61,6 +63,41 @@ void MetricsWriter::write(const StepRecord& record) {
   out_ << to_json_line(record) << '\n';
   out_.flush();
   if (!out_) throw std::runtime_error("writing '" + path_ + "' failed (disk full?)");
+}
+
+namespace {
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+StatusLine::StatusLine(std::FILE* stream, double plain_every_s)
+    : stream_(stream), live_(isatty(fileno(stream)) != 0), plain_every_s_(plain_every_s), start_s_(now_seconds()) {}
+
+void StatusLine::show(const std::string& line) {
+  if (live_) {
+    std::fprintf(stream_, "\r\033[K%s", line.c_str());
+    pending_ = line;
+  } else {
+    const double t = now_seconds() - start_s_;
+    if (last_plain_s_ >= 0 && t - last_plain_s_ < plain_every_s_) {
+      pending_ = line;
+      return;
+    }
+    std::fprintf(stream_, "%s\n", line.c_str());
+    last_plain_s_ = t;
+    pending_.clear();
+  }
+  std::fflush(stream_);
+}
+
+void StatusLine::finish() {
+  if (live_ && !pending_.empty()) std::fprintf(stream_, "\r\033[K");
+  if (!live_ && !pending_.empty()) std::fprintf(stream_, "%s\n", pending_.c_str());
+  pending_.clear();
+  std::fflush(stream_);
 }
 
 ProgressLine::ProgressLine(std::FILE* stream, int64_t total_steps, int64_t log_interval)

@@ -48,6 +48,29 @@ class MetricsWriter {
   std::ofstream out_;
 };
 
+// Progress of long work (bench's rounds, ...). On a terminal the line rewrites itself in place; into
+// a file or pipe it prints plain lines, the first at once and then at most one per `plain_every_s`
+// seconds, and finish() prints the last one not yet printed: a log gets readable lines and no
+// terminal escape codes.
+//
+//   StatusLine status(stderr);
+//   for (...) status.show("round 2/5  ...");
+//   status.finish();
+class StatusLine {
+ public:
+  explicit StatusLine(std::FILE* stream, double plain_every_s = 10.0);
+  void show(const std::string& line);
+  void finish();
+
+ private:
+  std::FILE* stream_;
+  bool live_;
+  double plain_every_s_;
+  double last_plain_s_ = -1.0;  // seconds since construction of the last plain line; < 0: none yet
+  std::string pending_;         // the newest line a log has not yet had
+  double start_s_;
+};
+
 class ProgressLine {
  public:
   ProgressLine(std::FILE* stream, int64_t total_steps, int64_t log_interval);

@@ -9,6 +9,7 @@
 #include "memory/errors.h"
 #include "runtime/backends/registry.h"
 #include "runtime/io/atomic_file.h"
+#include "runtime/io/metrics.h"
 #include "runtime/io/plan_report.h"
 #include "runtime/io/run_dir.h"
 #include "runtime/tools/bench.h"
@@ -220,14 +221,12 @@ int run_bench_session(const BenchRequest& request) {
   BenchOptions options;
   options.warmup = request.warmup;
   options.steps = request.steps;
-  options.progress = [](const std::string& line) {
-    std::fprintf(stderr, "\r\033[K%s", line.c_str());
-    std::fflush(stderr);
-  };
+  StatusLine status(stderr);
+  options.progress = [&status](const std::string& line) { status.show(line); };
   std::vector<BenchResult> results = run_bench(request.run, request.hardware, cases, options);
   const auto [best, best_pipelined] = best_splits(results);
   const std::vector<BenchResult> versus = against_naive(request, results[best_pipelined], options);
-  std::fprintf(stderr, "\r\033[K");
+  status.finish();
   results.push_back(versus[1]);
   print_table(results, best);
   print_verdicts(results, best, versus);

@@ -15,6 +15,7 @@
 #include "runtime/io/run_dir.h"
 #include "runtime/io/signals.h"
 #include "runtime/io/trace.h"
+#include "runtime/io/weights_file.h"
 #include "runtime/train/pipeline_trainer.h"
 #include "runtime/train/run_plan.h"
 
@@ -72,6 +73,7 @@ void print_run_header(const TrainRequest& request, PipelineTrainer& trainer, con
   std::printf("pipetrain train: %s, %lld parameters, %lld layers, %s\n", run.source.c_str(),
               static_cast<long long>(total_param_count(run.model)), static_cast<long long>(run.model.num_layers),
               dtype_name(run.model.dtype).c_str());
+  if (request.init_from) std::printf("weights: from %s (optimizer state fresh)\n", request.init_from->c_str());
   const ByteCorpus& corpus = trainer.corpus();
   std::printf("data: %lld bytes in %zu file(s), %lld training and %lld validation windows of %lld tokens\n",
               static_cast<long long>(corpus.total_bytes()), run.data.files.size(),
@@ -253,6 +255,7 @@ int run_training_session(const TrainRequest& given) {
   }
   PipelineTrainer trainer(request.run, plan, request.hardware, request.trace_path.has_value());
   if (request.resume) trainer.resume_from(*request.resume);
+  if (request.init_from) init_from_weights(*request.init_from, request.run.model, trainer);  // checked whole first
   make_dirs(request.run_dir);
   const RunConfig& run = trainer.config();
   write_file_atomically(request.run_dir + "/config.yaml", "# resolved config of this run (" + run.source + ")\n" + to_yaml(run));
