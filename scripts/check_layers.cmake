@@ -20,7 +20,7 @@ set(rules
   "memory|"
   "scheduler|memory"
   "stages|memory"
-  "runtime/config|memory scheduler"
+  "runtime/config|memory scheduler runtime/data"
   "runtime/data|memory"
   "runtime/backends/cuda|memory scheduler runtime/backends/backend.h stages/weight_stream.h"
   "runtime/backends/cpu|memory scheduler runtime/backends/backend.h"

@@ -12,7 +12,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config
   libtorch-dev libopenblas0-pthread
-  libtbb-dev libcxxopts-dev doctest-dev libyaml-cpp-dev nlohmann-json3-dev
+  libtbb-dev libcxxopts-dev doctest-dev libyaml-cpp-dev nlohmann-json3-dev libsentencepiece-dev
   gnuplot-nox python3-minimal
   clang libclang-rt-14-dev
 )

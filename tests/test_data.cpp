@@ -4,7 +4,7 @@
 #include <set>
 
 #include "memory/errors.h"
-#include "runtime/data/byte_corpus.h"
+#include "runtime/data/corpus.h"
 #include "test_util.h"
 
 using namespace pipetrain;
@@ -16,7 +16,7 @@ TEST_CASE("batches hold consecutive bytes of the corpus") {
   std::string text;
   for (int i = 0; i < 1000; ++i) text += static_cast<char>('a' + i % 26);
   const std::string path = dir.file("abc.txt", text);
-  ByteCorpus corpus({path}, 8, 0.2, 1);
+  Corpus corpus({path}, 8, 0.2, 1);
   CHECK(corpus.total_bytes() == 1000);
   // train part = 800 bytes: windows at 0, 8, ..., while off + 9 <= 800 -> 99 windows
   CHECK(corpus.num_train_windows() == 99);
@@ -35,7 +35,7 @@ TEST_CASE("validation windows come from the held-out tail of each file") {
   ScratchDir dir;
   const std::string a = dir.file("a.txt", std::string(900, 'a') + std::string(100, 'A'));
   const std::string b = dir.file("b.txt", std::string(900, 'b') + std::string(100, 'B'));
-  ByteCorpus corpus({a, b}, 16, 0.1, 7);
+  Corpus corpus({a, b}, 16, 0.1, 7);
   std::set<int64_t> train_bytes, val_bytes;
   for (int i = 0; i < corpus.num_train_windows(); ++i) {
     for (int64_t t : corpus.next_train_batch(1)) train_bytes.insert(t);
@@ -53,7 +53,7 @@ TEST_CASE("shuffling is deterministic from the seed and covers every window per 
   std::string text;
   for (int i = 0; i < 5000; ++i) text += static_cast<char>(' ' + (i * 7919) % 90);
   const std::string path = dir.file("t.txt", text);
-  ByteCorpus one({path}, 16, 0.1, 42), two({path}, 16, 0.1, 42), other({path}, 16, 0.1, 43);
+  Corpus one({path}, 16, 0.1, 42), two({path}, 16, 0.1, 42), other({path}, 16, 0.1, 43);
   const int64_t n = one.num_train_windows();
   const auto first = one.next_train_batch(n);
   CHECK(first == two.next_train_batch(n));
@@ -73,7 +73,7 @@ TEST_CASE("shuffling is deterministic from the seed and covers every window per 
 TEST_CASE("set_position resumes the stream") {
   ScratchDir dir;
   const std::string path = dir.file("t.txt", testing::sample_text(200));
-  ByteCorpus a({path}, 32, 0.1, 3), b({path}, 32, 0.1, 3);
+  Corpus a({path}, 32, 0.1, 3), b({path}, 32, 0.1, 3);
   a.next_train_batch(a.num_train_windows() + 5);  // into epoch 1
   const DataPosition saved = a.position();
   const auto expected = a.next_train_batch(4);
@@ -86,15 +86,15 @@ TEST_CASE("set_position resumes the stream") {
 TEST_CASE("bad data files are refused with the file named") {
   ScratchDir dir;
   const std::string good = dir.file("good.txt", testing::sample_text(100));
-  CHECK_THROWS_WITH_AS(ByteCorpus({good, dir.path() + "/missing.txt"}, 16, 0.1, 1),
+  CHECK_THROWS_WITH_AS(Corpus({good, dir.path() + "/missing.txt"}, 16, 0.1, 1),
                        doctest::Contains(("data.files[1] '" + dir.path() + "/missing.txt' cannot be opened").c_str()), InputError);
-  CHECK_THROWS_WITH_AS(ByteCorpus({}, 16, 0.1, 1), doctest::Contains("data.files is empty; give at least one text file"),
+  CHECK_THROWS_WITH_AS(Corpus({}, 16, 0.1, 1), doctest::Contains("data.files is empty; give at least one text file"),
                        InputError);
-  CHECK_THROWS_WITH_AS(ByteCorpus({dir.file("empty.txt", "")}, 16, 0.1, 1), doctest::Contains("empty.txt' is empty"),
+  CHECK_THROWS_WITH_AS(Corpus({dir.file("empty.txt", "")}, 16, 0.1, 1), doctest::Contains("empty.txt' is empty"),
                        InputError);
-  CHECK_THROWS_WITH_AS(ByteCorpus({dir.file("bin.dat", std::string("abc\0def", 7))}, 16, 0.1, 1),
+  CHECK_THROWS_WITH_AS(Corpus({dir.file("bin.dat", std::string("abc\0def", 7))}, 16, 0.1, 1),
                        doctest::Contains("looks binary (a NUL byte at offset 3)"), InputError);
-  CHECK_THROWS_WITH_AS(ByteCorpus({dir.file("short.txt", "tiny")}, 16, 0.1, 1),
+  CHECK_THROWS_WITH_AS(Corpus({dir.file("short.txt", "tiny")}, 16, 0.1, 1),
                        doctest::Contains("too few for one training and one validation window"), InputError);
-  CHECK_THROWS_WITH_AS(ByteCorpus({dir.path()}, 16, 0.1, 1), doctest::Contains("is not a regular file"), InputError);
+  CHECK_THROWS_WITH_AS(Corpus({dir.path()}, 16, 0.1, 1), doctest::Contains("is not a regular file"), InputError);
 }

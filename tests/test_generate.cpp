@@ -143,10 +143,7 @@ TEST_CASE("generate options out of range are refused by name") {
 TEST_CASE("pipetrain generate streams text from a trained run and refuses bad input with exit 2") {
   testing::ScratchDir dir;
   const std::string data = dir.file("text.txt", testing::sample_text(300));
-  const std::string config = dir.file("tiny.yaml", "model:\n  hidden_dim: 32\n  num_layers: 2\n  num_heads: 2\n"
-                                                   "  intermediate_size: 64\n  seq_len: 32\ntrain:\n  micro_batch_size: 2\n"
-                                                   "  micro_batches: 2\n  eval_interval: 50\n  eval_batches: 1\n"
-                                                   "data:\n  files: [" + data + "]\n");
+  const std::string config = dir.file("tiny.yaml", testing::tiny_config_yaml(data, 2, 32));
   const std::string bin = PIPETRAIN_BINARY;
   const auto trained = testing::run_command(bin + " train --config " + config + " --steps 3 --out " + dir.path() + "/run");
   REQUIRE_MESSAGE(trained.exit_code == 0, trained.output);

@@ -91,6 +91,16 @@ inline RusageResult run_with_peak_rss(const std::string& command) {
   return result;
 }
 
+// A config for a model small enough to train in a second: hidden 32, 2 heads, micro-batches of 2
+// (2 of them), validation every 2 steps on one batch; `data_extra` adds lines under data:.
+inline std::string tiny_config_yaml(const std::string& data_file, int num_layers, int seq_len,
+                                    const std::string& data_extra = "") {
+  return "model:\n  hidden_dim: 32\n  num_layers: " + std::to_string(num_layers) +
+         "\n  num_heads: 2\n  intermediate_size: 64\n  seq_len: " + std::to_string(seq_len) +
+         "\ntrain:\n  micro_batch_size: 2\n  micro_batches: 2\n  eval_interval: 2\n  eval_batches: 1\n"
+         "data:\n  files: [" + data_file + "]\n" + data_extra;
+}
+
 // Text long enough to train on: a few kilobytes of varied English-like lines.
 inline std::string sample_text(int lines) {
   std::string text;

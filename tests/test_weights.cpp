@@ -291,9 +291,7 @@ TEST_CASE("pipetrain export and train --init-from: exit 0, and exit 2 naming wha
   const std::string data = dir.file("text.txt", testing::sample_text(300));
   const std::string bin = PIPETRAIN_BINARY;
   const std::string small =
-      " --config " + dir.file("tiny.yaml", "model:\n  hidden_dim: 32\n  num_layers: 2\n  num_heads: 2\n  intermediate_size: 64\n"
-                                           "  seq_len: 16\ntrain:\n  micro_batch_size: 2\n  micro_batches: 2\n"
-                                           "  eval_interval: 50\n  eval_batches: 1\ndata:\n  files: [" + data + "]\n");
+      " --config " + dir.file("tiny.yaml", testing::tiny_config_yaml(data, 2, 16));
   const auto trained = testing::run_command(bin + " train --steps 2 --out " + dir.path() + "/a" + small);
   REQUIRE_MESSAGE(trained.exit_code == 0, trained.output);
   const std::string file = dir.path() + "/out/model.safetensors";

@@ -12,5 +12,7 @@ int profile_command(int argc, char** argv);
 int bench_command(int argc, char** argv);
 int generate_command(int argc, char** argv);
 int export_command(int argc, char** argv);
+int report_command(int argc, char** argv);
+int tokenizer_command(int argc, char** argv);
 
 }  // namespace pipetrain::cli

@@ -12,6 +12,7 @@
 #include "runtime/backends/registry.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
+#include "runtime/data/tokenizer.h"
 #include "runtime/io/checkpoint.h"
 #include "runtime/tools/generate.h"
 
@@ -62,28 +63,38 @@ int generate_command(int argc, char** argv) {
   }
   if (prompt.empty()) throw InputError("the prompt is empty: give --prompt TEXT or text on stdin");
   const LoadedModel loaded = load_model(checkpoint, torch_device(device));
-  // Byte-level tokens: a token is a byte's value.
-  std::vector<int64_t> tokens;
-  for (unsigned char c : prompt) {
-    if (c >= loaded.run.model.vocab_size) {
-      throw InputError("the prompt holds byte " + std::to_string(c) + ", outside this model's vocabulary of " +
-                       std::to_string(loaded.run.model.vocab_size));
-    }
-    tokens.push_back(c);
-  }
-  std::fprintf(stderr, "%s (step %lld, %s), on %s\n", checkpoint.path.c_str(), static_cast<long long>(loaded.step),
-               architecture_key(loaded.run.model).c_str(), device.name().c_str());
+  const Tokenizer tokenizer = Tokenizer::named(loaded.run.data.tokenizer);
+  const std::vector<int32_t> encoded = tokenizer.encode(prompt);
+  const std::vector<int64_t> tokens(encoded.begin(), encoded.end());
+  std::fprintf(stderr, "%s (step %lld, %s, %s), on %s\n", checkpoint.path.c_str(), static_cast<long long>(loaded.step),
+               architecture_key(loaded.run.model).c_str(), tokenizer.describe().c_str(), device.name().c_str());
   std::fwrite(prompt.data(), 1, prompt.size(), stdout);
   std::fflush(stdout);
+  // Each token's text as soon as it is stable: the generated ids decoded whole, printed past what
+  // is already out, holding back a trailing replacement character (a UTF-8 sequence whose bytes
+  // are still arriving as byte pieces).
+  std::vector<int64_t> generated;
+  std::string printed;
+  const auto print_stable = [&](bool last) {
+    const std::string text = tokenizer.decode(generated);
+    size_t stable = text.size();
+    while (!last && stable >= 3 && text.compare(stable - 3, 3, "\xEF\xBF\xBD") == 0) stable -= 3;
+    if (stable > printed.size() && text.compare(0, printed.size(), printed) == 0) {
+      std::fwrite(text.data() + printed.size(), 1, stable - printed.size(), stdout);
+      std::fflush(stdout);
+      printed = text.substr(0, stable);
+    }
+  };
   const auto start = std::chrono::steady_clock::now();
   const std::vector<int64_t> out =
-      generate_tokens(loaded.model, tokens, generate, /*cached=*/args.count("no-cache") == 0, [](int64_t token) {
-        std::fputc(static_cast<int>(token), stdout);
-        std::fflush(stdout);
+      generate_tokens(loaded.model, tokens, generate, /*cached=*/args.count("no-cache") == 0, [&](int64_t token) {
+        generated.push_back(token);
+        print_stable(false);
       });
+  print_stable(true);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stdout, "\n");
-  std::fprintf(stderr, "%zu tokens in %.2f s, %.1f tokens/s (the prompt's %zu positions read first)\n", out.size(), seconds,
+  std::fprintf(stderr, "%zu tokens in %.2f s, %.1f tokens/s (the prompt's %zu tokens read first)\n", out.size(), seconds,
                seconds > 0 ? static_cast<double>(out.size()) / seconds : 0.0, tokens.size());
   return 0;
 }

@@ -23,6 +23,8 @@ void print_usage(std::FILE* out) {
                "  profile  measure each layer's time on this machine; write a hardware profile for plan and train\n"
                "  generate write text from a trained model (a run directory or a checkpoint)\n"
                "  export   write a trained model's weights as safetensors (train --init-from reads them)\n"
+               "  tokenizer train a subword tokenizer (SentencePiece), or count tokens per character (stats)\n"
+               "  report   summarise and plot runs (loss, tokens/s, bubble, memory), several overlaid\n"
                "  doctor   check LibTorch, CUDA, BLAS, threads and memory on this machine\n\n"
                "`pipetrain <command> --help` lists a command's options.\n");
 }
@@ -45,6 +47,8 @@ int main(int argc, char** argv) {
     if (command == "bench") return pipetrain::cli::bench_command(argc - 1, argv + 1);
     if (command == "generate") return pipetrain::cli::generate_command(argc - 1, argv + 1);
     if (command == "export") return pipetrain::cli::export_command(argc - 1, argv + 1);
+    if (command == "report") return pipetrain::cli::report_command(argc - 1, argv + 1);
+    if (command == "tokenizer") return pipetrain::cli::tokenizer_command(argc - 1, argv + 1);
     std::fprintf(stderr, "error: unknown command '%s' (try `pipetrain --help`)\n", command.c_str());
     return 2;
   } catch (const pipetrain::InputError& e) {

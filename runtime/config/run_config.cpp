@@ -10,6 +10,7 @@
 #include "runtime/config/default_config.inc"
 #include "runtime/config/hardware_file.h"
 #include "runtime/config/yaml_section.h"
+#include "runtime/data/tokenizer.h"
 
 namespace pipetrain {
 namespace {
@@ -89,7 +90,7 @@ void validate(const RunConfig& run) {
     throw InputError(src + ": model.hidden_dim = " + std::to_string(m.hidden_dim) +
                      " is not divisible by model.num_heads = " + std::to_string(m.num_heads));
   }
-  if (m.vocab_size < 256) {
+  if (run.data.tokenizer.empty() && m.vocab_size < 256) {
     throw InputError(src + ": model.vocab_size = " + std::to_string(m.vocab_size) +
                      " is too small for byte-level tokens (need at least 256)");
   }
@@ -283,7 +284,21 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   Section data(root["data"], "data", source);
   data.read_string_list("files", run.data.files);
   data.read_number("val_fraction", run.data.val_fraction);
+  data.read_string("tokenizer", run.data.tokenizer);
   data.reject_unknown_keys();
+  if (!run.data.tokenizer.empty()) {
+    // The vocabulary is the tokenizer's: stated as well, it must agree.
+    const int64_t pieces = tokenizer_vocab_size(run.data.tokenizer);
+    const YAML::Node& const_root = root;  // const: a lookup adds no key
+    const YAML::Node model_node = const_root["model"];
+    const bool stated = model_node && model_node.IsMap() && model_node["vocab_size"];
+    if (stated && m.vocab_size != pieces) {
+      throw InputError(source + ": model.vocab_size = " + std::to_string(m.vocab_size) + ", but data.tokenizer '" +
+                       run.data.tokenizer + "' has " + std::to_string(pieces) +
+                       " pieces; drop model.vocab_size (it is taken from the tokenizer) or make them equal");
+    }
+    m.vocab_size = pieces;
+  }
 
   if (const YAML::Node hardware = root["hardware"]) {
     if (!hardware.IsScalar()) {
@@ -366,6 +381,7 @@ std::string to_yaml(const RunConfig& run) {
   out << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "files" << YAML::Value << run.data.files;
   out << YAML::Key << "val_fraction" << YAML::Value << run.data.val_fraction;
+  if (!run.data.tokenizer.empty()) out << YAML::Key << "tokenizer" << YAML::Value << run.data.tokenizer;
   out << YAML::EndMap;
   out << YAML::Key << "hardware" << YAML::Value << run.hardware;
   if (!run.stages.stages.empty()) {

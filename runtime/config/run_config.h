@@ -47,6 +47,8 @@ struct TrainConfig {
 struct DataConfig {
   std::vector<std::string> files;
   double val_fraction = 0.1;
+  // A SentencePiece model (pipetrain tokenizer train); empty: bytes. model.vocab_size is taken from it.
+  std::string tokenizer;
 };
 
 struct RunConfig {

@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "runtime/config/run_config.h"
-#include "runtime/data/byte_corpus.h"
+#include "runtime/data/corpus.h"
 
 namespace pipetrain {
 

@@ -22,6 +22,7 @@ std::string to_json_line(const StepRecord& r) {
   line["tokens_per_s"] = r.tokens_per_s;
   line["grad_norm"] = r.grad_norm;
   line["peak_rss_bytes"] = r.peak_rss_bytes;
+  if (r.peak_vram_bytes) line["peak_vram_bytes"] = *r.peak_vram_bytes;
   line["step_seconds"] = r.step_seconds;
   if (r.loss_scale) {
     line["loss_scale"] = *r.loss_scale;

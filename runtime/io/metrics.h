@@ -2,7 +2,7 @@
 //
 // metrics.jsonl gets one object per optimizer step:
 //   {"step":12,"loss":2.31,"lr":0.0018,"tokens_per_s":3400.5,"grad_norm":0.81,"peak_rss_bytes":...}
-// plus "val_loss" on steps where validation ran, and with loss scaling "loss_scale", "skipped"
+// plus "val_loss" on steps where validation ran, "peak_vram_bytes" with GPU stages, and with loss scaling "loss_scale", "skipped"
 // and "skipped_steps". On a terminal the progress line rewrites itself;
 // into a file or pipe it prints plain lines every log_interval steps.
 #pragma once
@@ -23,6 +23,7 @@ struct StepRecord {
   double tokens_per_s = 0.0;
   double grad_norm = 0.0;
   int64_t peak_rss_bytes = 0;
+  std::optional<int64_t> peak_vram_bytes;  // runs with GPU stages: the largest GPU's peak reserved bytes so far
   double step_seconds = 0.0;
   std::optional<double> bubble;  // pipelined steps: measured bubble fraction (scheduler/timeline.h)
   // With loss scaling (memory/precision.h): the scale the step was taken with, whether its gradients

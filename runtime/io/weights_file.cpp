@@ -55,7 +55,7 @@ std::vector<std::pair<std::string, torch::Tensor>> layer_weights(const ModelConf
   return weights;
 }
 
-nlohmann::ordered_json architecture_json(const ModelConfig& model, int64_t step) {
+nlohmann::ordered_json architecture_json(const ModelConfig& model, const std::string& tokenizer, int64_t step) {
   return {{"architecture", "pipetrain-gpt"},
           {"vocab_size", model.vocab_size},
           {"hidden_dim", model.hidden_dim},
@@ -69,7 +69,7 @@ nlohmann::ordered_json architecture_json(const ModelConfig& model, int64_t step)
           {"positions", "learned, seq_len of them"},
           {"attention", "causal multi-head, scaled by 1/sqrt(head_dim)"},
           {"tied_embeddings", false},
-          {"tokenizer", "bytes (token = byte value)"},
+          {"tokenizer", tokenizer.empty() ? "bytes (token = byte value)" : "sentencepiece " + tokenizer},
           {"step", step}};
 }
 
@@ -108,7 +108,7 @@ void export_weights(const CheckpointInfo& checkpoint, const std::string& out_pat
     }
   });
   out.commit();
-  write_file_atomically(config_path, architecture_json(run.model, checkpoint.step).dump(2) + "\n");
+  write_file_atomically(config_path, architecture_json(run.model, run.data.tokenizer, checkpoint.step).dump(2) + "\n");
 }
 
 void init_from_weights(const std::string& path, const ModelConfig& model, LayerStates& states) {

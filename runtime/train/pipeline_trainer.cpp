@@ -74,7 +74,8 @@ PipelineTrainer::PipelineTrainer(const RunConfig& run, const Plan& plan, const H
       plan_(plan),
       hardware_(hardware),
       scaler_(plan.options.precision),
-      corpus_(run.data.files, run.model.seq_len, run.data.val_fraction, static_cast<uint64_t>(run.train.seed)),
+      corpus_(run.data.files, run.model.seq_len, run.data.val_fraction, static_cast<uint64_t>(run.train.seed),
+              Tokenizer::named(run.data.tokenizer)),
       keep_trace_(keep_trace),
       created_(Clock::now()) {
   validate_stage_map(plan_.map, run_.model, hardware_);
@@ -476,6 +477,9 @@ StepRecord PipelineTrainer::train_step() {
   record.step_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   record.tokens_per_s = static_cast<double>(rows * run_.model.seq_len) / record.step_seconds;
   record.peak_rss_bytes = peak_rss_bytes();
+  for (DeviceId gpu : gpus_) {
+    record.peak_vram_bytes = std::max(record.peak_vram_bytes.value_or(0), device_memory_report(gpu).peak_reserved_bytes);
+  }
   record.bubble = bubble;
   if (scaler_.active()) {
     record.loss_scale = scaler_.taken_scale();

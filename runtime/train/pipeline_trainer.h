@@ -80,7 +80,7 @@ class PipelineTrainer : public Trainer, public LayerStates {
   double validation_loss() override;
   int64_t steps_done() const override { return steps_done_; }
   const RunConfig& config() const override { return run_; }
-  ByteCorpus& corpus() override { return corpus_; }
+  Corpus& corpus() override { return corpus_; }
 
   // A checkpoint of the state after the last step under run_dir/checkpoints (runtime/io/checkpoint.h),
   // keeping the newest `keep`; returns its path.
@@ -140,7 +140,7 @@ class PipelineTrainer : public Trainer, public LayerStates {
   Plan plan_;
   HardwareSpec hardware_;
   LossScaler scaler_;
-  ByteCorpus corpus_;
+  Corpus corpus_;
   // Per stage, one of the two: a resident Stage, or a StreamedStage (weights streamed from RAM,
   // running layer-major: its ops are blocks).
   std::vector<std::unique_ptr<Stage>> stages_;

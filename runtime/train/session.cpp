@@ -74,11 +74,14 @@ void print_run_header(const TrainRequest& request, PipelineTrainer& trainer, con
               static_cast<long long>(total_param_count(run.model)), static_cast<long long>(run.model.num_layers),
               dtype_name(run.model.dtype).c_str());
   if (request.init_from) std::printf("weights: from %s (optimizer state fresh)\n", request.init_from->c_str());
-  const ByteCorpus& corpus = trainer.corpus();
-  std::printf("data: %lld bytes in %zu file(s), %lld training and %lld validation windows of %lld tokens\n",
-              static_cast<long long>(corpus.total_bytes()), run.data.files.size(),
-              static_cast<long long>(corpus.num_train_windows()), static_cast<long long>(corpus.num_val_windows()),
-              static_cast<long long>(run.model.seq_len));
+  const Corpus& corpus = trainer.corpus();
+  std::printf("data: %lld bytes in %zu file(s)", static_cast<long long>(corpus.total_bytes()), run.data.files.size());
+  if (!run.data.tokenizer.empty()) {
+    std::printf(" = %lld tokens of %s (%.3f per byte)", static_cast<long long>(corpus.total_tokens()), corpus.tokenizer().c_str(),
+                static_cast<double>(corpus.total_tokens()) / static_cast<double>(corpus.total_bytes()));
+  }
+  std::printf(", %lld training and %lld validation windows of %lld tokens\n", static_cast<long long>(corpus.num_train_windows()),
+              static_cast<long long>(corpus.num_val_windows()), static_cast<long long>(run.model.seq_len));
   std::printf("pipeline: %d stage%s, %s, %lld micro-batches of %lld%s%s\n", trainer.num_stages(),
               trainer.num_stages() == 1 ? "" : "s", plan.options.schedule.name().c_str(),
               static_cast<long long>(plan.options.micro_batches), static_cast<long long>(plan.options.micro_batch_size),

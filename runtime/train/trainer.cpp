@@ -23,7 +23,8 @@ TokenBatch to_token_batch(const std::vector<int64_t>& tokens, int64_t rows, int6
 ReferenceTrainer::ReferenceTrainer(const RunConfig& run, torch::Device device)
     : run_(run),
       device_(device),
-      corpus_(run.data.files, run.model.seq_len, run.data.val_fraction, static_cast<uint64_t>(run.train.seed)) {
+      corpus_(run.data.files, run.model.seq_len, run.data.val_fraction, static_cast<uint64_t>(run.train.seed),
+              Tokenizer::named(run.data.tokenizer)) {
   model_ = make_gpt_model(run.model, static_cast<uint64_t>(run.train.seed));
   model_->to(device_);
   params_ = model_->parameters();

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "runtime/config/run_config.h"
-#include "runtime/data/byte_corpus.h"
+#include "runtime/data/corpus.h"
 #include "runtime/io/metrics.h"
 #include "stages/model.h"
 
@@ -44,7 +44,7 @@ class Trainer {
   virtual double validation_loss() = 0;
   virtual int64_t steps_done() const = 0;
   virtual const RunConfig& config() const = 0;
-  virtual ByteCorpus& corpus() = 0;
+  virtual Corpus& corpus() = 0;
 };
 
 class ReferenceTrainer : public Trainer {
@@ -58,12 +58,12 @@ class ReferenceTrainer : public Trainer {
   int64_t steps_done() const override { return steps_done_; }
   const RunConfig& config() const override { return run_; }
   LayerRange& model() { return model_; }
-  ByteCorpus& corpus() override { return corpus_; }
+  Corpus& corpus() override { return corpus_; }
 
  private:
   RunConfig run_;
   torch::Device device_;
-  ByteCorpus corpus_;
+  Corpus corpus_;
   LayerRange model_{nullptr};
   std::vector<torch::Tensor> params_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
