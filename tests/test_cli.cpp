@@ -93,6 +93,21 @@ TEST_CASE("bad configs exit 2 with the problem named") {
 }
 
 // A short run writes one JSON line per step with the promised fields, and the resolved config.
+// A corpus with fewer training windows than one step takes is said, not silently repeated.
+TEST_CASE("a corpus smaller than one step's batch is warned about") {
+  ScratchDir dir;
+  const std::string data = dir.file("data.txt", pipetrain::testing::sample_text(8));
+  const std::string config = dir.file("tiny.yaml", tiny_config(data));
+  const CommandResult small = pipetrain_run("train --config " + config + " --steps 1 --set train.micro_batches=16 --out " +
+                                            dir.path() + "/a");
+  CAPTURE(small.output);
+  CHECK(small.exit_code == 0);
+  CHECK(small.output.find("fewer than one step takes (32): every step repeats windows") != std::string::npos);
+  const CommandResult enough = pipetrain_run("train --config " + config + " --steps 1 --out " + dir.path() + "/b");
+  CHECK(enough.exit_code == 0);
+  CHECK(enough.output.find("every step repeats windows") == std::string::npos);
+}
+
 TEST_CASE("train writes metrics and config, and refuses to overwrite a run") {
   ScratchDir dir;
   const std::string data = dir.file("data.txt", pipetrain::testing::sample_text(200));

@@ -65,6 +65,12 @@ TEST_CASE("bad configs are refused with the key and value named") {
   check_rejected(data + "train:\n  lr: -0.1\n", "train.lr must be positive, got -0.1");
   check_rejected(data + "train:\n  optimizer: adam\n", "train.optimizer is 'adam'");
   check_rejected(data + "train:\n  micro_batches: 0\n", "train.micro_batches must be positive, got 0");
+  // Sizes that would overflow an int where micro-batches or a step's tokens are counted.
+  check_rejected(data + "train:\n  micro_batches: 70000\n", "train.micro_batches = 70000 is larger than the limit 65536");
+  check_rejected(data + "train:\n  micro_batch_size: 5000000\n", "train.micro_batch_size = 5000000 is larger than");
+  check_rejected(data + "model:\n  seq_len: 65536\ntrain:\n  micro_batch_size: 1024\n  micro_batches: 64\n",
+                 "is 4295032832 tokens, over the limit 2147483647");
+  check_rejected(data + "train:\n  eval_batches: 100000\n", "train.eval_batches = 100000 is larger than the limit");
   check_rejected(data + "train:\n  beta2: 1.5\n", "train.beta2 must be in [0, 1), got 1.5");
   check_rejected(data + "train:\n  momentum: 0.9\n", "train.momentum is not used by train.optimizer: adamw (only by sgd)");
   check_rejected(data + "train:\n  steps: [1, 2]\n", "train.steps must be an integer, got a list");

@@ -203,3 +203,38 @@ TEST_CASE("every Dtype has a LibTorch dtype of its size") {
   CHECK((to_torch_dtype(Dtype::kFloat16) == torch::kHalf));
   CHECK((to_torch_dtype(Dtype::kBFloat16) == torch::kBFloat16));
 }
+
+// GPT-2's initialisation, read back from the parameters: weights normal(0, 0.02), the residual
+// projections (attn_out, fc_out) normal(0, 0.02 / sqrt(2L)), biases 0, LayerNorm gains 1 and
+// shifts 0. Tolerances: a sample of n values has a standard deviation within a few percent of the
+// true one at these sizes (n >= 65,536: 3% is over 10 standard errors).
+TEST_CASE("initialisation has the stated statistics") {
+  ModelConfig m;
+  m.vocab_size = 256;
+  m.hidden_dim = 256;
+  m.num_layers = 8;
+  m.num_heads = 4;
+  m.intermediate_size = 1024;
+  m.seq_len = 256;
+  const LayerRange model = make_gpt_model(m, 99);
+  const double residual = 0.02 / std::sqrt(2.0 * 8);
+  int checked = 0;
+  for (const auto& item : model->named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    const torch::Tensor p = item.value().to(torch::kFloat64);
+    CAPTURE(name);
+    if (name.find("ln") != std::string::npos || name.find("norm") != std::string::npos) {
+      CHECK(torch::equal(p, name.find("weight") != std::string::npos ? torch::ones_like(p) : torch::zeros_like(p)));
+    } else if (name.find("bias") != std::string::npos) {
+      CHECK(p.abs().max().item<double>() == 0.0);
+    } else {
+      const bool is_residual = name.find("attn_out") != std::string::npos || name.find("fc_out") != std::string::npos;
+      const double want = is_residual ? residual : 0.02;
+      CHECK(p.numel() >= 65536);
+      CHECK(p.std().item<double>() == doctest::Approx(want).epsilon(0.03));
+      CHECK(std::abs(p.mean().item<double>()) < want * 0.02);
+      ++checked;
+    }
+  }
+  CHECK(checked == 2 + 4 * 8 + 1);  // embeddings, 4 matrices per block, the LM head
+}

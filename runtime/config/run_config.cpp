@@ -62,6 +62,10 @@ void require_non_negative(double value, const std::string& key, const std::strin
 // estimator far from overflow.
 constexpr int64_t kMaxDim = 1 << 20;
 constexpr int64_t kMaxLayers = 100000;
+// Micro-batches are counted in int across the scheduler; a step's tokens, and a validation
+// batch's, stay within int32 so that no index over them can overflow.
+constexpr int64_t kMaxMicroBatches = 1 << 16;
+constexpr int64_t kMaxStepTokens = (int64_t{1} << 31) - 1;
 
 void validate(const RunConfig& run) {
   const std::string& src = run.source;
@@ -99,8 +103,28 @@ void validate(const RunConfig& run) {
   require_positive(t.steps, "train.steps", src);
   require_positive(t.micro_batch_size, "train.micro_batch_size", src);
   require_positive(t.micro_batches, "train.micro_batches", src);
+  if (t.micro_batches > kMaxMicroBatches) {
+    throw InputError(src + ": train.micro_batches = " + std::to_string(t.micro_batches) + " is larger than the limit " +
+                     std::to_string(kMaxMicroBatches));
+  }
+  if (t.micro_batch_size > kMaxDim) {
+    throw InputError(src + ": train.micro_batch_size = " + std::to_string(t.micro_batch_size) + " is larger than the limit " +
+                     std::to_string(kMaxDim));
+  }
+  // Both factors are at most 2^20 and seq_len + 1 at most 2^20 + 1: the products below fit int64.
+  const int64_t step_tokens = t.micro_batch_size * t.micro_batches * (m.seq_len + 1);
+  if (step_tokens > kMaxStepTokens) {
+    throw InputError(src + ": a step of train.micro_batches = " + std::to_string(t.micro_batches) +
+                     " x train.micro_batch_size = " + std::to_string(t.micro_batch_size) + " windows of model.seq_len + 1 = " +
+                     std::to_string(m.seq_len + 1) + " tokens is " + std::to_string(step_tokens) + " tokens, over the limit " +
+                     std::to_string(kMaxStepTokens));
+  }
   require_positive(t.eval_interval, "train.eval_interval", src);
   require_positive(t.eval_batches, "train.eval_batches", src);
+  if (t.eval_batches > kMaxMicroBatches) {
+    throw InputError(src + ": train.eval_batches = " + std::to_string(t.eval_batches) + " is larger than the limit " +
+                     std::to_string(kMaxMicroBatches));
+  }
   require_positive(t.log_interval, "train.log_interval", src);
   if (t.checkpoint_interval < 0) {
     throw InputError(src + ": train.checkpoint_interval must be >= 0 (0: only at the end), got " +

@@ -262,6 +262,12 @@ int run_training_session(const TrainRequest& given) {
   make_dirs(request.run_dir);
   const RunConfig& run = trainer.config();
   write_file_atomically(request.run_dir + "/config.yaml", "# resolved config of this run (" + run.source + ")\n" + to_yaml(run));
+  const int64_t step_windows = request.run.train.micro_batch_size * request.run.train.micro_batches;
+  if (trainer.corpus().num_train_windows() < step_windows) {
+    warnings.push_back("the corpus holds " + std::to_string(trainer.corpus().num_train_windows()) +
+                       " training windows, fewer than one step takes (" + std::to_string(step_windows) +
+                       "): every step repeats windows; add text, or lower train.micro_batches or train.micro_batch_size");
+  }
   print_run_header(request, trainer, warnings);
 
   MemoryStop memory_stop;
