@@ -10,7 +10,7 @@
 #include <set>
 
 #include "memory/errors.h"
-#include "runtime/tools/generate.h"
+#include "runtime/tools/decode.h"
 #include "stages/model.h"
 #include "test_util.h"
 

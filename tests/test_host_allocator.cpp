@@ -3,15 +3,49 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+#include <vector>
+
 #include "runtime/backends/cpu/host_allocator.h"
+#include "test_util.h"
 
 using namespace pipetrain;
 
 namespace {
 
+// PIPETRAIN_TEST_WITHOUT_HOST_ALLOCATOR=1: this process computes with LibTorch's own allocator (the
+// reference the block-reuse test compares against).
+const bool kWithoutAllocator = std::getenv("PIPETRAIN_TEST_WITHOUT_HOST_ALLOCATOR") != nullptr;
+
 struct Installed {
-  Installed() { HostCachingAllocator::install(); }
+  Installed() {
+    if (!kWithoutAllocator) HostCachingAllocator::install();
+  }
 } installed;
+
+// Three training steps' losses and the final gradient's sum, as hex floats (exact).
+std::vector<std::string> training_arithmetic() {
+  torch::manual_seed(3);
+  torch::Tensor w = torch::randn({512, 512}, torch::requires_grad());
+  torch::Tensor x = torch::randn({64, 512});
+  std::vector<std::string> out;
+  char text[64];
+  for (int i = 0; i < 3; ++i) {
+    torch::Tensor loss = torch::matmul(x, w).pow(2).mean();
+    loss.backward();
+    std::snprintf(text, sizeof(text), "%a", loss.item<double>());
+    out.push_back(text);
+    if (HostCachingAllocator::installed()) HostCachingAllocator::end_step();
+  }
+  std::snprintf(text, sizeof(text), "%a", w.grad().sum().item<double>());
+  out.push_back(text);
+  return out;
+}
 
 }  // namespace
 
@@ -50,19 +84,28 @@ TEST_CASE("end_step returns blocks of sizes the step did not request") {
   CHECK(HostCachingAllocator::stats().cached_bytes == 0);
 }
 
-// Autograd through cached blocks computes what it computes without them (same values, reused memory).
+// Autograd through cached blocks computes what it computes without them: the same steps in a
+// process of this binary without the caching allocator give the same losses and gradient, bit for
+// bit, and the blocks were reused.
 TEST_CASE("training arithmetic is unchanged by block reuse") {
-  torch::manual_seed(3);
-  torch::Tensor w = torch::randn({512, 512}, torch::requires_grad());
-  torch::Tensor x = torch::randn({64, 512});
-  std::vector<double> losses;
-  for (int i = 0; i < 3; ++i) {
-    torch::Tensor loss = torch::matmul(x, w).pow(2).mean();
-    loss.backward();
-    losses.push_back(loss.item<double>());
-    HostCachingAllocator::end_step();
+  const std::vector<std::string> here = training_arithmetic();
+  if (kWithoutAllocator) {
+    std::string line;
+    for (const std::string& v : here) line += v + " ";
+    MESSAGE("reference: " << line);
+    return;
   }
-  CHECK(losses[0] == losses[1]);
-  CHECK(losses[1] == losses[2]);
-  CHECK(w.grad().abs().sum().item<double>() > 0.0);
+  CHECK(HostCachingAllocator::stats().cached_bytes > 0);  // blocks were cached, and so reused by the later steps
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  REQUIRE(n > 0);
+  const auto child = testing::run_command("PIPETRAIN_TEST_WITHOUT_HOST_ALLOCATOR=1 " + std::string(self, static_cast<size_t>(n)) +
+                                          " '--test-case=training arithmetic is unchanged by block reuse'");
+  REQUIRE_MESSAGE(child.exit_code == 0, child.output);
+  const auto at = child.output.find("reference: ");
+  REQUIRE_MESSAGE(at != std::string::npos, child.output);
+  std::istringstream values(child.output.substr(at + 11));
+  std::vector<std::string> reference(here.size());
+  for (std::string& v : reference) values >> v;
+  CHECK(here == reference);
 }

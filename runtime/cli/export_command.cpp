@@ -6,7 +6,6 @@
 #include "memory/errors.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
-#include "runtime/io/checkpoint.h"
 #include "runtime/io/weights_file.h"
 
 namespace pipetrain::cli {
@@ -28,11 +27,9 @@ int export_command(int argc, char** argv) {
   if (!parsed) return 0;
   const cxxopts::ParseResult& args = *parsed;
   if (!args.count("run") || !args.count("out")) throw InputError("usage: pipetrain export RUN --out model.safetensors");
-  const CheckpointInfo checkpoint = find_checkpoint(args["run"].as<std::string>());
   const std::string out = args["out"].as<std::string>();
-  export_weights(checkpoint, out, args.count("force") > 0);
-  std::printf("wrote %s (step %lld of %s, model %s) and config.json beside it\n", out.c_str(),
-              static_cast<long long>(checkpoint.step), checkpoint.path.c_str(), checkpoint.model.c_str());
+  const std::string what = export_run_weights(args["run"].as<std::string>(), out, args.count("force") > 0);
+  std::printf("wrote %s (%s) and config.json beside it\n", out.c_str(), what.c_str());
   return 0;
 }
 

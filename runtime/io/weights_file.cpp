@@ -11,6 +11,7 @@
 
 #include "memory/errors.h"
 #include "runtime/io/atomic_file.h"
+#include "runtime/io/checkpoint.h"
 #include "runtime/io/safetensors.h"
 
 namespace pipetrain {
@@ -109,6 +110,12 @@ void export_weights(const CheckpointInfo& checkpoint, const std::string& out_pat
   });
   out.commit();
   write_file_atomically(config_path, architecture_json(run.model, run.data.tokenizer, checkpoint.step).dump(2) + "\n");
+}
+
+std::string export_run_weights(const std::string& run_or_checkpoint, const std::string& out_path, bool overwrite) {
+  const CheckpointInfo checkpoint = find_checkpoint(run_or_checkpoint);
+  export_weights(checkpoint, out_path, overwrite);
+  return "step " + std::to_string(checkpoint.step) + " of " + checkpoint.path + ", model " + checkpoint.model;
 }
 
 void init_from_weights(const std::string& path, const ModelConfig& model, LayerStates& states) {

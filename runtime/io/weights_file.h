@@ -13,15 +13,19 @@
 //
 //   export_weights(find_checkpoint("runs/x"), "model.safetensors");   // and config.json beside it
 //   init_from_weights("model.safetensors", run.model, trainer);        // before step 0
+//
+// No LibTorch in this header: the export command includes it alone.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include "memory/model_config.h"
-#include "runtime/io/checkpoint.h"
 
 namespace pipetrain {
+
+struct CheckpointInfo;
+class LayerStates;
 
 // The file's name for parameter `param_key` ("qkv.weight") of layer `layer` of `model`.
 std::string weight_name(const ModelConfig& model, int64_t layer, const std::string& param_key);
@@ -30,6 +34,10 @@ std::string weight_name(const ModelConfig& model, int64_t layer, const std::stri
 // the step), and `config.json` beside it describing the architecture. Refuses (InputError) to
 // replace either file unless `overwrite`. One layer is in memory at a time.
 void export_weights(const CheckpointInfo& checkpoint, const std::string& out_path, bool overwrite);
+
+// The same for a run directory's newest verified checkpoint, or a checkpoint directory
+// (find_checkpoint); returns what was exported: "step 300 of runs/x/checkpoints/step-00000300, model V256 ...".
+std::string export_run_weights(const std::string& run_or_checkpoint, const std::string& out_path, bool overwrite);
 
 // Sets every layer's parameters in `states` from the file at `path` (their optimizer state is left
 // as it is: fresh before step 0). Every parameter of `model` must be there under its name, with its

@@ -1,27 +1,15 @@
-// Text from a trained model: load a checkpoint's weights, then decode token by token with a KV cache
-// (stages/model.h CachedDecoder), streaming each token as it is chosen.
+// `pipetrain generate`: text from a trained model, token by token with a KV cache, each token
+// streamed as it is chosen. runtime/tools/decode.h holds the pieces (loading a checkpoint into a
+// model, sampling, the decoding loop); this header needs no LibTorch, so the command includes it alone.
 //
-// Context: the model has seq_len learned positions. When the prompt and what was generated fill
-// them, the newest seq_len / 2 tokens become the context and decoding goes on from there (one
-// re-read of those positions), so generation has no length limit; what falls out of the context
-// no longer conditions the text.
-//
-//   GenerateOptions options;  options.max_tokens = 200;  options.temperature = 0.8;
-//   LoadedModel loaded = load_model(find_checkpoint("runs/x"), torch::kCPU);
-//   generate_tokens(loaded.model, prompt_tokens, options, /*cached=*/true,
-//                   [](int64_t token) { std::putchar(static_cast<int>(token)); });
+//   GenerateRequest request;  request.source = "runs/x";  request.prompt = "This License";
+//   request.options.max_tokens = 200;
+//   return run_generate(request);   // text to stdout, where it came from and the timing to stderr
 #pragma once
 
-#include <torch/types.h>
-
 #include <cstdint>
-#include <functional>
+#include <optional>
 #include <string>
-#include <vector>
-
-#include "runtime/config/run_config.h"
-#include "runtime/io/checkpoint.h"
-#include "stages/model.h"
 
 namespace pipetrain {
 
@@ -36,22 +24,16 @@ struct GenerateOptions {
 // InputError naming the value when an option is out of range.
 void check_generate_options(const GenerateOptions& options);
 
-struct LoadedModel {
-  RunConfig run;       // the config the checkpoint was trained with
-  int64_t step = 0;    // the checkpoint's step
-  LayerRange model{nullptr};  // the whole model on `device`, float32 (float64 if trained so), eval mode
+struct GenerateRequest {
+  std::string source;                 // a run directory or a checkpoint directory
+  std::optional<std::string> prompt;  // nothing: read stdin to its end
+  GenerateOptions options;
+  std::string device = "auto";        // cpu, cuda:N, or auto (cuda:0 when there is one)
+  bool cached = true;                 // false: every token re-reads the whole context
 };
 
-// The checkpoint's weights in a model on `device`. InputError when a layer's file does not fit.
-LoadedModel load_model(const CheckpointInfo& checkpoint, torch::Device device);
-
-// The next token from logits [V] (any device or dtype) under `options`, drawing from `generator`.
-int64_t sample_token(const torch::Tensor& logits, const GenerateOptions& options, at::Generator& generator);
-
-// Generates up to options.max_tokens tokens after `prompt` (at least one token), handing each to
-// `emit` as soon as it is chosen, and returns them. `cached`: with the KV cache (one position per
-// token); without it every token re-reads the whole context. Both give the same tokens.
-std::vector<int64_t> generate_tokens(LayerRange model, const std::vector<int64_t>& prompt, const GenerateOptions& options,
-                                     bool cached, const std::function<void(int64_t token)>& emit);
+// Loads the model and the run's tokenizer, writes the prompt and then each token's text to stdout
+// as it is chosen; returns the exit status. InputError for a bad option, source or prompt.
+int run_generate(const GenerateRequest& request);
 
 }  // namespace pipetrain
