@@ -6,14 +6,14 @@ set -euo pipefail
 
 # libopenblas0-pthread: Debian's LibTorch uses the reference BLAS otherwise (15x slower here).
 # gnuplot-nox: `pipetrain bench` draws its throughput plot with it (without it, bench skips the plot).
-# python3-minimal: tests/write_safetensors.py, the independent safetensors writer the tests and the
+# python3: tests/write_safetensors.py, the independent safetensors writer the tests and the
 #   fuzz job's seed use (struct and json from the standard library only).
 # clang, libclang-rt-14-dev: libFuzzer and the sanitizers for scripts/fuzz.sh (the parsers' fuzz job in CI).
 packages=(
   cmake ninja-build g++ pkg-config
   libtorch-dev libopenblas0-pthread
   libtbb-dev libcxxopts-dev doctest-dev libyaml-cpp-dev nlohmann-json3-dev libsentencepiece-dev
-  gnuplot-nox python3-minimal
+  gnuplot-nox python3
   clang libclang-rt-14-dev
 )
 

@@ -120,10 +120,20 @@ std::string export_run_weights(const std::string& run_or_checkpoint, const std::
 
 void init_from_weights(const std::string& path, const ModelConfig& model, LayerStates& states) {
   const SafetensorsFile file = read_safetensors_header(path);
-  // Check everything first: a mismatch leaves the run as it was.
+  // What each layer needs, read once from the run (layer_state may copy its state off a device):
+  // the checkpoint name, the file's tensor, the dtype to read it as.
+  struct Needed {
+    std::string key;
+    const SafetensorsTensor* tensor;
+    torch::ScalarType dtype;
+  };
+  std::vector<std::vector<Needed>> layers(static_cast<size_t>(model.num_model_layers()));
   std::set<std::string> needed;
+  // Check everything first: a mismatch leaves the run as it was.
   for (int64_t layer = 0; layer < model.num_model_layers(); ++layer) {
-    for (const auto& [name, tensor] : layer_weights(model, layer, states.layer_state(layer))) {
+    for (const auto& [key, tensor] : states.layer_state(layer)) {
+      if (key.rfind(kParam, 0) != 0) continue;
+      const std::string name = weight_name(model, layer, key.substr(kParam.size()));
       needed.insert(name);
       const SafetensorsTensor* t = file.find(name);
       const std::string want = safetensors_dtype(tensor.scalar_type()) + " " + shape_text(tensor.sizes().vec());
@@ -132,6 +142,7 @@ void init_from_weights(const std::string& path, const ModelConfig& model, LayerS
         throw InputError("'" + path + "': tensor '" + name + "' is " + t->dtype + " " + shape_text(t->shape) + "; this model needs " +
                          want + " (model " + architecture_key(model) + ")");
       }
+      layers[static_cast<size_t>(layer)].push_back({key, t, tensor.scalar_type()});
     }
   }
   for (const auto& t : file.tensors) {
@@ -142,12 +153,10 @@ void init_from_weights(const std::string& path, const ModelConfig& model, LayerS
   }
   for (int64_t layer = 0; layer < model.num_model_layers(); ++layer) {
     std::vector<std::pair<std::string, torch::Tensor>> tensors;
-    for (const auto& [key, tensor] : states.layer_state(layer)) {
-      if (key.rfind(kParam, 0) != 0) continue;
-      const SafetensorsTensor& t = *file.find(weight_name(model, layer, key.substr(kParam.size())));
-      torch::Tensor value = torch::empty(t.shape, torch::TensorOptions().dtype(tensor.scalar_type()));
-      read_safetensors_data(file, t, value.data_ptr());
-      tensors.emplace_back(key, value);
+    for (const Needed& n : layers[static_cast<size_t>(layer)]) {
+      torch::Tensor value = torch::empty(n.tensor->shape, torch::TensorOptions().dtype(n.dtype));
+      read_safetensors_data(file, *n.tensor, value.data_ptr());
+      tensors.emplace_back(n.key, value);
     }
     states.set_layer_state(layer, tensors);
   }
