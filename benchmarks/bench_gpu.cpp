@@ -96,7 +96,7 @@ nlohmann::json bench_transfer(int64_t bytes, bool host_to_device, int sends) {
 }
 
 RunConfig model_run(const std::vector<std::string>& more) {
-  std::vector<std::string> overrides = {"stages=none", "train.optimizer=adamw", "train.steps=1000000",
+  std::vector<std::string> overrides = {"stages=none", "data.tokenizer=bytes", "train.optimizer=adamw", "train.steps=1000000",
                                         "train.schedule=1f1b"};
   overrides.insert(overrides.end(), more.begin(), more.end());
   return parse_run_config(default_config_text(), "bench_gpu model", overrides);

@@ -42,7 +42,7 @@ namespace {
 RunConfig benchmark_run(int micro_batches, ScheduleKind schedule) {
   RunConfig run = parse_run_config(
       default_config_text(), "benchmark model",
-      {"stages=none", "model.vocab_size=256", "model.hidden_dim=256", "model.num_layers=8", "model.num_heads=8",
+      {"stages=none", "data.tokenizer=bytes", "model.vocab_size=256", "model.hidden_dim=256", "model.num_layers=8", "model.num_heads=8",
        "model.intermediate_size=1024", "model.seq_len=128", "train.micro_batch_size=4",
        "train.micro_batches=" + std::to_string(micro_batches), "train.optimizer=adamw", "train.steps=1000000",
        "train.schedule=" + schedule.name()});

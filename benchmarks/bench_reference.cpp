@@ -26,7 +26,7 @@ using namespace pipetrain;
 namespace {
 
 const std::vector<std::string> kBenchmarkModel = {
-    "stages=none",
+    "stages=none", "data.tokenizer=bytes",
     "model.vocab_size=256",     "model.hidden_dim=256",     "model.num_layers=8",     "model.num_heads=8",
     "model.intermediate_size=1024", "model.seq_len=128",    "train.micro_batch_size=4", "train.micro_batches=8",
     "train.optimizer=adamw",    "train.steps=1000000"};

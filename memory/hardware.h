@@ -35,6 +35,11 @@ struct DeviceSpec {
 
   std::string name() const { return id.name(); }
   int64_t usable_bytes() const { return static_cast<int64_t>(static_cast<double>(memory_bytes) * safety_margin); }
+  // What a GPU's caching allocator may hold: the card's memory less what the CUDA context and the
+  // runtime take before it (reserved_bytes), as on a real card of memory_bytes. The cap a run puts
+  // on the allocator (runtime/train/pipeline_trainer.cpp), so --vram-cap-gib N is as strict as an
+  // N GiB card.
+  int64_t allocator_bytes() const { return memory_bytes - reserved_bytes; }
   // The CPU's rate on `n` of its cores: single_core_flops_per_s at 1, flops_per_s at all cores,
   // linear in between (two single-thread GEMMs on the two cores here ran 26.6 + 28.2 GFLOP/s
   // against 52.6 for one two-thread GEMM, DESIGN.md: scaling is nearly, not quite, perfect).

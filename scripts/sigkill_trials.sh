@@ -4,7 +4,8 @@
 # Each trial starts a small training run that saves a checkpoint after every step, kills it with
 # SIGKILL at a random moment after its first checkpoint (often in the middle of a save), then
 # resumes it: the resume must succeed, and it must start from the newest complete checkpoint
-# directory (step-N, not .partial).
+# directory (step-N, not .partial). Every second trial saves in the background while training
+# goes on (train.background_checkpoints), so the kill often lands in a save that overlaps a step.
 #
 #   bash scripts/sigkill_trials.sh build/pipetrain [trials]
 set -euo pipefail
@@ -23,7 +24,11 @@ YAML
 resumed=0
 for trial in $(seq 1 "$trials"); do
   out="$work/run$trial"
-  "$bin" train --config "$work/config.yaml" --steps 1000000 --out "$out" > "$work/log$trial" 2>&1 &
+  background=$(( trial % 2 == 0 ))
+  mode="saving in the foreground"
+  [ "$background" = 1 ] && mode="saving in the background"
+  "$bin" train --config "$work/config.yaml" --steps 1000000 --out "$out" \
+    --set train.background_checkpoints=$([ "$background" = 1 ] && echo true || echo false) > "$work/log$trial" 2>&1 &
   pid=$!
   # After its first checkpoint (however long a loaded machine or a sanitizer takes to get there; at
   # most 4 minutes), at a random moment within the next 1.5 s: a later save, often half-written.
@@ -52,7 +57,7 @@ for trial in $(seq 1 "$trials"); do
     exit 1
   fi
   partial="$(ls -1 "$out/checkpoints" | grep -c partial || true)"
-  echo "trial $trial: killed after step $step ($partial half-written left behind); resumed from $newest"
+  echo "trial $trial ($mode): killed after step $step ($partial half-written left behind); resumed from $newest"
   resumed=$((resumed + 1))
 done
 echo "$resumed of $trials trials resumed from their newest checkpoint"

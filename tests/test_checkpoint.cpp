@@ -4,13 +4,22 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
+#include <malloc.h>
+
+#include <atomic>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <new>
 
 #include "memory/errors.h"
+#include "runtime/backends/cpu/host_allocator.h"
 #include "runtime/io/checkpoint.h"
+#include "runtime/io/run_dir.h"
 #include "runtime/config/run_config.h"
+#include "runtime/train/lr_schedule.h"
 #include "runtime/train/pipeline_trainer.h"
+#include "runtime/train/resume.h"
 #include "runtime/train/run_plan.h"
 #include "planner_fixtures.h"
 #include "test_util.h"
@@ -22,7 +31,7 @@ namespace {
 constexpr int kSteps = 3;
 
 RunConfig tiny_run(const std::string& data_file, const StageMap& map, std::vector<std::string> more = {}) {
-  std::vector<std::string> overrides = {"stages=none", "model.hidden_dim=32", "model.num_layers=3", "model.num_heads=2",
+  std::vector<std::string> overrides = {"stages=none", "data.tokenizer=bytes", "model.hidden_dim=32", "model.num_layers=3", "model.num_heads=2",
                                         "model.intermediate_size=64", "model.seq_len=16", "train.micro_batch_size=2",
                                         "train.micro_batches=4", "train.steps=20", "train.warmup_steps=2"};
   overrides.insert(overrides.end(), more.begin(), more.end());
@@ -89,6 +98,268 @@ TEST_CASE("resume continues exactly where the run stopped") {
   for (int i = 0; i < kSteps; ++i) CHECK(moved[i] == doctest::Approx(all[kSteps + i]).epsilon(1e-6));
 }
 
+// The epoch boundary falls after the checkpoint: the resumed run reshuffles the next epoch as the
+// straight run does, so the losses after it are the same bits.
+TEST_CASE("resume across an epoch boundary continues exactly") {
+  testing::ScratchDir dir;
+  const std::string data = dir.file("text.txt", testing::sample_text(40));
+  const auto probe = trainer_of(tiny_run(data, kThree));
+  const int64_t windows_per_step = 2 * 4;  // micro_batch_size x micro_batches
+  const int64_t per_epoch = probe->corpus().num_train_windows() / windows_per_step;  // whole steps in an epoch
+  REQUIRE(per_epoch >= 2);
+  REQUIRE_MESSAGE(per_epoch + 3 <= 20, per_epoch);  // within train.steps
+  const int k = static_cast<int>(per_epoch);  // the last step wholly inside epoch 0
+  const std::vector<double> all = losses(*probe, k + 3);
+  CHECK(probe->corpus().position().epoch >= 1);
+
+  const auto first = trainer_of(tiny_run(data, kThree));
+  losses(*first, k);
+  first->save_checkpoint(dir.path(), 1);
+  const CheckpointInfo saved = newest_checkpoint(dir.path());
+  CHECK(saved.data.epoch == 0);
+  const auto resumed = trainer_of(tiny_run(data, kThree));
+  resumed->resume_from(saved);
+  const std::vector<double> rest = losses(*resumed, 3);
+  CHECK(resumed->corpus().position().epoch >= 1);  // crossed after the resume
+  CHECK(resumed->corpus().position().epoch == probe->corpus().position().epoch);
+  CHECK(resumed->corpus().position().cursor == probe->corpus().position().cursor);
+  for (int i = 0; i < 3; ++i) CHECK(rest[i] == all[k + i]);
+}
+
+// A resume that would continue another run is refused, naming each difference; --allow-changes
+// lets the named kinds through.
+TEST_CASE("resume names a changed model, data, tokenizer or seed, and refuses it unless allowed") {
+  testing::ScratchDir dir;
+  const std::string data = dir.file("text.txt", testing::sample_text(300));
+  const auto first = trainer_of(tiny_run(data, kTwo));
+  losses(*first, 2);
+  first->save_checkpoint(dir.path(), 1);
+  const CheckpointInfo saved = newest_checkpoint(dir.path());
+  CHECK(saved.inputs.at("data") == hex16(first->corpus().fingerprint()));
+  CHECK(saved.inputs.at("tokenizer") == hex16(0));
+
+  const RunConfig same = tiny_run(data, kTwo);
+  CHECK(resume_changes(saved, same, trainer_of(same)->corpus()).empty());
+  CHECK_NOTHROW(check_resume(saved, same, trainer_of(same)->corpus(), {}));
+
+  const RunConfig seeded = tiny_run(data, kTwo, {"train.seed=7", "model.hidden_dim=64"});
+  const auto changes = resume_changes(saved, seeded, trainer_of(seeded)->corpus());
+  REQUIRE(changes.size() == 2);
+  CHECK(changes[0].kind == "model");
+  CHECK(changes[0].what == "model.hidden_dim 32 -> 64");
+  CHECK(changes[1].kind == "seed");
+  CHECK(changes[1].what == "train.seed 1234 -> 7");
+  CHECK_THROWS_WITH_AS(check_resume(saved, seeded, trainer_of(seeded)->corpus(), {"seed"}),
+                       doctest::Contains("model: model.hidden_dim 32 -> 64\n(continue it anyway with --allow-changes model)"),
+                       InputError);
+  CHECK_NOTHROW(check_resume(saved, seeded, trainer_of(seeded)->corpus(), {"seed", "model"}));
+
+  // The same file names with other contents; another tokenizer.
+  std::ofstream(data, std::ios::app) << "one more line\n";
+  const auto edited = resume_changes(saved, same, trainer_of(same)->corpus());
+  REQUIRE(edited.size() == 1);
+  CHECK(edited[0].kind == "data");
+  CHECK(edited[0].what.find("the contents of data.files (fingerprint " + saved.inputs.at("data") + " -> ") == 0);
+  TokenizerTraining training;
+  training.files = {data};
+  training.vocab_size = 300;
+  training.out = dir.path() + "/tok.model";
+  train_tokenizer(training);
+  RunConfig subword = tiny_run(data, kTwo, {"data.tokenizer=" + training.out});
+  const auto retokenized = resume_changes(saved, subword, trainer_of(subword)->corpus());
+  std::vector<std::string> kinds;
+  for (const ResumeChange& c : retokenized) kinds.push_back(c.kind);
+  CHECK(kinds == std::vector<std::string>{"model", "data", "tokenizer"});  // vocab_size, contents, model
+
+  CHECK(parse_allowed_changes("seed,data") == std::vector<std::string>{"seed", "data"});
+  CHECK_THROWS_WITH_AS(parse_allowed_changes("model,colour"),
+                       doctest::Contains("'colour' is not one of [model, data, tokenizer, seed]"), InputError);
+}
+
+// A longer (or shorter) train.steps on resume: the rate goes on from where it was, then decays to
+// the same floor at the new end; the YAML keeps it for the next resume.
+TEST_CASE("resume with another train.steps keeps the learning rate continuous") {
+  testing::ScratchDir dir;
+  const std::string data = dir.file("text.txt", testing::sample_text(300));
+  const RunConfig was = tiny_run(data, kTwo);  // 20 steps, warm-up 2
+  const auto first = trainer_of(was);
+  losses(*first, 5);
+  first->save_checkpoint(dir.path(), 1);
+  const CheckpointInfo saved = newest_checkpoint(dir.path());
+  std::string note;
+  CHECK(continue_schedule(saved, was, note).train.lr_continue_step == -1);
+  CHECK(note.empty());
+
+  const RunConfig longer = continue_schedule(saved, tiny_run(data, kTwo, {"train.steps=60"}), note);
+  CHECK(note.find("train.steps 20 -> 60: the learning rate goes on from step 5's") == 0);
+  CHECK(longer.train.lr_continue_step == 5);
+  CHECK(lr_at_step(longer.train, 5) == lr_at_step(was.train, 5));  // no jump
+  const double floor = was.train.optimizer.lr * was.train.min_lr_ratio;
+  CHECK(lr_at_step(longer.train, 59) == doctest::Approx(floor).epsilon(1e-3));
+  for (int64_t step = 5; step < 59; ++step) CHECK(lr_at_step(longer.train, step + 1) <= lr_at_step(longer.train, step));
+  CHECK(lr_at_step(longer.train, 4) == lr_at_step(tiny_run(data, kTwo, {"train.steps=60"}).train, 4));
+  // Through config.yaml and a second extension, still continuous.
+  const RunConfig reread = parse_run_config(to_yaml(longer), "reread");
+  CHECK(reread.train.lr_continue_step == 5);
+  CHECK(reread.train.lr_continue_value == longer.train.lr_continue_value);
+  CHECK_THROWS_WITH_AS(parse_run_config(to_yaml(longer), "reread", {"train.lr_continue_value=0"}),
+                       doctest::Contains("train.lr_continue_step 5 needs a positive train.lr_continue_value"), InputError);
+
+  // Within the warm-up the two schedules agree: nothing to continue.
+  testing::ScratchDir early;
+  const auto one = trainer_of(was);
+  losses(*one, 1);
+  one->save_checkpoint(early.path(), 1);
+  CHECK(continue_schedule(newest_checkpoint(early.path()), tiny_run(data, kTwo, {"train.steps=60"}), note).train.lr_continue_step ==
+        -1);
+  CHECK(note.empty());
+}
+
+namespace {
+
+// What a save allocates, counted two ways while g_counting is set: LibTorch's CPU tensors through
+// the host caching allocator's live bytes, and everything operator new gives out (strings, vectors,
+// streams: a serialised copy of a layer would be one of these), as bytes live beyond the start.
+std::atomic<bool> g_counting{false};
+std::atomic<int64_t> g_new_live{0};
+std::atomic<int64_t> g_new_peak{0};
+
+void count_new(int64_t delta) {
+  if (!g_counting.load(std::memory_order_relaxed)) return;
+  const int64_t now = g_new_live.fetch_add(delta) + delta;
+  int64_t peak = g_new_peak.load();
+  while (now > peak && !g_new_peak.compare_exchange_weak(peak, now)) {
+  }
+}
+
+void* counted_alloc(std::size_t n) {
+  void* p = std::malloc(n == 0 ? 1 : n);
+  if (p == nullptr) throw std::bad_alloc();
+  count_new(static_cast<int64_t>(malloc_usable_size(p)));
+  return p;
+}
+
+void counted_free(void* p) noexcept {
+  if (p == nullptr) return;
+  count_new(-static_cast<int64_t>(malloc_usable_size(p)));
+  std::free(p);
+}
+
+// Layer 0 holds three tensors of `bytes` each (a weight and its two moments); the other layers one
+// small tensor. Restoring is not what this measures.
+class OneLargeLayer : public LayerStates {
+ public:
+  explicit OneLargeLayer(int64_t bytes) {
+    for (const char* name : {"param/w", "state/w/exp_avg", "state/w/exp_avg_sq"}) {
+      large_.emplace_back(name, torch::rand({bytes / 4}));
+    }
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> layer_state(int64_t layer) const override {
+    if (layer == 0) return large_;
+    return {{"param/b", torch::ones({4})}};
+  }
+  void set_layer_state(int64_t, const std::vector<std::pair<std::string, torch::Tensor>>&) override {}
+
+ private:
+  std::vector<std::pair<std::string, torch::Tensor>> large_;
+};
+
+}  // namespace
+
+void* operator new(std::size_t n) { return counted_alloc(n); }
+void* operator new[](std::size_t n) { return counted_alloc(n); }
+void operator delete(void* p) noexcept { counted_free(p); }
+void operator delete[](void* p) noexcept { counted_free(p); }
+void operator delete(void* p, std::size_t) noexcept { counted_free(p); }
+void operator delete[](void* p, std::size_t) noexcept { counted_free(p); }
+
+// Item 1 of "nothing lost at 7 B scale": a save streams each tensor to its file, so what it
+// allocates is bounded by one staging buffer (kSaveChunkBytes, 16 MiB) whatever the layer's size;
+// the previous save (a serialised archive in memory, then a copy of it) took twice the layer. The
+// bytes are still exactly the state: the checkpoint verifies and loads back equal.
+TEST_CASE("a save allocates at most one staging buffer, whatever the size of a layer") {
+  HostCachingAllocator::install();  // before the tensors: their allocations are then counted
+  testing::ScratchDir dir;
+  const std::string data = dir.file("text.txt", testing::sample_text(300));
+  const RunConfig run = tiny_run(data, kTwo);
+  for (const int64_t mib : {4, 16, 64}) {
+    const OneLargeLayer states(mib << 20);
+    HostCachingAllocator::release_cached();
+    HostCachingAllocator::reset_peak_live();
+    const int64_t live_before = HostCachingAllocator::stats().live_bytes;
+    g_new_live = 0;
+    g_new_peak = 0;
+    g_counting = true;
+    const std::string out = dir.path() + "/" + std::to_string(mib);
+    make_dirs(out);
+    const std::string saved = save_checkpoint(out, states, run, 1, {}, 1);
+    g_counting = false;
+    const int64_t tensors = HostCachingAllocator::stats().peak_live_bytes - live_before;
+    const int64_t heap = g_new_peak.load();
+    {
+      // The counters would see a copy: a tensor of the layer cloned, a serialised layer in a string.
+      g_counting = true;
+      const torch::Tensor copy = states.layer_state(0)[0].second.clone();
+      const std::string serialised(static_cast<size_t>(mib << 20), 'x');
+      g_counting = false;
+      CHECK(HostCachingAllocator::stats().peak_live_bytes - live_before >= (mib << 20));
+      CHECK(g_new_peak.load() >= (mib << 20));
+    }
+    MESSAGE("layer of " << 3 * mib << " MiB: the save's peak extra memory is " << tensors << " bytes of tensors and " << heap
+                        << " bytes from operator new");
+    CHECK(tensors == 0);  // no tensor is copied on the CPU
+    CHECK(heap < kSaveChunkBytes / 4);  // CPU tensors need no staging either: bookkeeping only
+    // The bytes are the state: the layer reads back equal.
+    const CheckpointInfo info = verify_checkpoint(saved);
+    read_checkpoint_layers(info, [&](int64_t layer, const std::vector<std::pair<std::string, torch::Tensor>>& read) {
+      const auto want = states.layer_state(layer);
+      REQUIRE(read.size() == want.size());
+      for (size_t i = 0; i < read.size(); ++i) {
+        CHECK(read[i].first == want[i].first);
+        CHECK(torch::equal(read[i].second, want[i].second));
+      }
+    });
+  }
+}
+
+// Saving while training (train.background_checkpoints): the checkpoint written while the next
+// steps run holds exactly the state after its step, the same as a save that stopped training; a
+// resume from it continues bit for bit.
+TEST_CASE("a background save holds exactly its step's state while training goes on") {
+  testing::ScratchDir dir;
+  const std::string data = dir.file("text.txt", testing::sample_text(300));
+  const auto straight = trainer_of(tiny_run(data, kThree));
+  const std::vector<double> all = losses(*straight, 2 * kSteps);
+
+  make_dirs(dir.path() + "/bg");
+  make_dirs(dir.path() + "/fg");
+  const auto background = trainer_of(tiny_run(data, kThree));
+  losses(*background, kSteps);
+  background->save_checkpoint_in_background(dir.path() + "/bg", 2);  // returns at once
+  const std::vector<double> meanwhile = losses(*background, 2);       // waits before its first update
+  for (int i = 0; i < 2; ++i) CHECK(meanwhile[i] == all[kSteps + i]);
+  CHECK(background->finish_saves().empty());  // the step already waited for it
+  const CheckpointInfo written = newest_checkpoint(dir.path() + "/bg");
+  CHECK(written.step == kSteps);
+
+  const auto stopped = trainer_of(tiny_run(data, kThree));
+  losses(*stopped, kSteps);
+  const CheckpointInfo reference = verify_checkpoint(stopped->save_checkpoint(dir.path() + "/fg", 2));
+  CHECK(written.data.epoch == reference.data.epoch);
+  CHECK(written.data.cursor == reference.data.cursor);
+  std::vector<std::vector<std::pair<std::string, torch::Tensor>>> expected;
+  read_checkpoint_layers(reference, [&](int64_t, const auto& tensors) { expected.push_back(tensors); });
+  read_checkpoint_layers(written, [&](int64_t layer, const auto& tensors) {
+    const auto& want = expected[static_cast<size_t>(layer)];
+    REQUIRE(tensors.size() == want.size());
+    for (size_t i = 0; i < tensors.size(); ++i) CHECK(torch::equal(tensors[i].second, want[i].second));
+  });
+  const auto resumed = trainer_of(tiny_run(data, kThree));
+  resumed->resume_from(written);
+  const std::vector<double> rest = losses(*resumed, kSteps);
+  for (int i = 0; i < kSteps; ++i) CHECK(rest[i] == all[kSteps + i]);
+}
+
 // Only the newest `keep` stay; a half-written one (.partial) is never taken for a checkpoint.
 TEST_CASE("checkpoints keep the newest K and ignore partial ones") {
   testing::ScratchDir dir;
@@ -118,12 +389,12 @@ TEST_CASE("damaged checkpoints and other models are refused") {
   trainer.train_step();
   const std::string newest = trainer.save_checkpoint(dir.path(), 2);
 
-  flip_a_byte(newest + "/layer-0002.pt", 200);
+  flip_a_byte(newest + "/layer-0002.safetensors", 200);
   CHECK_THROWS_WITH_AS(verify_checkpoint(newest),
-                       doctest::Contains("layer-0002.pt' fails its checksum"), InputError);
+                       doctest::Contains("layer-0002.safetensors' fails its checksum"), InputError);
   CHECK(newest_checkpoint(dir.path()).step == 1);  // the older one still verifies
 
-  std::ofstream(dir.path() + "/checkpoints/step-00000001/layer-0001.pt", std::ios::app) << "x";
+  std::ofstream(dir.path() + "/checkpoints/step-00000001/layer-0001.safetensors", std::ios::app) << "x";
   CHECK_THROWS_WITH_AS(newest_checkpoint(dir.path()), doctest::Contains("truncated or replaced"), InputError);
 
   testing::ScratchDir other_dir;
@@ -210,6 +481,21 @@ TEST_CASE("train saves checkpoints, stops on SIGTERM, and --resume continues exa
   CAPTURE(again.output);
   CHECK(again.exit_code == 0);
   CHECK(loss_column(stopped + "/metrics.jsonl").size() == static_cast<size_t>(newest.step + 2));
+
+  // Another seed is another run: exit 2 naming it, unless --allow-changes says so; the longer
+  // run says how its learning rate goes on.
+  const std::string longer = " --steps " + std::to_string(newest.step + 4);
+  const auto reseeded = testing::run_command(kBinary + " train --resume " + stopped + longer + " --set train.seed=9");
+  CAPTURE(reseeded.output);
+  CHECK(reseeded.exit_code == 2);
+  CHECK(reseeded.output.find("seed: train.seed 1234 -> 9") != std::string::npos);
+  CHECK(reseeded.output.find("--allow-changes seed") != std::string::npos);
+  CHECK(loss_column(stopped + "/metrics.jsonl").size() == static_cast<size_t>(newest.step + 2));  // untouched
+  const auto allowed = testing::run_command(kBinary + " train --resume " + stopped + longer + " --set train.seed=9 --allow-changes seed");
+  CAPTURE(allowed.output);
+  CHECK(allowed.exit_code == 0);
+  CHECK(allowed.output.find("the learning rate goes on from step " + std::to_string(newest.step + 2) + "'s") != std::string::npos);
+  CHECK(testing::run_command(kBinary + " train --resume " + stopped + " --allow-changes size").exit_code == 2);
 }
 
 // --resume of a directory without a valid checkpoint is exit 2 with the reason, and touches nothing.

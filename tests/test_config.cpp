@@ -26,7 +26,9 @@ void check_rejected(const std::string& yaml, const std::string& must_mention) {
 // The embedded default config is valid and is the model of about 1-5 M parameters the README promises.
 TEST_CASE("the default config parses") {
   const RunConfig run = parse_run_config(default_config_text(), "default config");
-  CHECK(run.model.vocab_size == 256);
+  // 2,000 subword pieces trained on the licences at first use: the vocabulary is known before.
+  CHECK(run.data.tokenizer == "auto:2000");
+  CHECK(run.model.vocab_size == 2000);
   CHECK(run.model.hidden_dim % run.model.num_heads == 0);
   CHECK(run.train.optimizer.kind == OptimizerKind::adamw());
   CHECK(!run.data.files.empty());

@@ -24,7 +24,8 @@ TEST_CASE("the counting allocator counts tensor storage") {
   CHECK(CpuAllocCounter::current_bytes() == before);
 }
 
-// Estimated activation bytes are within 15% of the measured peak for several shapes.
+// Estimated activation bytes are within 15% of the measured peak for several shapes, in float32,
+// bfloat16 and float64 (the model built and run in that dtype).
 TEST_CASE("activation estimate within 15% of counted allocations") {
   struct Shape {
     int64_t hidden, layers, heads, inter, seq, batch;
@@ -36,11 +37,16 @@ TEST_CASE("activation estimate within 15% of counted allocations") {
     m.num_heads = s.heads;
     m.intermediate_size = s.inter;
     m.seq_len = s.seq;
-    for (int held : {1, 3}) {
-      const ActivationMeasurement measured = measure_activations(m, s.batch, held);
-      const double ratio = static_cast<double>(estimated_activations(m, s.batch, held)) / static_cast<double>(measured.peak_bytes);
-      CHECK_MESSAGE(ratio == doctest::Approx(1.0).epsilon(0.15),
-                    "h" << s.hidden << " L" << s.layers << " T" << s.seq << " held " << held << ": estimate/peak = " << ratio);
+    for (const Dtype dtype : {Dtype::kFloat32, Dtype::kBFloat16, Dtype::kFloat64}) {
+      m.dtype = dtype;
+      for (int held : {1, 3}) {
+        const ActivationMeasurement measured = measure_activations(m, s.batch, held);
+        const double ratio =
+            static_cast<double>(estimated_activations(m, s.batch, held)) / static_cast<double>(measured.peak_bytes);
+        CHECK_MESSAGE(ratio == doctest::Approx(1.0).epsilon(0.15), dtype_name(dtype) << " h" << s.hidden << " L" << s.layers
+                                                                                     << " T" << s.seq << " held " << held
+                                                                                     << ": estimate/peak = " << ratio);
+      }
     }
   }
 }

@@ -31,7 +31,7 @@ constexpr int kSteps = 3;
 
 // A model of 3 blocks: layers embed, 1, 2, 3, head (5 layers), on a few kilobytes of text.
 RunConfig tiny_run(const std::string& data_file, int micro_batches, std::vector<std::string> more = {}) {
-  std::vector<std::string> overrides = {"stages=none", "model.hidden_dim=32", "model.num_layers=3", "model.num_heads=2",
+  std::vector<std::string> overrides = {"stages=none", "data.tokenizer=bytes", "model.hidden_dim=32", "model.num_layers=3", "model.num_heads=2",
                                         "model.intermediate_size=64", "model.seq_len=16",
                                         "train.micro_batch_size=2", "train.steps=10", "train.eval_batches=2",
                                         "train.warmup_steps=1", "train.micro_batches=" + std::to_string(micro_batches)};

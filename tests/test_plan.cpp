@@ -66,6 +66,10 @@ TEST_CASE("hardware presets") {
   const HardwareSpec ref = load_hardware("rtx2070s-wsl");
   CHECK(ref.cpu().memory_bytes == 62LL << 30);
   CHECK(ref.device(DeviceId::cuda(0)).memory_bytes == 8LL << 30);
+  // The allocator's cap on the 8 GiB card: less the context the planner reserves, as on the real card.
+  const DeviceSpec& gpu = ref.device(DeviceId::cuda(0));
+  CHECK(gpu.reserved_bytes > 0);
+  CHECK(gpu.allocator_bytes() == (8LL << 30) - gpu.reserved_bytes);
   CHECK(ref.cpu().cores == 8);
   REQUIRE(ref.link(DeviceId::cpu(), DeviceId::cuda(0)) != nullptr);
   CHECK_THROWS_WITH_AS(load_hardware("rtx9090"), doctest::Contains("'rtx9090' is neither a preset"), InputError);

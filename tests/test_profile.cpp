@@ -191,7 +191,7 @@ TEST_CASE("pipetrain bench measures the given splits with both baselines") {
   const std::string two = dir.file("two.yaml", "- {device: cpu, layers: [embed, 0], cores: 1}\n- {device: cpu, layers: [1, head], cores: 1}\n");
   const std::string model = " --set model.hidden_dim=32 --set model.num_layers=2 --set model.num_heads=2"
                             " --set model.intermediate_size=64 --set model.seq_len=16 --set train.micro_batches=4"
-                            " --set data.files=[" + data + "] --hardware rtx2070s-wsl";
+                            " --set data.files=[" + data + "] --set data.tokenizer=bytes --hardware rtx2070s-wsl";
   const std::string out = dir.path() + "/bench";
   const auto r = testing::run_command(kBinary + " bench --splits " + one + "," + two + " --steps 2 --warmup 1 --out " + out + model);
   CAPTURE(r.output);

@@ -3,9 +3,11 @@
 // Korean against bytes, is cached beside the corpus and made again when the text or the tokenizer
 // changes; the config takes the vocabulary from it; train and generate use it from the command line.
 #include <doctest/doctest.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <vector>
 
@@ -36,6 +38,24 @@ int64_t mtime_ns(const std::string& path) {
   struct stat st {};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   return static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+}
+
+std::string contents(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Files in a directory, not counting the models auto:N trained beside en.txt.
+size_t entries(const std::string& path) {
+  size_t n = 0;
+  DIR* d = ::opendir(path.c_str());
+  REQUIRE(d != nullptr);
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != ".." && name.rfind("en.txt.auto-", 0) != 0) ++n;
+  }
+  ::closedir(d);
+  return n;
 }
 
 // One tokenizer for the cases below: English sample text and Korean, 400 pieces at most.
@@ -170,6 +190,35 @@ TEST_CASE("the config takes the vocabulary from data.tokenizer and refuses one t
                        doctest::Contains("none.model' does not exist"), InputError);
 }
 
+TEST_CASE("data.tokenizer auto:N trains one model of N pieces on the data, and reads it again after") {
+  testing::ScratchDir dir;
+  const std::vector<std::string> files = {dir.file("en.txt", testing::sample_text(400)), dir.file("ko.txt", korean_text(300))};
+  const Tokenizer first = corpus_tokenizer("auto:350", files);
+  CHECK(first.vocab_size() == 350);  // exactly N: the planner sized the model before training it
+  CHECK(first.path().rfind(files[0] + ".auto-350-", 0) == 0);  // beside the first file
+  const int64_t made = mtime_ns(first.path());
+  const Tokenizer again = corpus_tokenizer("auto:350", files);
+  CHECK(again.path() == first.path());
+  CHECK(again.fingerprint() == first.fingerprint());
+  CHECK(mtime_ns(first.path()) == made);  // read, not trained again
+  // Other text, or another N: another model.
+  std::ofstream(files[1], std::ios::app) << korean_text(3);
+  CHECK(corpus_tokenizer("auto:350", files).path() != first.path());
+  CHECK(corpus_tokenizer("auto:360", files).path() != first.path());
+  // The config's model takes N without training anything.
+  CHECK(parse_run_config("data:\n  tokenizer: auto:777\n", "test").model.vocab_size == 777);
+  for (const std::string bad : {"auto:", "auto:12", "auto:2000000", "auto:1e4", "auto:-300"}) {
+    const std::string expected = "'" + bad + "': auto:N needs N pieces in 260..1000000";
+    CHECK_THROWS_WITH_AS(parse_run_config("data:\n  tokenizer: '" + bad + "'\n", "test"), doctest::Contains(expected.c_str()),
+                         InputError);
+  }
+  // More pieces than the text supports: refused by name, nothing left behind.
+  const std::string small = dir.file("small.txt", "a small text\n");
+  CHECK_THROWS_WITH_AS(corpus_tokenizer("auto:5000", {small}), doctest::Contains("data.tokenizer 'auto:5000'"), InputError);
+  CHECK(entries(dir.path()) == 3);  // en.txt, ko.txt, small.txt
+  CHECK_THROWS_WITH_AS(Tokenizer::named("auto:350"), doctest::Contains("trained on the run's data.files"), InputError);
+}
+
 TEST_CASE("pipetrain tokenizer, then train and generate with it") {
   testing::ScratchDir dir;
   const std::string bin = PIPETRAIN_BINARY;
@@ -200,4 +249,21 @@ TEST_CASE("pipetrain tokenizer, then train and generate with it") {
   CHECK_MESSAGE(text.exit_code == 0, text.output);
   CHECK(text.output.rfind("이 프로그램", 0) == 0);
   CHECK(text.output.size() > std::string("이 프로그램").size() + 1);
+
+  // auto:N: the run keeps the model it trained in its directory and names it in its config, so
+  // generate reads the same pieces after the cached model is gone.
+  const std::string mixed = dir.file("mixed.txt", korean_text(300) + testing::sample_text(400));
+  const std::string auto_config = dir.file("auto.yaml", testing::tiny_config_yaml(mixed, 1, 16, "  tokenizer: auto:350\n"));
+  const auto auto_run = testing::run_command(bin + " train --config " + auto_config + " --steps 2 --out " + dir.path() + "/auto");
+  REQUIRE_MESSAGE(auto_run.exit_code == 0, auto_run.output);
+  CHECK(auto_run.output.find("training the data.tokenizer model (auto:350") != std::string::npos);
+  CHECK(auto_run.output.find("per byte of text") != std::string::npos);
+  const std::string kept = dir.path() + "/auto/tokenizer.model";
+  CHECK(contents(dir.path() + "/auto/config.yaml").find("tokenizer: " + kept) != std::string::npos);
+  const Tokenizer cached = corpus_tokenizer("auto:350", {mixed});
+  CHECK(Tokenizer::load(kept).fingerprint() == cached.fingerprint());
+  REQUIRE(std::remove(cached.path().c_str()) == 0);
+  const auto from_copy = testing::run_command("(" + bin + " generate " + dir.path() + "/auto --prompt '이' --max-tokens 5 2>&1)");
+  CHECK_MESSAGE(from_copy.exit_code == 0, from_copy.output);
+  CHECK(from_copy.output.find(kept) != std::string::npos);
 }

@@ -21,7 +21,7 @@ using namespace pipetrain;
 namespace {
 
 RunConfig small_run(std::vector<std::string> overrides = {}) {
-  std::vector<std::string> all = {"stages=none", "model.hidden_dim=32",      "model.num_layers=2",     "model.num_heads=2",
+  std::vector<std::string> all = {"stages=none", "data.tokenizer=bytes", "model.hidden_dim=32", "model.num_layers=2",     "model.num_heads=2",
                                   "model.intermediate_size=64", "model.seq_len=32",     "train.micro_batch_size=4",
                                   "train.micro_batches=2",    "train.steps=6",          "train.eval_batches=2"};
   all.insert(all.end(), overrides.begin(), overrides.end());
@@ -130,7 +130,7 @@ TEST_CASE("AdamW and SGD with momentum both learn") {
 }
 
 // The default job (the default config through its three pipeline stages), trained for a few
-// hundred steps, lowers validation loss by at least 30%.
+// hundred steps, lowers validation loss by at least 25%, to under 1.6 nats per byte of text.
 TEST_CASE("the default config learns") {
   const RunConfig run = parse_run_config(default_config_text(), "default config");
   REQUIRE(run.stages.num_stages() == 3);
@@ -140,8 +140,14 @@ TEST_CASE("the default config learns") {
   const RunSummary summary = run_training(trainer, [&](const StepRecord& r) { records.push_back(r); });
   CHECK(summary.steps == run.train.steps);
   REQUIRE(records.back().val_loss.has_value());
+  // In 2,000 subword pieces (data.tokenizer auto:2000): from about ln 2000 = 7.6 nats per token
+  // (2.05 per byte of text) to 5.37 (1.45 per byte) when measured; the same model on bytes ends at
+  // 2.62 per byte.
   const double drop = (summary.initial_val_loss - summary.final_val_loss) / summary.initial_val_loss;
-  CHECK_MESSAGE(drop >= 0.30, "validation loss " << summary.initial_val_loss << " -> " << summary.final_val_loss);
+  const double per_byte = summary.final_val_loss * static_cast<double>(trainer.corpus().total_tokens()) /
+                          static_cast<double>(trainer.corpus().total_bytes());
+  CHECK_MESSAGE(drop >= 0.25, "validation loss " << summary.initial_val_loss << " -> " << summary.final_val_loss);
+  CHECK_MESSAGE(per_byte < 1.6, "validation loss " << per_byte << " nats per byte of text");
   for (const StepRecord& r : records) {
     CHECK(std::isfinite(r.loss));
     CHECK(r.tokens_per_s > 0);

@@ -47,7 +47,7 @@ std::string read_all(const std::string& path) {
 RunConfig tiny_run(const std::string& data_file) {
   RunConfig run = parse_run_config(
       default_config_text(), "default config",
-      {"stages=none", "model.hidden_dim=32", "model.num_layers=3", "model.num_heads=2", "model.intermediate_size=64",
+      {"stages=none", "data.tokenizer=bytes", "model.hidden_dim=32", "model.num_layers=3", "model.num_heads=2", "model.intermediate_size=64",
        "model.seq_len=16", "train.micro_batch_size=2", "train.micro_batches=2", "train.steps=20", "train.warmup_steps=2"});
   run.data.files = {data_file};
   run.stages = make_stage_map({DeviceId::cpu(), DeviceId::cpu()}, {2, 4});

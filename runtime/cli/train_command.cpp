@@ -12,6 +12,7 @@
 #include "runtime/io/checkpoint.h"
 #include "runtime/io/run_dir.h"
 #include "runtime/io/signals.h"
+#include "runtime/train/resume.h"
 #include "runtime/train/session.h"
 
 namespace pipetrain::cli {
@@ -39,6 +40,9 @@ cxxopts::Options train_options() {
        cxxopts::value<std::vector<std::string>>())
       ("resume", "continue the run in this directory from its newest valid checkpoint (its config.yaml; --set, "
                  "--steps, --stage-map and --auto still apply)", cxxopts::value<std::string>())
+      ("allow-changes", "with --resume: continue although these changed since the checkpoint (comma list of model, "
+                        "data, tokenizer, seed; each is refused, naming the values, without it)",
+       cxxopts::value<std::string>())
       ("init-from", "start from the weights in this safetensors file (`pipetrain export` writes them; names, shapes and "
                     "dtypes must match the model); the optimizer starts fresh", cxxopts::value<std::string>())
       ("overwrite", "allow --out to name a directory that already holds a run")
@@ -75,6 +79,9 @@ int train_command(int argc, char** argv) {
       throw InputError("--resume continues a run with its own config.yaml and directory; drop --config and --out");
     }
     request.resume = newest_checkpoint(*resume_dir);  // verified before anything else happens
+    if (args.count("allow-changes")) request.allowed_changes = parse_allowed_changes(args["allow-changes"].as<std::string>());
+  } else if (args.count("allow-changes")) {
+    throw InputError("--allow-changes goes with --resume (what a resumed run may change)");
   }
   if (args.count("init-from")) {
     if (resume_dir) throw InputError("--resume continues a run's own weights; --init-from starts a new run: give one of them");

@@ -138,6 +138,12 @@ void validate(const RunConfig& run) {
     throw InputError(out.str());
   }
   require_non_negative(static_cast<double>(t.warmup_steps), "train.warmup_steps", src);
+  if (t.lr_continue_step >= 0 && !(t.lr_continue_value > 0.0 && t.lr_continue_step < t.steps)) {
+    std::ostringstream out;
+    out << src << ": train.lr_continue_step " << t.lr_continue_step << " needs a positive train.lr_continue_value (got "
+        << t.lr_continue_value << ") and a step before train.steps (" << t.steps << ")";
+    throw InputError(out.str());
+  }
   require_non_negative(o.weight_decay, "train.weight_decay", src);
   require_non_negative(o.momentum, "train.momentum", src);
   require_non_negative(t.grad_clip, "train.grad_clip", src);
@@ -278,6 +284,8 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   train.read_number("lr", o.lr);
   train.read_number("min_lr_ratio", t.min_lr_ratio);
   train.read_int("warmup_steps", t.warmup_steps);
+  train.read_int("lr_continue_step", t.lr_continue_step);
+  train.read_number("lr_continue_value", t.lr_continue_value);
   train.read_number("weight_decay", o.weight_decay);
   train.read_number("beta1", o.beta1);
   train.read_number("beta2", o.beta2);
@@ -289,6 +297,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   train.read_int("log_interval", t.log_interval);
   train.read_int("checkpoint_interval", t.checkpoint_interval);
   train.read_int("keep_checkpoints", t.keep_checkpoints);
+  train.read_bool("background_checkpoints", t.background_checkpoints);
   train.read_int("seed", t.seed);
   std::string schedule = t.schedule.name();
   train.read_string("schedule", schedule);
@@ -309,6 +318,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   data.read_string_list("files", run.data.files);
   data.read_number("val_fraction", run.data.val_fraction);
   data.read_string("tokenizer", run.data.tokenizer);
+  if (run.data.tokenizer == "bytes") run.data.tokenizer.clear();  // said outright: the default
   data.reject_unknown_keys();
   if (!run.data.tokenizer.empty()) {
     // The vocabulary is the tokenizer's: stated as well, it must agree.
@@ -376,6 +386,10 @@ std::string to_yaml(const RunConfig& run) {
   out << YAML::Key << "lr" << YAML::Value << t.optimizer.lr;
   out << YAML::Key << "min_lr_ratio" << YAML::Value << t.min_lr_ratio;
   out << YAML::Key << "warmup_steps" << YAML::Value << t.warmup_steps;
+  if (t.lr_continue_step >= 0) {
+    out << YAML::Key << "lr_continue_step" << YAML::Value << t.lr_continue_step;
+    out << YAML::Key << "lr_continue_value" << YAML::Value << t.lr_continue_value;
+  }
   out << YAML::Key << "weight_decay" << YAML::Value << t.optimizer.weight_decay;
   out << YAML::Key << "beta1" << YAML::Value << t.optimizer.beta1;
   out << YAML::Key << "beta2" << YAML::Value << t.optimizer.beta2;
@@ -387,6 +401,7 @@ std::string to_yaml(const RunConfig& run) {
   out << YAML::Key << "log_interval" << YAML::Value << t.log_interval;
   out << YAML::Key << "checkpoint_interval" << YAML::Value << t.checkpoint_interval;
   out << YAML::Key << "keep_checkpoints" << YAML::Value << t.keep_checkpoints;
+  out << YAML::Key << "background_checkpoints" << YAML::Value << t.background_checkpoints;
   out << YAML::Key << "seed" << YAML::Value << t.seed;
   out << YAML::Key << "schedule" << YAML::Value << t.schedule.name();
   out << YAML::Key << "checkpointing" << YAML::Value << t.checkpointing;

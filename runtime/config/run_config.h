@@ -28,12 +28,20 @@ struct TrainConfig {
   OptimizerConfig optimizer;  // keys optimizer, lr, weight_decay, beta1, beta2, eps, momentum
   double min_lr_ratio = 0.1;  // cosine decays to lr * min_lr_ratio
   int64_t warmup_steps = 20;
+  // Set when a resume changes train.steps (runtime/train/resume.h): from this step on, the learning
+  // rate decays by cosine from lr_continue_value to the floor at train.steps, so it goes on from
+  // where the run was instead of jumping to the new schedule's value. -1: the plain schedule.
+  int64_t lr_continue_step = -1;
+  double lr_continue_value = 0.0;
   double grad_clip = 1.0;  // global-norm clipping; 0 turns it off
   int64_t eval_interval = 50;
   int64_t eval_batches = 8;
   int64_t log_interval = 10;
   int64_t checkpoint_interval = 100;  // steps between checkpoints (and one at the end); 0: only at the end
   int64_t keep_checkpoints = 2;       // the newest this many stay on disk
+  // Checkpoints are written on a thread of their own while training goes on; the next optimizer
+  // update waits for one to finish (PipelineTrainer::save_checkpoint_in_background).
+  bool background_checkpoints = false;
   int64_t seed = 1234;
   ScheduleKind schedule = ScheduleKind::named("1f1b");  // pipeline schedule (with a stage map)
   bool checkpointing = false;                       // activation checkpointing per stage

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <string_view>
 #include <cstring>
 #include <random>
@@ -66,12 +67,6 @@ constexpr char kCacheMagic[8] = {'P', 'T', 'T', 'O', 'K', 'E', 'N', '1'};
 // Text is encoded in chunks of about this many bytes, cut after a newline.
 constexpr size_t kEncodeChunk = size_t{1} << 20;
 
-std::string hex16(uint64_t v) {
-  char text[17];
-  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(v));
-  return text;
-}
-
 std::string directory_of(const std::string& path) {
   const auto slash = path.find_last_of('/');
   return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
@@ -86,24 +81,34 @@ bool is_system_folder(const std::string& absolute) {
   return false;
 }
 
-// Where a file's cache may live: beside it (unless that is a system folder), then under the user's
-// cache directory.
-std::vector<std::string> cache_candidates(const std::string& source, const Tokenizer& tokenizer) {
-  const std::string name = ".tok-" + hex16(tokenizer.fingerprint());
+// Where a cache of `source` named `suffix` may live: beside it (unless that is a system folder),
+// then under the user's cache directory.
+std::vector<std::string> cache_candidates(const std::string& source, const std::string& suffix) {
   char* resolved = ::realpath(source.c_str(), nullptr);
   const std::string absolute = resolved != nullptr ? resolved : source;
   std::free(resolved);
   std::vector<std::string> out;
-  if (!is_system_folder(absolute)) out.push_back(source + name);
+  if (!is_system_folder(absolute)) out.push_back(source + suffix);
   const char* xdg = std::getenv("XDG_CACHE_HOME");
   const char* home = std::getenv("HOME");
   const std::string base = xdg != nullptr && *xdg != '\0' ? xdg : home != nullptr ? std::string(home) + "/.cache" : "";
   if (!base.empty()) {
     const auto slash = absolute.find_last_of('/');
     out.push_back(base + "/pipetrain/tokens/" + hex16(fnv1a(absolute.data(), absolute.size())) + "-" +
-                  absolute.substr(slash == std::string::npos ? 0 : slash + 1) + name);
+                  absolute.substr(slash == std::string::npos ? 0 : slash + 1) + suffix);
   }
   return out;
+}
+
+bool path_is_file(const std::string& path) {
+  struct stat info {};
+  return ::stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
+}
+
+std::string quoted_list(const std::vector<std::string>& paths) {
+  std::string out;
+  for (const std::string& p : paths) out += (out.empty() ? "'" : ", '") + p + "'";
+  return out.empty() ? "(no place: set HOME)" : out;
 }
 
 bool cache_matches(const std::string& path, const CacheHeader& expected) {
@@ -155,9 +160,60 @@ bool write_cache(const std::string& path, const unsigned char* text, size_t size
 
 }  // namespace
 
+Tokenizer corpus_tokenizer(const std::string& value, const std::vector<std::string>& files) {
+  const std::optional<int64_t> pieces = auto_tokenizer_pieces(value);
+  if (!pieces) return Tokenizer::named(value);
+  if (files.empty()) throw InputError("data.tokenizer '" + value + "' trains on data.files, which is empty");
+  // The model's name: N and every file's size and contents.
+  uint64_t key = fnv1a(&*pieces, sizeof(*pieces));
+  for (size_t i = 0; i < files.size(); ++i) {
+    const Mapped text = map_file(files[i], [&](const std::string& what) { return file_error(i, files[i], what); });
+    const uint64_t size = text.size;
+    key = fnv1a(&size, sizeof(size), fnv1a(text.base, text.size, key));
+    ::munmap(text.base, text.size);
+  }
+  const std::vector<std::string> candidates =
+      cache_candidates(files.front(), ".auto-" + std::to_string(*pieces) + "-" + hex16(key) + ".model");
+  for (const std::string& c : candidates) {
+    if (path_is_file(c)) return Tokenizer::load(c);
+  }
+  for (const std::string& c : candidates) {
+    make_parents(directory_of(c));
+    // SentencePiece writes NAME.model and NAME.vocab; the model is renamed into place when whole.
+    const std::string prefix = c.substr(0, c.size() - 6) + ".partial-" + std::to_string(::getpid());
+    if (!std::ofstream(prefix + ".model").good()) continue;
+    std::fprintf(stderr, "training the data.tokenizer model (%s, %zu file(s); once: kept as %s)...\n", value.c_str(), files.size(),
+                 c.c_str());
+    TokenizerTraining training;
+    training.files = files;
+    training.vocab_size = *pieces;
+    training.out = prefix + ".model";
+    training.exact_size = true;
+    try {
+      train_tokenizer(training);
+    } catch (const InputError& e) {
+      ::unlink((prefix + ".model").c_str());
+      ::unlink((prefix + ".vocab").c_str());
+      throw InputError("data.tokenizer '" + value + "': " + e.what() + " (ask for fewer pieces, or give more text)");
+    }
+    ::unlink((prefix + ".vocab").c_str());
+    if (std::rename((prefix + ".model").c_str(), c.c_str()) != 0) {
+      ::unlink((prefix + ".model").c_str());
+      continue;
+    }
+    return Tokenizer::load(c);
+  }
+  throw InputError("data.tokenizer '" + value + "': the trained model has no place: none of " + quoted_list(candidates) +
+                   " can be written");
+}
+
 Corpus::Corpus(const std::vector<std::string>& files, int64_t seq_len, double val_fraction, uint64_t seed,
                const Tokenizer& tokenizer)
-    : seq_len_(seq_len), seed_(seed), vocab_size_(tokenizer.vocab_size()), tokenizer_(tokenizer.describe()) {
+    : seq_len_(seq_len),
+      seed_(seed),
+      vocab_size_(tokenizer.vocab_size()),
+      tokenizer_(tokenizer.describe()),
+      tokenizer_fingerprint_(tokenizer.fingerprint()) {
   if (files.empty()) throw InputError("data.files is empty; give at least one text file");
   const auto release = [this] {
     for (const Mapping& m : mappings_) ::munmap(m.base, m.mapped);
@@ -176,6 +232,10 @@ Corpus::Corpus(const std::vector<std::string>& files, int64_t seq_len, double va
         throw InputError(error("looks binary (a NUL byte at offset " + std::to_string(offset) + "); pipetrain trains on text"));
       }
       total_bytes_ += static_cast<int64_t>(text.size);
+      // Every file's size and contents, in order: what a resume compares (runtime/train/resume.h).
+      const uint64_t content = fnv1a(bytes, text.size);
+      const uint64_t size = text.size;
+      fingerprint_ = fnv1a(&size, sizeof(size), fnv1a(&content, sizeof(content), fingerprint_));
       if (tokenizer.is_bytes()) {
         mappings_.push_back({path, text.base, text.size, bytes, nullptr, static_cast<int64_t>(text.size)});
         token_sources_.push_back(path);
@@ -183,10 +243,10 @@ Corpus::Corpus(const std::vector<std::string>& files, int64_t seq_len, double va
         CacheHeader header{};
         std::memcpy(header.magic, kCacheMagic, 8);
         header.source_size = text.size;
-        header.source_hash = fnv1a(bytes, text.size);
+        header.source_hash = content;
         header.tokenizer_hash = tokenizer.fingerprint();
         std::string cache;
-        const std::vector<std::string> candidates = cache_candidates(path, tokenizer);
+        const std::vector<std::string> candidates = cache_candidates(path, ".tok-" + hex16(tokenizer.fingerprint()));
         for (const std::string& c : candidates) {
           if (cache_matches(c, header)) {
             cache = c;
@@ -198,10 +258,7 @@ Corpus::Corpus(const std::vector<std::string>& files, int64_t seq_len, double va
         }
         ::munmap(text.base, text.size);
         if (cache.empty()) {
-          std::string tried;
-          for (const std::string& c : candidates) tried += (tried.empty() ? "'" : ", '") + c + "'";
-          throw InputError(error("cannot be tokenized into a cache: none of " + (tried.empty() ? "(no place: set HOME)" : tried) +
-                                 " can be written"));
+          throw InputError(error("cannot be tokenized into a cache: none of " + quoted_list(candidates) + " can be written"));
         }
         const Mapped mapped = map_file(cache, [&](const std::string& what) { return "token cache '" + cache + "' " + what; });
         const auto* ids = reinterpret_cast<const int32_t*>(static_cast<const char*>(mapped.base) + sizeof(CacheHeader));

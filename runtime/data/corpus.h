@@ -27,6 +27,13 @@
 
 namespace pipetrain {
 
+// data.tokenizer's model for a corpus: bytes (""), the named SentencePiece model, or for "auto:N"
+// a model of exactly N pieces trained on `files` at first use. That model is cached like the tokens
+// (beside the first file, else under $XDG_CACHE_HOME/pipetrain/tokens) under a name made of N and
+// the files' contents, so every run and bench on the same text reads the same model (SentencePiece
+// training is not bit-for-bit repeatable). A run keeps its own copy (runtime/train/session.cpp).
+Tokenizer corpus_tokenizer(const std::string& value, const std::vector<std::string>& files);
+
 // Where the training stream stands: enough to resume it exactly.
 struct DataPosition {
   int64_t epoch = 0;
@@ -48,6 +55,9 @@ class Corpus {
   int64_t total_bytes() const { return total_bytes_; }
   int64_t total_tokens() const { return total_tokens_; }
   const std::string& tokenizer() const { return tokenizer_; }  // Tokenizer::describe()
+  // FNV-1a over every file's size and contents, in order; and the tokenizer's (0 for bytes).
+  uint64_t fingerprint() const { return fingerprint_; }
+  uint64_t tokenizer_fingerprint() const { return tokenizer_fingerprint_; }
   // Where each file's tokens were read from: the file itself, or its token cache.
   const std::vector<std::string>& token_sources() const { return token_sources_; }
   int64_t num_train_windows() const { return static_cast<int64_t>(train_windows_.size()); }
@@ -81,10 +91,12 @@ class Corpus {
 
   int64_t seq_len_;
   uint64_t seed_;
+  uint64_t fingerprint_ = 0xcbf29ce484222325ULL;
   int64_t total_bytes_ = 0;
   int64_t total_tokens_ = 0;
   int64_t vocab_size_ = 256;
   std::string tokenizer_;
+  uint64_t tokenizer_fingerprint_ = 0;
   std::vector<std::string> token_sources_;
   std::vector<Mapping> mappings_;
   std::vector<Window> train_windows_;  // in file order

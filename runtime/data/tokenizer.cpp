@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -21,6 +22,9 @@ struct SentencePieceProcessorHandle {
 namespace {
 
 constexpr int64_t kByteVocabulary = 256;
+// A SentencePiece model holds the 256 byte pieces and the specials first; a million pieces at most.
+constexpr int64_t kMinPieces = 260;
+constexpr int64_t kMaxPieces = 1'000'000;
 
 struct Shim {
   void* (*load)(const char*, size_t, char*, size_t);
@@ -113,6 +117,12 @@ uint64_t fnv1a(const void* data, size_t size, uint64_t seed) {
   return h;
 }
 
+std::string hex16(uint64_t v) {
+  char text[17];
+  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(v));
+  return text;
+}
+
 Tokenizer Tokenizer::bytes() { return Tokenizer(); }
 
 Tokenizer Tokenizer::load(const std::string& model_path) {
@@ -137,7 +147,12 @@ Tokenizer Tokenizer::load(const std::string& model_path) {
   return t;
 }
 
-Tokenizer Tokenizer::named(const std::string& model_path) { return model_path.empty() ? bytes() : load(model_path); }
+Tokenizer Tokenizer::named(const std::string& model_path) {
+  if (auto_tokenizer_pieces(model_path)) {
+    throw InputError("data.tokenizer '" + model_path + "' is trained on the run's data.files (corpus_tokenizer), not a model file");
+  }
+  return model_path.empty() ? bytes() : load(model_path);
+}
 
 int64_t Tokenizer::vocab_size() const { return processor_ ? shim().piece_size(processor_->processor) : kByteVocabulary; }
 
@@ -180,7 +195,22 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
   return text;
 }
 
+std::optional<int64_t> auto_tokenizer_pieces(const std::string& value) {
+  const std::string prefix = "auto:";
+  if (value.rfind(prefix, 0) != 0) return std::nullopt;
+  const std::string number = value.substr(prefix.size());
+  int64_t pieces = 0;
+  const bool digits = !number.empty() && number.size() <= 7 && number.find_first_not_of("0123456789") == std::string::npos;
+  if (digits) pieces = std::stoll(number);
+  if (!digits || pieces < kMinPieces || pieces > kMaxPieces) {
+    throw InputError("data.tokenizer '" + value + "': auto:N needs N pieces in " + std::to_string(kMinPieces) + ".." +
+                     std::to_string(kMaxPieces) + " (a model of N pieces is trained on data.files at first use)");
+  }
+  return pieces;
+}
+
 int64_t tokenizer_vocab_size(const std::string& model_path) {
+  if (const auto pieces = auto_tokenizer_pieces(model_path)) return *pieces;
   return Tokenizer::named(model_path).vocab_size();
 }
 
@@ -190,9 +220,9 @@ int64_t train_tokenizer(const TokenizerTraining& training) {
   if (training.out.size() <= suffix.size() || training.out.compare(training.out.size() - suffix.size(), suffix.size(), suffix) != 0) {
     throw InputError("--out '" + training.out + "' must end in .model (SentencePiece writes NAME.model and NAME.vocab)");
   }
-  if (training.vocab_size < 260 || training.vocab_size > 1'000'000) {
-    throw InputError("--vocab-size " + std::to_string(training.vocab_size) +
-                     " is outside 260..1000000 (the 256 byte pieces and the specials come first)");
+  if (training.vocab_size < kMinPieces || training.vocab_size > kMaxPieces) {
+    throw InputError("--vocab-size " + std::to_string(training.vocab_size) + " is outside " + std::to_string(kMinPieces) +
+                     ".." + std::to_string(kMaxPieces) + " (the 256 byte pieces and the specials come first)");
   }
   if (training.model_type != "unigram" && training.model_type != "bpe") {
     throw InputError("--model-type '" + training.model_type + "' is neither unigram nor bpe");
@@ -217,8 +247,13 @@ int64_t train_tokenizer(const TokenizerTraining& training) {
       {"normalization_rule_name", "identity"},
       {"remove_extra_whitespaces", "false"},
       {"add_dummy_prefix", "false"},
-      // The vocabulary asked for is an upper bound: a small corpus gets the pieces it supports.
-      {"hard_vocab_limit", "false"},
+      // Unless asked for exactly, the vocabulary is an upper bound: a small corpus gets the pieces
+      // it supports.
+      {"hard_vocab_limit", training.exact_size ? "true" : "false"},
+      // A large corpus trains on a sample of a million lines (all of them fit SentencePiece's
+      // memory only while the corpus is small).
+      {"input_sentence_size", "1000000"},
+      {"shuffle_input_sentence", "true"},
       // Text is not cut into sentences; lines as long as 16 KiB train whole.
       {"max_sentence_length", "16384"},
       {"minloglevel", "1"},

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,7 +45,12 @@ class Tokenizer {
   uint64_t fingerprint_ = 0;
 };
 
-// The vocabulary size of data.tokenizer's value ("" = bytes: 256), for the config's model.
+// data.tokenizer "auto:N": a model of exactly N pieces, trained on the run's data.files at first
+// use (corpus_tokenizer in runtime/data/corpus.h). The N of such a value, nullopt for any other;
+// "auto:" with no number, or one outside 260..1000000, is an InputError naming the value.
+std::optional<int64_t> auto_tokenizer_pieces(const std::string& value);
+
+// The vocabulary size of data.tokenizer's value ("" = bytes: 256; "auto:N": N), for the config's model.
 int64_t tokenizer_vocab_size(const std::string& model_path);
 
 struct TokenizerTraining {
@@ -53,6 +59,7 @@ struct TokenizerTraining {
   std::string out;                   // must end in ".model"; SentencePiece writes the ".vocab" beside it
   std::string model_type = "unigram";  // or "bpe"
   double character_coverage = 0.9995;  // of characters seen; the rest fall back to bytes
+  bool exact_size = false;  // exactly vocab_size pieces, or an error; else a small corpus gets fewer
 };
 
 // Trains a SentencePiece model on the files (InputError naming the option, file or SentencePiece's
@@ -61,5 +68,7 @@ int64_t train_tokenizer(const TokenizerTraining& training);
 
 // 64-bit FNV-1a of bytes, chained from `seed` (the cache's fingerprints).
 uint64_t fnv1a(const void* data, size_t size, uint64_t seed = 0xcbf29ce484222325ULL);
+// A fingerprint as 16 lowercase hex digits (file names, manifests).
+std::string hex16(uint64_t v);
 
 }  // namespace pipetrain

@@ -8,7 +8,6 @@
 
 #include <nlohmann/json.hpp>
 #include <torch/serialize/input-archive.h>
-#include <torch/serialize/output-archive.h>
 
 #include <algorithm>
 #include <array>
@@ -20,11 +19,14 @@
 
 #include "memory/errors.h"
 #include "runtime/io/atomic_file.h"
+#include "runtime/io/safetensors.h"
 
 namespace pipetrain {
 namespace {
 
-constexpr const char* kFormat = "pipetrain-checkpoint-1";
+// 2: one safetensors file per layer, written in parts. 1 (still read): LibTorch archives (.pt).
+constexpr const char* kFormat = "pipetrain-checkpoint-2";
+constexpr const char* kFormatArchives = "pipetrain-checkpoint-1";
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -84,25 +86,79 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
   return found;
 }
 
+torch::ScalarType torch_dtype(const std::string& name, const std::string& file) {
+  static const std::map<std::string, torch::ScalarType> types = {
+      {"F32", torch::kFloat32}, {"F64", torch::kFloat64}, {"BF16", torch::kBFloat16}, {"F16", torch::kHalf},
+      {"I64", torch::kInt64},   {"I32", torch::kInt32},   {"I16", torch::kInt16},     {"I8", torch::kInt8},
+      {"U8", torch::kUInt8},    {"BOOL", torch::kBool}};
+  const auto it = types.find(name);
+  if (it == types.end()) throw InputError("checkpoint file '" + file + "' holds dtype " + name + ", which no layer state has");
+  return it->second;
+}
+
+// A tensor's bytes to the file in parts of at most kSaveChunkBytes. A CPU tensor is written from
+// where it lies; one on a GPU is copied through `staging` part by part, so no copy of it is made
+// whole. (A non-contiguous tensor is made contiguous first: parameters and optimizer state never
+// are.)
+void write_in_chunks(SafetensorsWriter& out, const torch::Tensor& tensor, std::vector<char>& staging) {
+  const torch::Tensor flat = tensor.is_contiguous() ? tensor.reshape({-1}) : tensor.contiguous().reshape({-1});
+  const int64_t element = flat.element_size();
+  const int64_t per_chunk = std::max<int64_t>(1, kSaveChunkBytes / element);
+  const int64_t n = flat.numel();
+  if (flat.device().is_cpu()) {
+    const char* base = static_cast<const char*>(flat.data_ptr());
+    for (int64_t at = 0; at < n; at += per_chunk) {
+      out.write(base + at * element, static_cast<uint64_t>(std::min(per_chunk, n - at) * element));
+    }
+    return;
+  }
+  if (staging.empty()) staging.resize(static_cast<size_t>(kSaveChunkBytes));
+  const torch::Tensor buffer =
+      torch::from_blob(staging.data(), {per_chunk}, torch::TensorOptions().dtype(flat.scalar_type()).device(torch::kCPU));
+  for (int64_t at = 0; at < n; at += per_chunk) {
+    const int64_t count = std::min(per_chunk, n - at);
+    buffer.narrow(0, 0, count).copy_(flat.narrow(0, at, count));
+    out.write(staging.data(), static_cast<uint64_t>(count * element));
+  }
+}
+
+// A file's size and CRC-32, read through a buffer of kSaveChunkBytes.
+std::pair<uint64_t, uint32_t> size_and_crc(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError("checkpoint file '" + path + "' cannot be read");
+  std::vector<char> buffer(static_cast<size_t>(kSaveChunkBytes));
+  uint64_t size = 0;
+  uint32_t crc = 0;
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    const auto got = static_cast<size_t>(in.gcount());
+    crc = crc32_update(crc, buffer.data(), got);
+    size += got;
+  }
+  return {size, crc};
+}
+
 }  // namespace
 
-uint32_t crc32(const std::string& bytes) {
-  static const std::array<uint32_t, 256> table = [] {
-    std::array<uint32_t, 256> t{};
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  uint32_t crc = 0xFFFFFFFFu;
-  for (unsigned char b : bytes) crc = table[(crc ^ b) & 0xFFu] ^ (crc >> 8);
-  return crc ^ 0xFFFFFFFFu;
+std::string safetensors_dtype(torch::ScalarType type) {
+  switch (type) {
+    case torch::kFloat32: return "F32";
+    case torch::kFloat64: return "F64";
+    case torch::kBFloat16: return "BF16";
+    case torch::kHalf: return "F16";
+    case torch::kInt64: return "I64";
+    case torch::kInt32: return "I32";
+    case torch::kInt16: return "I16";
+    case torch::kInt8: return "I8";
+    case torch::kUInt8: return "U8";
+    case torch::kBool: return "BOOL";
+    default: throw std::logic_error(std::string("a checkpoint cannot hold dtype ") + c10::toString(type));
+  }
 }
 
 std::string save_checkpoint(const std::string& run_dir, const LayerStates& states, const RunConfig& run, int64_t step,
-                            const DataPosition& data, int64_t keep, const std::map<std::string, double>& scalars) {
+                            const DataPosition& data, int64_t keep, const std::map<std::string, double>& scalars,
+                            const std::map<std::string, std::string>& inputs) {
   const std::string dir = run_dir + "/checkpoints";
   make_dir(dir);
   const std::string final_path = dir + "/" + step_dir_name(step);
@@ -111,25 +167,22 @@ std::string save_checkpoint(const std::string& run_dir, const LayerStates& state
   make_dir(partial);
 
   nlohmann::json files = nlohmann::json::array();
+  std::vector<char> staging;  // kSaveChunkBytes, made when a tensor off the CPU first needs it
   try {
     for (int64_t layer = 0; layer < run.model.num_model_layers(); ++layer) {
-      char name[32];
-      std::snprintf(name, sizeof(name), "layer-%04lld.pt", static_cast<long long>(layer));
-      const std::string path = partial + "/" + name;
-      torch::serialize::OutputArchive archive;
+      char name[48];
+      std::snprintf(name, sizeof(name), "layer-%04lld.safetensors", static_cast<long long>(layer));
+      const std::vector<std::pair<std::string, torch::Tensor>> state = states.layer_state(layer);
+      std::vector<SafetensorsTensor> declared;
       nlohmann::json tensor_names = nlohmann::json::array();
-      for (const auto& [key, tensor] : states.layer_state(layer)) {
-        archive.write(key, tensor.cpu());
+      for (const auto& [key, tensor] : state) {
+        declared.push_back({key, safetensors_dtype(tensor.scalar_type()), tensor.sizes().vec()});
         tensor_names.push_back(key);
       }
-      // Serialised in memory, then written here: LibTorch's file writer aborts the process when a
-      // write fails (a full disk), where this names the file and the error, and the previous
-      // checkpoint stays the newest.
-      std::ostringstream serialised;
-      archive.save_to(serialised);
-      const std::string bytes = serialised.str();
-      write_file_synced(path, bytes);
-      files.push_back({{"name", name}, {"layer", layer}, {"bytes", bytes.size()}, {"crc32", crc32(bytes)},
+      SafetensorsWriter out(partial + "/" + name, declared, {{"layer", std::to_string(layer)}});
+      for (const auto& [key, tensor] : state) write_in_chunks(out, tensor, staging);
+      out.commit();
+      files.push_back({{"name", name}, {"layer", layer}, {"bytes", out.size()}, {"crc32", out.crc32()},
                        {"tensors", tensor_names}});
     }
   } catch (const c10::Error& e) {
@@ -146,6 +199,7 @@ std::string save_checkpoint(const std::string& run_dir, const LayerStates& state
                              {"layers", run.model.num_model_layers()},
                              {"config", to_yaml(run)},
                              {"scalars", scalars},
+                             {"inputs", inputs},
                              {"files", files}};
   try {
     write_file_atomically(partial + "/manifest.json", manifest.dump(1) + "\n");
@@ -176,8 +230,10 @@ CheckpointInfo verify_checkpoint(const std::string& path) {
   CheckpointInfo info;
   info.path = path;
   try {
-    if (manifest.at("format").get<std::string>() != kFormat) {
-      throw InputError("'" + manifest_path + "' is format " + manifest.at("format").dump() + ", not " + kFormat);
+    const std::string format = manifest.at("format").get<std::string>();
+    if (format != kFormat && format != kFormatArchives) {
+      throw InputError("'" + manifest_path + "' is format " + manifest.at("format").dump() + ", not " + kFormat + " (or " +
+                       kFormatArchives + ")");
     }
     info.step = manifest.at("step").get<int64_t>();
     info.data.epoch = manifest.at("data").at("epoch").get<int64_t>();
@@ -185,6 +241,7 @@ CheckpointInfo verify_checkpoint(const std::string& path) {
     info.model = manifest.at("model").get<std::string>();
     info.config_yaml = manifest.at("config").get<std::string>();
     if (manifest.contains("scalars")) info.scalars = manifest.at("scalars").get<std::map<std::string, double>>();
+    if (manifest.contains("inputs")) info.inputs = manifest.at("inputs").get<std::map<std::string, std::string>>();
     const int64_t layers = manifest.at("layers").get<int64_t>();
     const auto& files = manifest.at("files");
     if (static_cast<int64_t>(files.size()) != layers) {
@@ -193,14 +250,13 @@ CheckpointInfo verify_checkpoint(const std::string& path) {
     }
     for (const auto& f : files) {
       const std::string file = path + "/" + f.at("name").get<std::string>();
-      const std::string bytes = read_bytes(file);
+      const auto [bytes, computed] = size_and_crc(file);
       const auto size = f.at("bytes").get<uint64_t>();
-      if (bytes.size() != size) {
-        throw InputError("checkpoint file '" + file + "' has " + std::to_string(bytes.size()) + " bytes; the manifest says " +
+      if (bytes != size) {
+        throw InputError("checkpoint file '" + file + "' has " + std::to_string(bytes) + " bytes; the manifest says " +
                          std::to_string(size) + " (truncated or replaced)");
       }
       const auto stored = f.at("crc32").get<uint32_t>();
-      const uint32_t computed = crc32(bytes);
       if (stored != computed) {
         char text[160];
         std::snprintf(text, sizeof(text), " fails its checksum: CRC-32 %08x, the manifest says %08x (corrupted)", computed, stored);
@@ -243,7 +299,17 @@ void read_checkpoint_layers(
     const std::string file = checkpoint.path + "/" + f.at("name").get<std::string>();
     const int64_t layer = f.at("layer").get<int64_t>();
     std::vector<std::pair<std::string, torch::Tensor>> tensors;
-    try {
+    const std::string suffix = ".safetensors";
+    if (file.size() > suffix.size() && file.compare(file.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      const SafetensorsFile st = read_safetensors_header(file);
+      for (const auto& name : f.at("tensors")) {
+        const SafetensorsTensor* t = st.find(name.get<std::string>());
+        if (t == nullptr) throw InputError("checkpoint file '" + file + "' lacks tensor " + name.get<std::string>());
+        torch::Tensor value = torch::empty(t->shape, torch::TensorOptions().dtype(torch_dtype(t->dtype, file)));
+        read_safetensors_data(st, *t, value.data_ptr());
+        tensors.emplace_back(name.get<std::string>(), value);
+      }
+    } else try {
       torch::serialize::InputArchive archive;
       archive.load_from(file);
       for (const auto& name : f.at("tensors")) {

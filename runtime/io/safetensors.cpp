@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "memory/errors.h"
+#include "runtime/io/crc32.h"
 
 namespace pipetrain {
 
@@ -263,6 +264,8 @@ SafetensorsWriter::~SafetensorsWriter() {
 
 void SafetensorsWriter::put(const void* data, uint64_t bytes) {
   const auto* p = static_cast<const char*>(data);
+  crc_ = crc32_update(crc_, data, bytes);
+  size_ += bytes;
   while (bytes > 0) {
     const ssize_t n = ::write(fd_, p, std::min<uint64_t>(bytes, 1u << 30));
     if (n < 0 && errno == EINTR) continue;
@@ -273,17 +276,25 @@ void SafetensorsWriter::put(const void* data, uint64_t bytes) {
 }
 
 void SafetensorsWriter::write(const void* data, uint64_t bytes) {
-  if (next_ >= tensors_.size()) throw std::logic_error("safetensors: more tensors written than declared");
+  // Past tensors of no bytes (a shape with a 0): they are complete as soon as they begin.
+  while (next_ < tensors_.size() && tensors_[next_].bytes() == 0) ++next_;
+  if (bytes == 0) return;
+  if (next_ >= tensors_.size()) throw std::logic_error("safetensors: more bytes written than the tensors declared");
   const SafetensorsTensor& t = tensors_[next_];
-  if (bytes != t.bytes()) {
+  if (bytes > t.bytes() - written_) {
     throw std::logic_error("safetensors: tensor " + t.name + " is " + std::to_string(t.bytes()) + " bytes, " +
-                           std::to_string(bytes) + " given");
+                           std::to_string(written_ + bytes) + " given");
   }
   put(data, bytes);
-  ++next_;
+  written_ += bytes;
+  if (written_ == t.bytes()) {
+    ++next_;
+    written_ = 0;
+  }
 }
 
 void SafetensorsWriter::commit() {
+  while (next_ < tensors_.size() && tensors_[next_].bytes() == 0) ++next_;
   if (next_ != tensors_.size()) {
     throw std::logic_error("safetensors: " + std::to_string(tensors_.size() - next_) + " declared tensors not written");
   }

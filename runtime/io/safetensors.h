@@ -75,9 +75,13 @@ class SafetensorsWriter {
   SafetensorsWriter(const SafetensorsWriter&) = delete;
   SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
 
-  // The next tensor's bytes, exactly its size.
+  // The next bytes of the tensors, in order: a tensor may come whole or in parts of any size (a
+  // part never runs past the tensor it belongs to).
   void write(const void* data, uint64_t bytes);
   void commit();
+  // What has gone to the file so far (header included): its size and CRC-32.
+  uint64_t size() const { return size_; }
+  uint32_t crc32() const { return crc_; }
 
  private:
   void put(const void* data, uint64_t bytes);
@@ -85,6 +89,9 @@ class SafetensorsWriter {
   std::string partial_;
   std::vector<SafetensorsTensor> tensors_;
   size_t next_ = 0;
+  uint64_t written_ = 0;  // of tensors_[next_]
+  uint64_t size_ = 0;
+  uint32_t crc_ = 0;
   int fd_ = -1;
 };
 

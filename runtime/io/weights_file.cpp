@@ -20,16 +20,6 @@ namespace {
 
 const std::string kParam = "param/";
 
-std::string safetensors_dtype(torch::ScalarType type) {
-  switch (type) {
-    case torch::kFloat32: return "F32";
-    case torch::kFloat64: return "F64";
-    case torch::kBFloat16: return "BF16";
-    case torch::kHalf: return "F16";
-    default: throw std::logic_error(std::string("no safetensors name for dtype ") + c10::toString(type));
-  }
-}
-
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);

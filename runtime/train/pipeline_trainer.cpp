@@ -75,7 +75,7 @@ PipelineTrainer::PipelineTrainer(const RunConfig& run, const Plan& plan, const H
       hardware_(hardware),
       scaler_(plan.options.precision),
       corpus_(run.data.files, run.model.seq_len, run.data.val_fraction, static_cast<uint64_t>(run.train.seed),
-              Tokenizer::named(run.data.tokenizer)),
+              corpus_tokenizer(run.data.tokenizer, run.data.files)),
       keep_trace_(keep_trace),
       created_(Clock::now()) {
   validate_stage_map(plan_.map, run_.model, hardware_);
@@ -94,13 +94,14 @@ PipelineTrainer::PipelineTrainer(const RunConfig& run, const Plan& plan, const H
 }
 
 // Each device with memory of its own gets its caching allocator held to the memory the plan was
-// made for, so a large card stands in for the hardware description's (an 8 GiB card on an H100).
+// made for, less the CUDA context's share (DeviceSpec::allocator_bytes), so a large card stands in
+// for the hardware description's (an 8 GiB card on an H100) as strictly as the real card would.
 void PipelineTrainer::hold_devices_to_the_plan() {
   for (const StageSpec& st : plan_.map.stages) {
     // A stand-in's memory is host memory, held to its budget by the plan alone.
     if (st.device.kind != DeviceKind::kCuda || std::find(gpus_.begin(), gpus_.end(), st.device) != gpus_.end()) continue;
     gpus_.push_back(st.device);
-    cap_device_memory(st.device, hardware_.device(st.device).memory_bytes);
+    cap_device_memory(st.device, hardware_.device(st.device).allocator_bytes());
     reset_device_memory_peak(st.device);
   }
 }
@@ -187,7 +188,11 @@ std::vector<VramLine> PipelineTrainer::vram() const {
   return lines;
 }
 
-PipelineTrainer::~PipelineTrainer() = default;
+PipelineTrainer::~PipelineTrainer() {
+  // A save still writing reads this trainer's state: it ends first. Its error, if any, is lost
+  // here; a session calls finish_saves (or save_checkpoint) before the trainer goes.
+  if (pending_save_.valid()) pending_save_.wait();
+}
 
 std::vector<std::string> PipelineTrainer::stage_resources() const {
   std::vector<std::string> names;
@@ -199,15 +204,32 @@ std::vector<std::string> PipelineTrainer::stage_resources() const {
   return names;
 }
 
-std::string PipelineTrainer::save_checkpoint(const std::string& run_dir, int64_t keep) const {
+std::string PipelineTrainer::finish_saves() const {
+  if (!pending_save_.valid()) return "";
+  return pending_save_.get();
+}
+
+void PipelineTrainer::save_checkpoint_in_background(const std::string& run_dir, int64_t keep) const {
+  finish_saves();
   const LossScaler::State scale = scaler_.state();
-  return pipetrain::save_checkpoint(run_dir, *this, run_, steps_done_, corpus_.position(), keep,
-                                    {{"loss_scale", scale.scale},
-                                     {"loss_scale_clean_steps", static_cast<double>(scale.clean_steps)},
-                                     {"skipped_steps", static_cast<double>(scale.skipped)}});
+  const std::map<std::string, double> scalars = {{"loss_scale", scale.scale},
+                                                 {"loss_scale_clean_steps", static_cast<double>(scale.clean_steps)},
+                                                 {"skipped_steps", static_cast<double>(scale.skipped)}};
+  const std::map<std::string, std::string> inputs = {{"data", hex16(corpus_.fingerprint())},
+                                                     {"tokenizer", hex16(corpus_.tokenizer_fingerprint())}};
+  pending_save_ = std::async(std::launch::async, [this, run_dir, keep, scalars, inputs, step = steps_done_,
+                                                  position = corpus_.position()] {
+    return pipetrain::save_checkpoint(run_dir, *this, run_, step, position, keep, scalars, inputs);
+  });
+}
+
+std::string PipelineTrainer::save_checkpoint(const std::string& run_dir, int64_t keep) const {
+  save_checkpoint_in_background(run_dir, keep);
+  return finish_saves();
 }
 
 void PipelineTrainer::resume_from(const CheckpointInfo& checkpoint) {
+  finish_saves();
   load_checkpoint(checkpoint, run_.model, *this);
   steps_done_ = checkpoint.step;
   corpus_.set_position(checkpoint.data);
@@ -397,7 +419,7 @@ StepRecord PipelineTrainer::train_step() {
   // Process-wide, so set every step: another trainer in this process may have changed it.
   set_blas_threads(run_.train.blas_threads > 0 ? static_cast<int>(run_.train.blas_threads) : plan_.cores.blas_threads);
   zero_grads();
-  const double lr = lr_at_step(t.optimizer.lr, t.min_lr_ratio, t.warmup_steps, t.steps, steps_done_);
+  const double lr = lr_at_step(t, steps_done_);
   // With a layerwise update the streamed layers step during the backward, each clipped to its share.
   for (auto& streamed : streamed_) {
     if (!streamed) continue;
@@ -407,6 +429,11 @@ StepRecord PipelineTrainer::train_step() {
       streamed->set_layerwise_step(std::nullopt);
     }
   }
+  // A background save of the last step reads the state an optimizer update changes: streamed
+  // stages with a layerwise update change it during the backward, the others after it.
+  bool layerwise = false;
+  for (const auto& streamed : streamed_) layerwise = layerwise || (streamed && streamed->layerwise());
+  if (layerwise) finish_saves();
   std::vector<double> losses(static_cast<size_t>(t.micro_batches), 0.0);
   const double step_offset = std::chrono::duration<double>(Clock::now() - created_).count();
   std::vector<SimEvent> timeline;
@@ -418,6 +445,7 @@ StepRecord PipelineTrainer::train_step() {
     throw;
   }
 
+  finish_saves();  // before anything below changes the state it writes
   // The optimizer phase: the global gradient norm over every stage, then clipping and each
   // stage's optimizer step, in turn (scheduler/simulator.h replays the same order).
   const auto now = [&] { return std::chrono::duration<double>(Clock::now() - created_).count() - step_offset; };

@@ -24,6 +24,7 @@
 
 #include <chrono>
 #include <deque>
+#include <future>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -81,10 +82,21 @@ class PipelineTrainer : public Trainer, public LayerStates {
   int64_t steps_done() const override { return steps_done_; }
   const RunConfig& config() const override { return run_; }
   Corpus& corpus() override { return corpus_; }
+  const Corpus& corpus() const { return corpus_; }
 
   // A checkpoint of the state after the last step under run_dir/checkpoints (runtime/io/checkpoint.h),
-  // keeping the newest `keep`; returns its path.
+  // keeping the newest `keep`; returns its path. Waits for a background save first.
   std::string save_checkpoint(const std::string& run_dir, int64_t keep) const;
+  // The same checkpoint, written on a thread of its own while training goes on
+  // (train.background_checkpoints). It is exactly this step's state: the step, data position and
+  // loss scale are taken now, and the weights and optimizer state change only in an optimizer
+  // update, which waits for the save to finish first (before the step's forward when streamed
+  // stages update layer by layer during the backward). It takes no copy of the state (the save
+  // streams, runtime/io/checkpoint.h). A SIGKILL meanwhile leaves step-N.partial and the previous
+  // checkpoint the newest.
+  void save_checkpoint_in_background(const std::string& run_dir, int64_t keep) const;
+  // Waits for a background save; its path, or "" when none was pending. Rethrows its error.
+  std::string finish_saves() const;
   // Continues from a verified checkpoint of this model, written under any stage map.
   void resume_from(const CheckpointInfo& checkpoint);
   std::vector<std::pair<std::string, torch::Tensor>> layer_state(int64_t layer) const override;
@@ -153,6 +165,7 @@ class PipelineTrainer : public Trainer, public LayerStates {
   std::vector<torch::Dtype> boundary_types_;  // per boundary: what crosses it (the plan's)
   std::vector<std::string> forward_resources_, backward_resources_;
   int64_t steps_done_ = 0;
+  mutable std::future<std::string> pending_save_;  // a background save's path
   bool keep_trace_;
   std::chrono::steady_clock::time_point created_;
   std::vector<SimEvent> trace_events_;

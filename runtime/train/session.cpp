@@ -1,6 +1,9 @@
 #include "runtime/train/session.h"
 
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -17,6 +20,7 @@
 #include "runtime/io/trace.h"
 #include "runtime/io/weights_file.h"
 #include "runtime/train/pipeline_trainer.h"
+#include "runtime/train/resume.h"
 #include "runtime/train/run_plan.h"
 
 namespace pipetrain {
@@ -64,6 +68,31 @@ void check_run_dir(const TrainRequest& request) {
     throw InputError("'" + request.run_dir + "' already holds a run (" + metrics_path +
                      "); choose another --out, or pass --overwrite to replace it");
   }
+}
+
+// A run keeps the tokenizer it trains with: its SentencePiece model is copied into the run
+// directory as tokenizer.model, and the run's config (config.yaml, every checkpoint) names that
+// copy, so generate, export and resume read the same pieces whatever happens to the original (or
+// to the cache an "auto:N" model was trained into).
+void keep_tokenizer(TrainRequest& request) {
+  RunConfig& run = request.run;
+  if (run.data.tokenizer.empty()) return;
+  const Tokenizer tokenizer = corpus_tokenizer(run.data.tokenizer, run.data.files);
+  make_dirs(request.run_dir);
+  char* resolved = ::realpath(request.run_dir.c_str(), nullptr);
+  if (resolved == nullptr) throw InputError("cannot resolve the run directory '" + request.run_dir + "'");
+  const std::string copy = std::string(resolved) + "/tokenizer.model";
+  std::free(resolved);
+  char* source = ::realpath(tokenizer.path().c_str(), nullptr);
+  const bool same = source != nullptr && copy == source;
+  std::free(source);
+  if (!same) {
+    std::ifstream in(tokenizer.path(), std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!in.good() && !in.eof()) throw InputError("cannot read data.tokenizer '" + tokenizer.path() + "' to keep it in the run");
+    write_file_atomically(copy, bytes);
+  }
+  run.data.tokenizer = copy;
 }
 
 void print_run_header(const TrainRequest& request, PipelineTrainer& trainer, const std::vector<std::string>& warnings) {
@@ -154,7 +183,11 @@ RunSummary train_steps(const TrainRequest& request, PipelineTrainer& trainer, Me
           progress.update(record);
           if (run.train.checkpoint_interval > 0 && record.step % run.train.checkpoint_interval == 0 &&
               record.step < run.train.steps) {
-            trainer.save_checkpoint(request.run_dir, run.train.keep_checkpoints);
+            if (run.train.background_checkpoints) {
+              trainer.save_checkpoint_in_background(request.run_dir, run.train.keep_checkpoints);
+            } else {
+              trainer.save_checkpoint(request.run_dir, run.train.keep_checkpoints);
+            }
           }
         },
         [&] { return StopSignals::requested() || memory_guard_stops(trainer, request.hardware, memory_stop); });
@@ -190,9 +223,18 @@ void print_run_summary(const TrainRequest& request, const PipelineTrainer& train
   const RunConfig& run = trainer.config();
   const Plan& plan = trainer.plan();
   const double drop = 100.0 * (summary.initial_val_loss - summary.final_val_loss) / summary.initial_val_loss;
-  std::printf("done: %lld steps in %.1f s, median %.0f tokens/s; validation loss %.4f -> %.4f (%.1f%% lower)\n",
+  // Subword losses are per token; per byte of text they compare with a byte-level run's.
+  const Corpus& corpus = trainer.corpus();
+  std::string per_byte;
+  if (!run.data.tokenizer.empty() && corpus.total_bytes() > 0) {
+    char text[64];
+    std::snprintf(text, sizeof(text), "; %.4f per byte of text",
+                  summary.final_val_loss * static_cast<double>(corpus.total_tokens()) / static_cast<double>(corpus.total_bytes()));
+    per_byte = text;
+  }
+  std::printf("done: %lld steps in %.1f s, median %.0f tokens/s; validation loss %.4f -> %.4f (%.1f%% lower%s)\n",
               static_cast<long long>(summary.steps), summary.seconds, summary.median_tokens_per_s,
-              summary.initial_val_loss, summary.final_val_loss, drop);
+              summary.initial_val_loss, summary.final_val_loss, drop, per_byte.c_str());
   const PipelineSummary pipe = trainer.summary();
   if (pipe.steps_measured > 0) {
     std::printf("pipeline (median of %d steps): bubble %.3f measured, %.3f predicted by the simulator from the measured "
@@ -243,6 +285,8 @@ int run_training_session(const TrainRequest& given) {
   // with the GPU's budget (registry.h place_stages).
   TrainRequest request = given;
   if (request.gpu_stages_on_cpu) request.hardware = request.hardware.with_stand_ins();
+  std::string schedule_note;
+  if (request.resume) request.run = continue_schedule(*request.resume, request.run, schedule_note);
   std::vector<std::string> warnings;
   const Plan plan = plan_the_run(request, warnings);
   if (request.print_config) {
@@ -256,8 +300,13 @@ int run_training_session(const TrainRequest& given) {
                 static_cast<long long>(request.resume->step), static_cast<long long>(request.run.train.steps));
     return 0;
   }
+  keep_tokenizer(request);
   PipelineTrainer trainer(request.run, plan, request.hardware, request.trace_path.has_value());
-  if (request.resume) trainer.resume_from(*request.resume);
+  if (request.resume) {
+    check_resume(*request.resume, request.run, trainer.corpus(), request.allowed_changes);
+    trainer.resume_from(*request.resume);
+  }
+  if (!schedule_note.empty()) warnings.push_back(schedule_note);
   if (request.init_from) init_from_weights(*request.init_from, request.run.model, trainer);  // checked whole first
   make_dirs(request.run_dir);
   const RunConfig& run = trainer.config();

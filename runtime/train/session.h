@@ -8,6 +8,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "memory/hardware.h"
 #include "memory/stage_map.h"
@@ -23,6 +24,7 @@ struct TrainRequest {
   std::optional<StageMap> stage_map;     // given on the command line; else the config's, else one CPU stage
   bool gpu_stages_on_cpu = false;        // run stages placed on a missing GPU on the CPU, with a warning
   std::optional<CheckpointInfo> resume;  // continue this (verified) checkpoint of run_dir
+  std::vector<std::string> allowed_changes;  // what a resume may change (runtime/train/resume.h)
   std::optional<std::string> init_from;  // start from this safetensors file's weights (runtime/io/weights_file.h)
   std::string run_dir;                   // where metrics, config and checkpoints go
   bool overwrite = false;                // run_dir may already hold a run

@@ -24,7 +24,7 @@ ReferenceTrainer::ReferenceTrainer(const RunConfig& run, torch::Device device)
     : run_(run),
       device_(device),
       corpus_(run.data.files, run.model.seq_len, run.data.val_fraction, static_cast<uint64_t>(run.train.seed),
-              Tokenizer::named(run.data.tokenizer)) {
+              corpus_tokenizer(run.data.tokenizer, run.data.files)) {
   model_ = make_gpt_model(run.model, static_cast<uint64_t>(run.train.seed));
   model_->to(device_);
   params_ = model_->parameters();
@@ -74,7 +74,7 @@ StepRecord ReferenceTrainer::train_step() {
                              std::to_string(grad_norm) + "): " + where + "; no optimizer stepped");
   }
   scale_grads(params_, clip_scale(grad_norm, t.grad_clip));
-  const double lr = lr_at_step(t.optimizer.lr, t.min_lr_ratio, t.warmup_steps, t.steps, steps_done_);
+  const double lr = lr_at_step(t, steps_done_);
   set_lr(*optimizer_, lr);
   optimizer_->step();
   ++steps_done_;
