@@ -266,4 +266,17 @@ TEST_CASE("pipetrain tokenizer, then train and generate with it") {
   const auto from_copy = testing::run_command("(" + bin + " generate " + dir.path() + "/auto --prompt '이' --max-tokens 5 2>&1)");
   CHECK_MESSAGE(from_copy.exit_code == 0, from_copy.output);
   CHECK(from_copy.output.find(kept) != std::string::npos);
+  // A resume with another tokenizer is refused by name, and the run's own model is not replaced.
+  const std::string before = contents(kept);
+  const std::string other = " --set data.tokenizer=" + model;  // config.yaml states the vocabulary: it must agree
+  const auto mismatched = testing::run_command(bin + " train --resume " + dir.path() + "/auto --steps 4" + other);
+  CHECK(mismatched.exit_code == 2);
+  CHECK(mismatched.output.find("model.vocab_size = 350, but data.tokenizer") != std::string::npos);
+  const std::string pieces = std::to_string(Tokenizer::load(model).vocab_size());
+  const auto changed = testing::run_command(bin + " train --resume " + dir.path() + "/auto --steps 4" + other +
+                                            " --set model.vocab_size=" + pieces);
+  CHECK_MESSAGE(changed.exit_code == 2, changed.output);
+  CHECK(changed.output.find("tokenizer: data.tokenizer's model (fingerprint") != std::string::npos);
+  CHECK(changed.output.find("model: model.vocab_size 350 -> " + pieces) != std::string::npos);
+  CHECK(contents(kept) == before);
 }

@@ -81,17 +81,21 @@ void keep_tokenizer(TrainRequest& request) {
   make_dirs(request.run_dir);
   char* resolved = ::realpath(request.run_dir.c_str(), nullptr);
   if (resolved == nullptr) throw InputError("cannot resolve the run directory '" + request.run_dir + "'");
-  const std::string copy = std::string(resolved) + "/tokenizer.model";
+  const std::string dir = resolved;
   std::free(resolved);
-  char* source = ::realpath(tokenizer.path().c_str(), nullptr);
-  const bool same = source != nullptr && copy == source;
-  std::free(source);
-  if (!same) {
-    std::ifstream in(tokenizer.path(), std::ios::binary);
-    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (!in.good() && !in.eof()) throw InputError("cannot read data.tokenizer '" + tokenizer.path() + "' to keep it in the run");
-    write_file_atomically(copy, bytes);
+  const auto contents = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const std::string bytes = contents(tokenizer.path());
+  if (fnv1a(bytes.data(), bytes.size()) != tokenizer.fingerprint()) {
+    throw InputError("cannot read data.tokenizer '" + tokenizer.path() + "' whole to keep it in the run");
   }
+  // tokenizer.model, unless the run already holds another model by that name (a resume that
+  // changes the tokenizer: its checkpoints still need the old one), which is never overwritten.
+  std::string copy = dir + "/tokenizer.model";
+  if (path_exists(copy) && contents(copy) != bytes) copy = dir + "/tokenizer-" + hex16(tokenizer.fingerprint()) + ".model";
+  if (!path_exists(copy) || contents(copy) != bytes) write_file_atomically(copy, bytes);
   run.data.tokenizer = copy;
 }
 
