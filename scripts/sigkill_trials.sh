@@ -46,6 +46,8 @@ for trial in $(seq 1 "$trials"); do
     continue
   fi
   step=$((10#${newest#step-}))
+  # Counted before the resume, whose own save of the next step clears a stale step-N.partial.
+  partial="$(ls -1 "$out/checkpoints" | grep -c partial || true)"
   if ! "$bin" train --resume "$out" --steps $((step + 1)) > "$work/resume$trial" 2>&1; then
     echo "trial $trial: FAILED: resuming after SIGKILL at step $step:" >&2
     cat "$work/resume$trial" >&2
@@ -56,7 +58,6 @@ for trial in $(seq 1 "$trials"); do
     cat "$work/resume$trial" >&2
     exit 1
   fi
-  partial="$(ls -1 "$out/checkpoints" | grep -c partial || true)"
   echo "trial $trial ($mode): killed after step $step ($partial half-written left behind); resumed from $newest"
   resumed=$((resumed + 1))
 done
