@@ -204,6 +204,8 @@ TEST_CASE("resume with another train.steps keeps the learning rate continuous") 
   CHECK(reread.train.lr_continue_value == longer.train.lr_continue_value);
   CHECK_THROWS_WITH_AS(parse_run_config(to_yaml(longer), "reread", {"train.lr_continue_value=0"}),
                        doctest::Contains("train.lr_continue_step 5 needs a positive train.lr_continue_value"), InputError);
+  // Fewer steps than the continuation's start parse (the resume then has nothing to do).
+  CHECK(parse_run_config(to_yaml(longer), "reread", {"train.steps=3"}).train.lr_continue_step == 5);
 
   // Within the warm-up the two schedules agree: nothing to continue.
   testing::ScratchDir early;

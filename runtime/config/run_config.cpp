@@ -138,10 +138,12 @@ void validate(const RunConfig& run) {
     throw InputError(out.str());
   }
   require_non_negative(static_cast<double>(t.warmup_steps), "train.warmup_steps", src);
-  if (t.lr_continue_step >= 0 && !(t.lr_continue_value > 0.0 && t.lr_continue_step < t.steps)) {
+  // (Not bound by train.steps: a resume asked for fewer steps than the run has done says
+  // "nothing to do" instead.)
+  if (t.lr_continue_step >= 0 && !(t.lr_continue_value > 0.0)) {
     std::ostringstream out;
     out << src << ": train.lr_continue_step " << t.lr_continue_step << " needs a positive train.lr_continue_value (got "
-        << t.lr_continue_value << ") and a step before train.steps (" << t.steps << ")";
+        << t.lr_continue_value << ")";
     throw InputError(out.str());
   }
   require_non_negative(o.weight_decay, "train.weight_decay", src);
