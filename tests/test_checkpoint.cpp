@@ -13,7 +13,7 @@
 #include <new>
 
 #include "memory/errors.h"
-#include "runtime/backends/cpu/host_allocator.h"
+#include "runtime/backends/cpu/cpu_alloc_counter.h"
 #include "runtime/io/checkpoint.h"
 #include "runtime/io/run_dir.h"
 #include "runtime/config/run_config.h"
@@ -219,8 +219,8 @@ TEST_CASE("resume with another train.steps keeps the learning rate continuous") 
 
 namespace {
 
-// What a save allocates, counted two ways while g_counting is set: LibTorch's CPU tensors through
-// the host caching allocator's live bytes, and everything operator new gives out (strings, vectors,
+// What a save allocates, counted two ways: LibTorch's CPU tensors through the counting allocator
+// (CpuAllocCounter), and, while g_counting is set, everything operator new gives out (strings, vectors,
 // streams: a serialised copy of a layer would be one of these), as bytes live beyond the start.
 std::atomic<bool> g_counting{false};
 std::atomic<int64_t> g_new_live{0};
@@ -257,13 +257,13 @@ class OneLargeLayer : public LayerStates {
     }
   }
   std::vector<std::pair<std::string, torch::Tensor>> layer_state(int64_t layer) const override {
-    if (layer == 0) return large_;
-    return {{"param/b", torch::ones({4})}};
+    return layer == 0 ? large_ : small_;
   }
   void set_layer_state(int64_t, const std::vector<std::pair<std::string, torch::Tensor>>&) override {}
 
  private:
   std::vector<std::pair<std::string, torch::Tensor>> large_;
+  std::vector<std::pair<std::string, torch::Tensor>> small_ = {{"param/b", torch::ones({4})}};
 };
 
 }  // namespace
@@ -280,15 +280,14 @@ void operator delete[](void* p, std::size_t) noexcept { counted_free(p); }
 // the previous save (a serialised archive in memory, then a copy of it) took twice the layer. The
 // bytes are still exactly the state: the checkpoint verifies and loads back equal.
 TEST_CASE("a save allocates at most one staging buffer, whatever the size of a layer") {
-  HostCachingAllocator::install();  // before the tensors: their allocations are then counted
+  CpuAllocCounter::install();  // before the tensors: their allocations are then counted
   testing::ScratchDir dir;
   const std::string data = dir.file("text.txt", testing::sample_text(300));
   const RunConfig run = tiny_run(data, kTwo);
   for (const int64_t mib : {4, 16, 64}) {
     const OneLargeLayer states(mib << 20);
-    HostCachingAllocator::release_cached();
-    HostCachingAllocator::reset_peak_live();
-    const int64_t live_before = HostCachingAllocator::stats().live_bytes;
+    const int64_t live_before = CpuAllocCounter::current_bytes();
+    CpuAllocCounter::reset_peak();
     g_new_live = 0;
     g_new_peak = 0;
     g_counting = true;
@@ -296,7 +295,7 @@ TEST_CASE("a save allocates at most one staging buffer, whatever the size of a l
     make_dirs(out);
     const std::string saved = save_checkpoint(out, states, run, 1, {}, 1);
     g_counting = false;
-    const int64_t tensors = HostCachingAllocator::stats().peak_live_bytes - live_before;
+    const int64_t tensors = CpuAllocCounter::peak_bytes() - live_before;
     const int64_t heap = g_new_peak.load();
     {
       // The counters would see a copy: a tensor of the layer cloned, a serialised layer in a string.
@@ -304,7 +303,7 @@ TEST_CASE("a save allocates at most one staging buffer, whatever the size of a l
       const torch::Tensor copy = states.layer_state(0)[0].second.clone();
       const std::string serialised(static_cast<size_t>(mib << 20), 'x');
       g_counting = false;
-      CHECK(HostCachingAllocator::stats().peak_live_bytes - live_before >= (mib << 20));
+      CHECK(CpuAllocCounter::peak_bytes() - live_before >= (mib << 20));
       CHECK(g_new_peak.load() >= (mib << 20));
     }
     MESSAGE("layer of " << 3 * mib << " MiB: the save's peak extra memory is " << tensors << " bytes of tensors and " << heap

@@ -93,9 +93,10 @@ void keep_tokenizer(TrainRequest& request) {
   }
   // tokenizer.model, unless the run already holds another model by that name (a resume that
   // changes the tokenizer: its checkpoints still need the old one), which is never overwritten.
+  const auto holds = [&](const std::string& path) { return path_exists(path) && contents(path) == bytes; };
   std::string copy = dir + "/tokenizer.model";
-  if (path_exists(copy) && contents(copy) != bytes) copy = dir + "/tokenizer-" + hex16(tokenizer.fingerprint()) + ".model";
-  if (!path_exists(copy) || contents(copy) != bytes) write_file_atomically(copy, bytes);
+  if (path_exists(copy) && !holds(copy)) copy = dir + "/tokenizer-" + hex16(tokenizer.fingerprint()) + ".model";
+  if (!holds(copy)) write_file_atomically(copy, bytes);
   run.data.tokenizer = copy;
 }
 

@@ -93,7 +93,6 @@ class CachingAllocator final : public c10::Allocator {
         ++c.stats.reuses;
         c.stats.cached_bytes -= static_cast<int64_t>(bytes);
         c.stats.live_bytes += static_cast<int64_t>(bytes);
-        if (c.stats.live_bytes > c.stats.peak_live_bytes) c.stats.peak_live_bytes = c.stats.live_bytes;
         return static_cast<char*>(base) + kHeader;
       }
     }
@@ -110,7 +109,6 @@ class CachingAllocator final : public c10::Allocator {
     c.stats.live_bytes += static_cast<int64_t>(bytes);
     c.stats.mapped_bytes = c.stats.live_bytes + c.stats.cached_bytes;
     if (c.stats.mapped_bytes > c.stats.peak_mapped_bytes) c.stats.peak_mapped_bytes = c.stats.mapped_bytes;
-    if (c.stats.live_bytes > c.stats.peak_live_bytes) c.stats.peak_live_bytes = c.stats.live_bytes;
     return static_cast<char*>(base) + kHeader;
   }
 
@@ -161,12 +159,6 @@ void HostCachingAllocator::release_cached() {
     blocks.clear();
   }
   c.stats.mapped_bytes = c.stats.live_bytes + c.stats.cached_bytes;
-}
-
-void HostCachingAllocator::reset_peak_live() {
-  Cache& c = cache();
-  std::lock_guard<std::mutex> lock(c.mutex);
-  c.stats.peak_live_bytes = c.stats.live_bytes;
 }
 
 HostAllocatorStats HostCachingAllocator::stats() {

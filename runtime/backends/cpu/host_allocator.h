@@ -25,7 +25,6 @@ struct HostAllocatorStats {
   int64_t cached_bytes = 0;  // freed, mapped, waiting for reuse
   int64_t mapped_bytes = 0;  // live + cached
   int64_t peak_mapped_bytes = 0;
-  int64_t peak_live_bytes = 0;  // since install, or the last reset_peak_live()
   int64_t maps = 0;          // mmap calls so far (each faults its pages in once)
   int64_t reuses = 0;        // requests served from the cache
 };
@@ -39,8 +38,6 @@ struct HostCachingAllocator {
   // Unmaps every cached block.
   static void release_cached();
   static HostAllocatorStats stats();
-  // Starts peak_live_bytes again from what is live now (to measure one phase's peak).
-  static void reset_peak_live();
 };
 
 }  // namespace pipetrain
