@@ -27,7 +27,7 @@ int64_t checked_add(int64_t a, int64_t b, const char* what) {
 
 StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const DeviceSpec& device,
                            const DeviceSpec& optimizer_home, bool streamed, int in_flight, int64_t ring_bytes,
-                           const MemoryOptions& options) {
+                           const MemoryOptions& options, int lanes) {
   const Dtype compute = options.precision.compute(device.id);
   const int64_t tokens = checked_mul(options.micro_batch_size, cfg.seq_len, "tokens per micro-batch");
   StageMemory m;
@@ -41,23 +41,26 @@ StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const De
     m.host_grads = options.layerwise_update ? 0 : checked_mul(r.params, dtype_bytes(Dtype::kFloat32), "gradient bytes");
   } else {
     m.weights = checked_mul(r.params, dtype_bytes(compute), "weight bytes");
-    m.grads = m.weights;
+    // A stage with lanes keeps a set of gradients per lane (memory/stage_map.h).
+    m.grads = checked_mul(m.weights, lanes, "gradient bytes");
   }
   const OptimizerMethod method =
       optimizer_method(options.optimizer, compute, optimizer_home.id.is_cpu(), optimizer_home.id == device.id);
   m.master = method.masters ? checked_mul(r.params, dtype_bytes(Dtype::kFloat32), "master weight bytes") : 0;
   m.optimizer = checked_mul(r.params, method.state_bytes_per_param, "optimizer state bytes");
   const int64_t held = checked_mul(in_flight, tokens, "activations");
+  // What one op holds while it runs, once per lane computing at once.
+  const int64_t running = checked_mul(lanes, tokens, "activations");
   if (options.checkpointing) {
     // Each layer's input per micro-batch in flight; during a backward, one layer at a time is
     // recomputed with its graph (stages/stage.h): the largest layer's saved + transient on top.
     m.activations = checked_add(checked_add(checked_mul(held, r.input_bytes_per_token_sum, "activations"),
-                                            checked_mul(tokens, r.max_layer_bytes_per_token, "activations"),
+                                            checked_mul(running, r.max_layer_bytes_per_token, "activations"),
                                             "activations"),
                                 r.max_transient_bytes_fixed, "activations");
   } else {
     m.activations = checked_add(checked_add(checked_mul(held, r.saved_bytes_per_token, "activations"),
-                                            checked_mul(tokens, r.max_transient_bytes_per_token, "activations"),
+                                            checked_mul(running, r.max_transient_bytes_per_token, "activations"),
                                             "activations"),
                                 r.max_transient_bytes_fixed, "activations");
   }
@@ -217,7 +220,7 @@ MemoryEstimate estimate_memory(const ModelDesc& model, const HardwareSpec& hw, c
     const LayerPrefix& prefix = prefixes(options.precision.compute(place.compute));
     const StageMemory m = estimate_stage(prefix.range(st.first, st.last), model.config, hw.device(place.compute),
                                          hw.device(place.optimizer), place.streamed(), in_flight[static_cast<size_t>(s)],
-                                         pinned, options);
+                                         pinned, options, st.lanes);
     tally_stage(tally, m, place.compute, place.optimizer);
     e.stages.push_back(m);
   }
@@ -249,7 +252,8 @@ std::string format_memory_table(const MemoryEstimate& e, const ModelConfig& mode
   std::vector<std::string> names, devices, ranges, in_flight;
   for (size_t s = 0; s < map.stages.size(); ++s) {
     names.push_back("stage " + std::to_string(s));
-    devices.push_back(map.stages[s].device.name() + (map.stages[s].cores > 0 ? " (" + std::to_string(map.stages[s].cores) + "c)" : ""));
+    devices.push_back(map.stages[s].device.name() + (map.stages[s].cores > 0 ? " (" + std::to_string(map.stages[s].cores) + "c)" : "") +
+                      (map.stages[s].lanes > 1 ? " x" + std::to_string(map.stages[s].lanes) + " lanes" : ""));
     ranges.push_back(describe_range(model, map.stages[s].first, map.stages[s].last));
     in_flight.push_back(std::to_string(e.stages[s].in_flight));
   }

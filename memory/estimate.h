@@ -158,7 +158,7 @@ MemoryEstimate estimate_memory(const ModelDesc& model, const HardwareSpec& hardw
 // and the planner share it.
 StageMemory estimate_stage(const RangeCosts& range, const ModelConfig& model, const DeviceSpec& device,
                            const DeviceSpec& optimizer_home, bool streamed, int in_flight, int64_t ring_bytes,
-                           const MemoryOptions& options);
+                           const MemoryOptions& options, int lanes = 1);
 
 // Adds a stage's memory to the tally: each part on the device that holds it.
 void tally_stage(DeviceTally& tally, const StageMemory& memory, DeviceId device, DeviceId optimizer_home);

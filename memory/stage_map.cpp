@@ -1,5 +1,6 @@
 #include "memory/stage_map.h"
 
+#include <algorithm>
 #include <cctype>
 
 #include "memory/errors.h"
@@ -88,6 +89,14 @@ void validate_stage_map(const StageMap& map, const ModelConfig& model, const Har
     if (st.cores > 0 && !st.device.is_cpu()) {
       throw InputError(where + " gives cores to a " + st.device.name() + " stage; cores only apply to cpu stages");
     }
+    if (st.lanes < 1) throw InputError(where + " has lanes = " + std::to_string(st.lanes) + "; must be >= 1");
+    if (st.lanes > 1 && !st.device.is_cpu()) {
+      throw InputError(where + " gives lanes to a " + st.device.name() + " stage; lanes split a cpu stage's cores");
+    }
+    if (st.lanes > 1 && st.cores > 0 && st.cores % st.lanes != 0) {
+      throw InputError(where + " has lanes = " + std::to_string(st.lanes) + " on cores = " + std::to_string(st.cores) +
+                       "; each lane gets an equal share, so lanes must divide cores");
+    }
     cpu_cores += st.cores;
     if (st.cores == 0 && shared_cpu_stage < 0 && st.device.is_cpu()) {
       shared_cpu_stage = static_cast<int>(s);
@@ -102,6 +111,33 @@ void validate_stage_map(const StageMap& map, const ModelConfig& model, const Har
   if (cpu_cores > available) {
     throw InputError("the stage map gives cpu stages " + std::to_string(cpu_cores) + " cores; hardware '" +
                      hardware.name + "' has " + std::to_string(available));
+  }
+  // Micro-batches move in groups of the largest lane count (scheduler/schedule.h); a stage's waves
+  // line up with its lanes only when its count divides that.
+  for (size_t s = 0; s < map.stages.size(); ++s) {
+    if (max_lanes(map) % map.stages[s].lanes != 0) {
+      throw InputError("stage " + std::to_string(s) + " has lanes = " + std::to_string(map.stages[s].lanes) +
+                       ", which does not divide another stage's " + std::to_string(max_lanes(map)) +
+                       "; micro-batches move in groups of the largest lane count");
+    }
+  }
+  // A stage with lanes and no cores of its own splits the pool of the cores no stage owns: it must
+  // be alone there, and the lanes must divide the pool.
+  int pool_stages = 0;
+  for (const StageSpec& st : map.stages) pool_stages += st.device.is_cpu() && st.cores == 0 ? 1 : 0;
+  for (size_t s = 0; s < map.stages.size(); ++s) {
+    const StageSpec& st = map.stages[s];
+    if (st.lanes == 1 || st.cores > 0) continue;
+    const int pool = available - cpu_cores;
+    if (pool_stages > 1) {
+      throw InputError("stage " + std::to_string(s) + " has lanes = " + std::to_string(st.lanes) + " but shares its cores with " +
+                       std::to_string(pool_stages - 1) + " other cpu stage(s); give it cores of its own to split into lanes");
+    }
+    if (pool > 0 && pool % st.lanes != 0) {
+      throw InputError("stage " + std::to_string(s) + " has lanes = " + std::to_string(st.lanes) + " on the " +
+                       std::to_string(pool) + " cores no stage owns; each lane gets an equal share, so lanes must divide " +
+                       std::to_string(pool));
+    }
   }
   if (shared_cpu_stage >= 0 && cpu_cores == available) {
     throw InputError("stage " + std::to_string(shared_cpu_stage) +
@@ -120,14 +156,21 @@ std::vector<Placement> layer_placements(const StageMap& map) {
 }
 
 StageMap make_stage_map(const std::vector<DeviceId>& devices, const std::vector<int64_t>& last_layers,
-                        const std::vector<int>& cores) {
+                        const std::vector<int>& cores, const std::vector<int>& lanes) {
   StageMap map;
   int64_t first = kEmbedLayer;
   for (size_t s = 0; s < devices.size(); ++s) {
     map.stages.push_back({devices[s], first, last_layers[s], s < cores.size() ? cores[s] : 0, {}, {}});
+    if (s < lanes.size()) map.stages.back().lanes = lanes[s];
     first = last_layers[s] + 1;
   }
   return map;
+}
+
+int max_lanes(const StageMap& map) {
+  int most = 1;
+  for (const StageSpec& st : map.stages) most = std::max(most, st.lanes);
+  return most;
 }
 
 StageMap single_cpu_stage(const ModelConfig& model) { return make_stage_map({DeviceId::cpu()}, {head_layer(model)}); }

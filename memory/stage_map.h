@@ -47,10 +47,15 @@ struct StageSpec {
   int cores = 0;       // CPU stages: cores given to this stage; 0 = share the cores no stage owns
   std::optional<DeviceId> weights;    // the stage map's `weights:`; none: the compute device
   std::optional<DeviceId> optimizer;  // the stage map's `optimizer:`; none: the compute device
+  // CPU stages: micro-batches computed at once, each on its own equal share of the stage's cores
+  // (micro-batch k on lane k mod lanes, with its own gradient buffers, summed in lane order after
+  // the backward). 1: one micro-batch at a time on all of them.
+  int lanes = 1;
 
   Placement placement() const { return {device, weights.value_or(device), optimizer.value_or(device)}; }
   bool operator==(const StageSpec& o) const {
-    return device == o.device && first == o.first && last == o.last && cores == o.cores && placement() == o.placement();
+    return device == o.device && first == o.first && last == o.last && cores == o.cores && lanes == o.lanes &&
+           placement() == o.placement();
   }
 };
 
@@ -67,8 +72,8 @@ std::string layer_ref(const ModelConfig& model, int64_t i);
 // "embed..block 3" for messages and tables.
 std::string describe_range(const ModelConfig& model, int64_t first, int64_t last);
 
-// Full coverage, no gaps, no overlaps, in order, known devices, core counts that fit the CPU, and
-// homes the runtime supports. Errors name the layers: "stage map covers embed..block 22 but the
+// Full coverage, no gaps, no overlaps, in order, known devices, core counts that fit the CPU, lanes
+// that divide a stage's cores, and homes the runtime supports. Errors name the layers: "stage map covers embed..block 22 but the
 // model also has block 23, head".
 void validate_stage_map(const StageMap& map, const ModelConfig& model, const HardwareSpec& hardware);
 
@@ -77,7 +82,11 @@ std::vector<Placement> layer_placements(const StageMap& map);
 
 // Cuts the layer list at the given boundaries: stage s covers layers [last[s-1]+1, last[s]].
 StageMap make_stage_map(const std::vector<DeviceId>& devices, const std::vector<int64_t>& last_layers,
-                        const std::vector<int>& cores = {});
+                        const std::vector<int>& cores = {}, const std::vector<int>& lanes = {});
+
+// The largest lane count of the map's stages: the schedule moves micro-batches in groups of that
+// many (scheduler/schedule.h), so that a stage with lanes has that many to compute at once.
+int max_lanes(const StageMap& map);
 
 // The whole model as one stage on the CPU, sharing its cores.
 StageMap single_cpu_stage(const ModelConfig& model);

@@ -14,7 +14,11 @@ SplitList every_split(const ModelConfig& model, const HardwareSpec& hardware, co
   for (const Shape& shape : shapes) {
     const auto splits = core_splits(shape, hardware, /*choose=*/true);
     for_each_cut(model.num_model_layers(), static_cast<int>(shape.size()), 1, [&](const std::vector<int64_t>& last) {
-      for (const auto& cores : splits) all.push_back(make_stage_map(shape, last, cores));
+      for (const auto& cores : splits) {
+        for (const auto& lanes : lane_splits(shape, cores, hardware, /*choose=*/true)) {
+          all.push_back(make_stage_map(shape, last, cores, lanes));
+        }
+      }
     });
   }
   SplitList out;
@@ -34,6 +38,7 @@ StageMap naive_version(const StageMap& map) {
   StageMap naive = map;
   for (StageSpec& st : naive.stages) {
     if (st.device.is_cpu()) st.cores = 0;
+    st.lanes = 1;
   }
   return naive;
 }
@@ -43,7 +48,8 @@ std::string split_label(const ModelConfig& model, const StageMap& map) {
   for (int s = 0; s < map.num_stages(); ++s) {
     const StageSpec& st = map.stages[static_cast<size_t>(s)];
     if (!label.empty()) label += " | ";
-    label += st.device.name() + (st.cores > 0 ? "[" + std::to_string(st.cores) + "c]" : "") + " " +
+    label += st.device.name() + (st.cores > 0 ? "[" + std::to_string(st.cores) + "c]" : "") +
+             (st.lanes > 1 ? "(" + std::to_string(st.lanes) + " lanes)" : "") + " " +
              describe_range(model, st.first, st.last);
   }
   return label;

@@ -16,8 +16,8 @@
 
 namespace pipetrain {
 
-// Every boundary choice of every shape (devices per stage), with each core split the planner
-// considers (scheduler/planner.h core_splits). When there are more than `cap`, an evenly spaced
+// Every boundary choice of every shape (devices per stage), with each core split and lane split
+// the planner considers (scheduler/planner.h core_splits, lane_splits). When there are more than `cap`, an evenly spaced
 // subset of `cap` of them, always including the first and the last; `total` says how many there were.
 struct SplitList {
   std::vector<StageMap> maps;
@@ -26,11 +26,12 @@ struct SplitList {
 SplitList every_split(const ModelConfig& model, const HardwareSpec& hardware, const std::vector<Shape>& shapes,
                       size_t cap);
 
-// The same stages, one op at a time: every CPU stage in the shared pool of all cores (the naive,
-// unpipelined way of running a split).
+// The same stages, one op at a time: every CPU stage in the shared pool of all cores, without lanes
+// (the naive, unpipelined way of running a split).
 StageMap naive_version(const StageMap& map);
 
-// "cpu embed..block 3 | cpu[1] block 4..head": a split's label in tables and plots.
+// "cpu embed..block 3 | cpu[1c] block 4..head", "cpu(2 lanes) embed..head": a split's label in
+// tables and plots.
 std::string split_label(const ModelConfig& model, const StageMap& map);
 
 struct StepStats {

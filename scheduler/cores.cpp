@@ -1,5 +1,8 @@
 #include "scheduler/cores.h"
 
+#include <algorithm>
+#include <cstddef>
+
 #include "memory/errors.h"
 
 namespace pipetrain {
@@ -56,14 +59,24 @@ CoreAssignment assign_cores(const StageMap& map, const HardwareSpec& hardware) {
     for (int s : shared_stages) out.group_of_stage[static_cast<size_t>(s)] = static_cast<int>(out.groups.size());
     out.groups.push_back(pool);
   }
-  for (const CoreGroup& g : out.groups) out.compute_threads += static_cast<int>(g.cpus.size());
-  if (out.groups.size() == 1) {
+  for (CoreGroup& g : out.groups) {
+    out.compute_threads += static_cast<int>(g.cpus.size());
+    if (g.stages.size() == 1) g.lanes = map.stages[static_cast<size_t>(g.stages.front())].lanes;
+  }
+  if (out.groups.size() == 1 && out.groups.front().lanes == 1) {
     out.blas_threads = static_cast<int>(out.groups.front().cpus.size());
   } else {
     out.blas_threads = 1;
-    for (CoreGroup& g : out.groups) g.intra_op_threads = static_cast<int>(g.cpus.size());
+    for (CoreGroup& g : out.groups) g.intra_op_threads = std::max(1, static_cast<int>(g.cpus.size()) / g.lanes);
   }
   return out;
+}
+
+std::vector<int> CoreGroup::lane_cpus(int lane) const {
+  const size_t n = cpus.size(), per = std::max<size_t>(1, n / static_cast<size_t>(lanes));
+  const size_t begin = std::min(n - 1, static_cast<size_t>(lane) * per);
+  return std::vector<int>(cpus.begin() + static_cast<std::ptrdiff_t>(begin),
+                          cpus.begin() + static_cast<std::ptrdiff_t>(std::min(n, begin + per)));
 }
 
 std::string describe_cores(const CoreAssignment& cores) {
@@ -72,7 +85,8 @@ std::string describe_cores(const CoreAssignment& cores) {
     if (!text.empty()) text += "; ";
     text += (g.stages.size() == 1 ? "stage " : "stages ") + join(g.stages) +
             (g.stages.size() == 1 && g.resource != kSharedCpuPool ? " owns " : (g.stages.size() == 1 ? " uses " : " share ")) +
-            (g.cpus.size() == 1 ? "core " : "cores ") + join(g.cpus);
+            (g.cpus.size() == 1 ? "core " : "cores ") + join(g.cpus) +
+            (g.lanes > 1 ? " in " + std::to_string(g.lanes) + " lanes" : "");
   }
   text += "; OpenBLAS " + std::to_string(cores.blas_threads) + " thread" + (cores.blas_threads == 1 ? "" : "s");
   return text;

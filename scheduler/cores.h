@@ -11,7 +11,8 @@
 // the group's cores and LibTorch's intra-op pool one thread (the best setting measured here,
 // benchmarks/README.md); as soon as two groups can run at once OpenBLAS gets one thread (two stages
 // with two OpenBLAS threads each ran at half the speed of one thread each, DESIGN.md) and each group
-// uses its cores through LibTorch's intra-op threads instead. The resource names are the simulator's, so predicted and measured timelines line up.
+// uses its cores through LibTorch's intra-op threads instead. A stage with lanes is that many
+// groups computing at once: OpenBLAS one thread, each lane its share through intra-op threads. The resource names are the simulator's, so predicted and measured timelines line up.
 //
 //   CoreAssignment cores = assign_cores(map, hardware);
 //   const CoreGroup& g = cores.groups[cores.group_of_stage[s]];   // g.cpus, g.resource
@@ -36,7 +37,10 @@ struct CoreGroup {
   std::string resource;   // "cpu" (the shared pool) or "cpu[s]" (stage s's own cores)
   std::vector<int> cpus;  // logical core indices
   std::vector<int> stages;
-  int intra_op_threads = 1;
+  int intra_op_threads = 1;  // per lane
+  int lanes = 1;             // its stage's lanes (a group with lanes has one stage): lane j computes on cpus
+                             // [j * n / lanes, (j + 1) * n / lanes)
+  std::vector<int> lane_cpus(int lane) const;
 };
 
 struct CoreAssignment {

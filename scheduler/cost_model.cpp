@@ -71,6 +71,10 @@ StageTiming StageTimer::time(const Placement& place, int cores, int64_t first, i
   return t;
 }
 
+double StageTimer::lane_add_seconds(int64_t first, int64_t last) const {
+  return pipetrain::lane_add_seconds(prefix_.range(first, last).params, hardware_.cpu(), options_);
+}
+
 StreamedLayerTiming StageTimer::streamed_layer(DeviceId device, int64_t l) const {
   const Placement place{device, DeviceId::cpu(), DeviceId::cpu()};
   const DeviceSpec& cpu = hardware_.cpu();
@@ -162,6 +166,11 @@ double optimizer_step_bytes_per_param(const OptimizerConfig& optimizer, Dtype co
   return optimizer.kind.def().library_step_bytes(optimizer) * width + (method.masters ? 2.0 * (c + 4.0) : 0.0);
 }
 
+double lane_add_seconds(int64_t params, const DeviceSpec& cpu, const PlanOptions& options) {
+  const double bytes = static_cast<double>(params) * static_cast<double>(dtype_bytes(options.precision.compute(cpu.id)));
+  return 3.0 * bytes / cpu.memory_bytes_per_s;
+}
+
 double norm_seconds(const RangeCosts& range, const DeviceSpec& device, const PlanOptions& options) {
   const double bytes = static_cast<double>(range.params) * static_cast<double>(dtype_bytes(options.precision.compute(device.id)));
   return bytes / device.memory_bytes_per_s;
@@ -192,18 +201,27 @@ const LinkSpec* copy_link(const HardwareSpec& hw, DeviceId from, DeviceId to) {
 
 double link_seconds(const LinkSpec& link, double bytes) { return bytes / link.bytes_per_s + link.latency_s; }
 
+double boundary_copy_seconds(const HardwareSpec& hw, DeviceId from, DeviceId to, double bytes) {
+  const LinkSpec* link = copy_link(hw, from, to);
+  if (link == nullptr) return 0.0;
+  // Into a device of its own memory from host memory, the bytes are first copied into a pinned
+  // ring slot on the sending thread (runtime/backends/cuda/cuda_transfer.cpp): read and written once.
+  const double staging = !from.has_own_memory() && to.has_own_memory() ? 2.0 * bytes / hw.cpu().memory_bytes_per_s : 0.0;
+  return link_seconds(*link, bytes) + staging;
+}
+
 TransferTiming transfer_timing(int64_t boundary_bytes_per_token, const ModelConfig& model, const HardwareSpec& hw,
                                DeviceId from, DeviceId to, const PlanOptions& options) {
   TransferTiming t;
   const double bytes = static_cast<double>(boundary_bytes_per_token) *
                        static_cast<double>(options.micro_batch_size * model.seq_len);
-  if (const LinkSpec* forward = copy_link(hw, from, to)) {
+  if (copy_link(hw, from, to) != nullptr) {
     t.forward_resource = link_resource(from, to);
-    t.forward_seconds = link_seconds(*forward, bytes);
+    t.forward_seconds = boundary_copy_seconds(hw, from, to, bytes);
   }
-  if (const LinkSpec* backward = copy_link(hw, to, from)) {
+  if (copy_link(hw, to, from) != nullptr) {
     t.backward_resource = link_resource(to, from);
-    t.backward_seconds = link_seconds(*backward, bytes);
+    t.backward_seconds = boundary_copy_seconds(hw, to, from, bytes);
   }
   return t;
 }
@@ -218,9 +236,14 @@ std::vector<StageTiming> stage_timings(const ModelConfig& model, const HardwareS
   std::vector<StageTiming> out;
   for (int s = 0; s < map.num_stages(); ++s) {
     const StageSpec& st = map.stages[static_cast<size_t>(s)];
-    out.push_back(timer.time(st.placement(), st.device.is_cpu() && st.cores == 0 ? pool : st.cores, st.first, st.last,
+    const int cores = st.device.is_cpu() && st.cores == 0 ? pool : st.cores;
+    out.push_back(timer.time(st.placement(), st.lanes > 1 ? std::max(1, cores / st.lanes) : cores, st.first, st.last,
                              options.checkpointing, /*per_layer=*/true));
     out.back().resource = compute_resource(st, s);
+    if (st.lanes > 1) {
+      out.back().lanes = st.lanes;
+      out.back().backward_seconds += static_cast<double>(st.lanes - 1) * timer.lane_add_seconds(st.first, st.last);
+    }
   }
   return out;
 }

@@ -18,7 +18,11 @@
 //              out over the D2H link; its optimizer step in RAM (plus a read of its gradients for
 //              the layer's own norm) per layer with layerwise_update, else after the pipeline like
 //              any stage's, its norm and step over the CPU's bandwidth (the gradients are in RAM)
-//   transfer = boundary bytes / link bandwidth + latency, on the link's own resource
+//   lanes    = a CPU stage with lanes times one lane's ops on its share of the cores (cores / lanes);
+//              a backward wave also waits for lanes 1..L-1 to add their gradients in turn
+//              (lane_add_seconds each)
+//   transfer = boundary bytes / link bandwidth + latency, on the link's own resource (into a GPU
+//              plus the host memcpy into the pinned slot: boundary_copy_seconds)
 //              ("cpu->cuda:0" is H2D, "cuda:0->cpu" is D2H); CPU to CPU is a free hand-off.
 // A measured profile (pipetrain profile: hardware.measured, per-layer times for this model and
 // micro-batch size, per device and core count) replaces the FLOP-based durations: a stage's op time
@@ -60,6 +64,8 @@ class StageTimer {
     double step_seconds = 0.0;
   };
   StreamedWork streamed_work(DeviceId device, int64_t first, int64_t last) const;
+  // One lane's gradients of layers [first, last] added into the stage's (the function below).
+  double lane_add_seconds(int64_t first, int64_t last) const;
 
  private:
   struct Sums {
@@ -103,12 +109,19 @@ double optimizer_step_bytes_per_param(const OptimizerConfig& optimizer, Dtype co
 double optimizer_seconds(const RangeCosts& range, const HardwareSpec& hardware, const Placement& place,
                          const PlanOptions& options);
 double norm_seconds(const RangeCosts& range, const DeviceSpec& device, const PlanOptions& options);
+// One lane's gradients added into its stage's (stages/stage.h lanes): each gradient read twice and
+// written once (then zeroed), over the CPU's memory bandwidth.
+double lane_add_seconds(int64_t params, const DeviceSpec& cpu, const PlanOptions& options);
 
 // The link a tensor takes from `from` to `to`, or nullptr when it is handed over without a copy
 // (the same device, or two stages that both compute in host memory).
 const LinkSpec* copy_link(const HardwareSpec& hardware, DeviceId from, DeviceId to);
 // A copy of `bytes` over `link`: bytes / bandwidth + latency, on the link's own copy engine.
 double link_seconds(const LinkSpec& link, double bytes);
+// A boundary's activation or gradient from `from` to `to` (0 for a hand-off): the link's copy, and
+// out of host memory into a device of its own memory also the host memcpy into the pinned ring slot
+// that precedes it on the same sender (2 x bytes over the CPU's memory bandwidth).
+double boundary_copy_seconds(const HardwareSpec& hardware, DeviceId from, DeviceId to, double bytes);
 
 TransferTiming transfer_timing(int64_t boundary_bytes_per_token, const ModelConfig& model, const HardwareSpec& hardware,
                                DeviceId from, DeviceId to, const PlanOptions& options);

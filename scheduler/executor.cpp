@@ -5,12 +5,16 @@
 #include <oneapi/tbb/task_arena.h>
 
 #include <algorithm>
-#include <map>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 #include <tuple>
 
 #include "scheduler/tsan_handoff.h"
@@ -92,6 +96,82 @@ void run_span(Shared& shared, std::vector<SimEvent>& events, EventKind kind, int
   events.push_back({kind, stage, k, resource, begin, shared.now()});
 }
 
+// A stage's lanes: lane 0 is the thread of the stage's node, lanes 1..L-1 threads of their own that
+// live as long as the run. run() gives job j to lane j, waits for all, and rethrows the first
+// exception (by lane order) once every job has ended.
+class LaneCrew {
+ public:
+  explicit LaneCrew(int lanes) : jobs_(static_cast<size_t>(lanes)), errors_(static_cast<size_t>(lanes)) {
+    for (int lane = 1; lane < lanes; ++lane) threads_.emplace_back([this, lane] { work(lane); });
+  }
+  ~LaneCrew() {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (std::thread& t : threads_) t.join();
+  }
+  LaneCrew(const LaneCrew&) = delete;
+  LaneCrew& operator=(const LaneCrew&) = delete;
+
+  void run(std::vector<std::function<void()>> jobs) {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      for (size_t j = 1; j < jobs.size(); ++j) jobs_[j] = std::move(jobs[j]);
+      for (auto& e : errors_) e = nullptr;
+      pending_ = static_cast<int>(jobs.size()) - 1;
+      ++round_;
+    }
+    wake_.notify_all();
+    if (!jobs.empty()) {
+      try {
+        jobs[0]();
+      } catch (...) {
+        errors_[0] = std::current_exception();
+      }
+    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return pending_ == 0; });
+    for (const auto& e : errors_) {
+      if (e) std::rethrow_exception(e);
+    }
+  }
+
+ private:
+  void work(int lane) {
+    int64_t seen = 0;
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [&] { return stopping_ || round_ != seen; });
+      if (stopping_) return;
+      seen = round_;
+      std::function<void()> job = std::move(jobs_[static_cast<size_t>(lane)]);
+      jobs_[static_cast<size_t>(lane)] = nullptr;
+      if (!job) continue;  // a wave shorter than the lanes
+      lock.unlock();
+      std::exception_ptr error;
+      try {
+        job();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      lock.lock();
+      errors_[static_cast<size_t>(lane)] = error;
+      if (--pending_ == 0) done_.notify_all();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  std::vector<std::function<void()>> jobs_;
+  std::vector<std::exception_ptr> errors_;
+  std::vector<std::thread> threads_;
+  int pending_ = 0;
+  int64_t round_ = 0;
+  bool stopping_ = false;
+};
+
 // The body of one stage's serial node: records arrivals, then runs every op of its list whose input
 // is there, in the schedule's order.
 class StageBody {
@@ -107,7 +187,7 @@ class StageBody {
   // Node numbers for the hand-off keys: stage s is node s, the send node of activations from s is
   // num_stages + s, that of gradients from s is 2 * num_stages - 1 + (s - 1).
   StageBody(const Schedule& schedule, int stage, const StageCallbacks& callbacks, const std::string& resource,
-            int limit, std::mutex* turn, State& state, Shared& shared)
+            int limit, std::mutex* turn, State& state, Shared& shared, LaneCrew* crew = nullptr, int lanes = 1)
       : num_stages_(schedule.num_stages),
         ops_(schedule.stages[static_cast<size_t>(stage)]),
         stage_(stage),
@@ -117,7 +197,9 @@ class StageBody {
         limit_(limit),
         turn_(turn),
         state_(state),
-        shared_(shared) {}
+        shared_(shared),
+        crew_(crew),
+        lanes_(lanes) {}
 
   void operator()(const Arrival& arrival, StageNode::output_ports_type& ports) const {
     tsan::acquire(&graph_built_key);
@@ -125,6 +207,10 @@ class StageBody {
     (arrival.gradient ? state_.has_gradient : state_.has_input)[static_cast<size_t>(arrival.micro_batch)] = true;
     if (callbacks_.forward_block || callbacks_.backward_block) {
       run_blocks(ports);
+      return;
+    }
+    if (lanes_ > 1) {
+      run_waves(ports);
       return;
     }
     while (state_.next < ops_.size() && !shared_.failed) {
@@ -210,6 +296,71 @@ class StageBody {
     }
   }
 
+  // A stage with lanes: the run of up to lanes_ ops of one kind at `next`, once every input of it
+  // has arrived, at once on the lanes; then their outputs, in the op list's order.
+  void run_waves(StageNode::output_ports_type& ports) const {
+    while (state_.next < ops_.size() && !shared_.failed) {
+      const OpKind kind = ops_[state_.next].kind;
+      size_t end = state_.next;
+      while (end < ops_.size() && ops_[end].kind == kind && end - state_.next < static_cast<size_t>(lanes_)) ++end;
+      for (size_t i = state_.next; i < end; ++i) {
+        const size_t k = static_cast<size_t>(ops_[i].micro_batch);
+        const bool ready = kind == OpKind::kForward ? state_.has_input[k]
+                                                    : (last_ ? state_.forward_done[k] : state_.has_gradient[k]);
+        if (!ready) return;
+      }
+      if (kind == OpKind::kForward) {
+        state_.in_flight += static_cast<int>(end - state_.next);
+        if (state_.in_flight > limit_) {
+          throw std::logic_error("stage " + std::to_string(stage_) + " would hold " + std::to_string(state_.in_flight) +
+                                 " micro-batches in flight; the schedule allows " + std::to_string(limit_));
+        }
+        state_.max_in_flight = std::max(state_.max_in_flight, state_.in_flight);
+      }
+      const std::function<void(int)>& op = kind == OpKind::kForward ? callbacks_.forward : callbacks_.backward;
+      const EventKind event = kind == OpKind::kForward ? EventKind::kForward : EventKind::kBackward;
+      std::unique_lock<std::mutex> lock;
+      if (turn_ != nullptr) lock = std::unique_lock<std::mutex>(*turn_);
+      const double begin = shared_.now();
+      std::vector<double> ends(end - state_.next);
+      std::vector<std::function<void()>> jobs;
+      for (size_t i = state_.next; i < end; ++i) {
+        jobs.push_back([&, i] {
+          op(ops_[i].micro_batch);
+          ends[i - state_.next] = shared_.now();
+        });
+      }
+      try {
+        crew_->run(std::move(jobs));
+      } catch (...) {
+        shared_.failed = true;
+        throw;
+      }
+      if (lock.owns_lock()) lock.unlock();
+      for (size_t i = state_.next; i < end; ++i) {
+        const int k = ops_[i].micro_batch;
+        state_.events.push_back({event, stage_, k, resource_, begin, ends[i - state_.next]});
+        if (kind == OpKind::kForward) {
+          state_.forward_done[static_cast<size_t>(k)] = true;
+          if (!last_) {
+            const Arrival out{false, k};
+            tsan::release(shared_.message_key(num_stages_ + stage_, out));
+            std::get<0>(ports).try_put(out);
+          }
+        } else {
+          --state_.in_flight;
+          if (stage_ > 0) {
+            const Arrival out{true, k};
+            tsan::release(shared_.message_key(2 * num_stages_ - 1 + stage_ - 1, out));
+            std::get<1>(ports).try_put(out);
+          }
+          if (stage_ == 0) std::get<2>(ports).try_put(flow::continue_msg());
+        }
+      }
+      state_.next = end;
+    }
+  }
+
   int num_stages_;
   const std::vector<Op>& ops_;
   int stage_;
@@ -220,6 +371,8 @@ class StageBody {
   std::mutex* turn_;
   State& state_;
   Shared& shared_;
+  LaneCrew* crew_;
+  int lanes_;
 };
 
 // The body of one boundary direction: the transfer callback, then the arrival passes on.
@@ -284,6 +437,13 @@ ExecutionReport run_schedule(const Schedule& schedule, const std::vector<StageCa
     return &group_turns[options.stage_groups[static_cast<size_t>(s)]];
   };
   std::vector<StageBody::State> states(static_cast<size_t>(num_stages));
+  auto lanes_of = [&](int s) {
+    return static_cast<size_t>(s) < options.stage_lanes.size() ? std::max(1, options.stage_lanes[static_cast<size_t>(s)]) : 1;
+  };
+  std::vector<std::unique_ptr<LaneCrew>> crews(static_cast<size_t>(num_stages));
+  for (int s = 0; s < num_stages; ++s) {
+    if (lanes_of(s) > 1) crews[static_cast<size_t>(s)] = std::make_unique<LaneCrew>(lanes_of(s));
+  }
   for (auto& state : states) {
     state.has_input.assign(static_cast<size_t>(m), false);
     state.has_gradient.assign(static_cast<size_t>(m), false);
@@ -317,7 +477,7 @@ ExecutionReport run_schedule(const Schedule& schedule, const std::vector<StageCa
       stage_nodes.push_back(std::make_unique<StageNode>(
           graph, flow::serial,
           StageBody(schedule, s, stages[static_cast<size_t>(s)], stage_names[static_cast<size_t>(s)], limit, turn_of(s),
-                    states[static_cast<size_t>(s)], shared)));
+                    states[static_cast<size_t>(s)], shared, crews[static_cast<size_t>(s)].get(), lanes_of(s))));
     }
     for (int b = 0; b + 1 < num_stages; ++b) {
       const size_t i = static_cast<size_t>(b);

@@ -56,6 +56,12 @@ struct ExecutorOptions {
   // simulator's shared resource does); -1 or a missing entry: the stage waits for no one. A span
   // starts when the stage has its turn, so waiting for the group is bubble, not op time.
   std::vector<int> stage_groups;
+  // Per stage, its lanes (memory/stage_map.h); missing or 1: one op at a time. A stage with L > 1
+  // runs waves: the next run of up to L ops of one kind in its list, once all their inputs are
+  // there, at once on L threads (its forward/backward callbacks are then called concurrently, for
+  // different micro-batches); their outputs leave when the whole wave is done. Each op's span is
+  // recorded from the wave's start to its own end.
+  std::vector<int> stage_lanes;
   std::vector<std::string> stage_resources;     // names for the events; default "stage s"
   std::vector<std::string> forward_resources;   // per boundary; default "send s->s+1"
   std::vector<std::string> backward_resources;  // per boundary; default "send s+1->s"

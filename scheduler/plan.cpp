@@ -49,7 +49,7 @@ Plan evaluate_plan(const ModelDesc& model, const HardwareSpec& hw, const StageMa
   Plan plan{map,
             layer_placements(map),
             options,
-            make_schedule(options.schedule, map.num_stages(), options.micro_batches),
+            make_schedule(options.schedule, map.num_stages(), options.micro_batches, max_lanes(map)),
             assign_cores(map, hw),
             {},
             {},

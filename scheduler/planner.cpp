@@ -6,6 +6,7 @@
 #include <functional>
 #include <queue>
 #include <stdexcept>
+#include <tuple>
 
 #include "memory/errors.h"
 #include "memory/estimate.h"
@@ -62,6 +63,42 @@ std::vector<std::vector<int>> core_splits(const Shape& shape, const HardwareSpec
   return splits;
 }
 
+std::vector<std::vector<int>> lane_splits(const Shape& shape, const std::vector<int>& cores, const HardwareSpec& hw,
+                                          bool choose) {
+  std::vector<std::vector<int>> out = {std::vector<int>(shape.size(), 1)};
+  if (!choose) return out;
+  int pool_stages = 0, owned = 0;
+  for (size_t s = 0; s < shape.size(); ++s) {
+    if (shape[s].is_cpu() && cores[s] == 0) ++pool_stages;
+    owned += cores[s];
+  }
+  // Per stage, the lane counts it may take.
+  std::vector<std::vector<int>> options(shape.size(), std::vector<int>{1});
+  for (size_t s = 0; s < shape.size(); ++s) {
+    if (!shape[s].is_cpu() || (cores[s] == 0 && pool_stages > 1)) continue;
+    const int n = cores[s] > 0 ? cores[s] : hw.cpu().cores - owned;
+    for (int lanes = 2; lanes <= n; ++lanes) {
+      if (n % lanes == 0) options[s].push_back(lanes);
+    }
+  }
+  std::vector<int> current(shape.size(), 1);
+  std::function<void(size_t)> choose_stage = [&](size_t s) {
+    if (s == shape.size()) {
+      const int most = *std::max_element(current.begin(), current.end());
+      const bool aligned = std::all_of(current.begin(), current.end(), [&](int l) { return most % l == 0; });
+      if (most > 1 && aligned) out.push_back(current);
+      return;
+    }
+    for (int lanes : options[s]) {
+      current[s] = lanes;
+      choose_stage(s + 1);
+    }
+    current[s] = 1;
+  };
+  choose_stage(0);
+  return out;
+}
+
 namespace {
 
 constexpr size_t kMaxAutoStages = 8;
@@ -85,11 +122,20 @@ struct Candidate {
 struct ShapeInfo {
   Shape devices;
   std::vector<const DeviceSpec*> specs;
-  std::vector<std::vector<int>> splits;
+  std::vector<std::vector<int>> splits;          // [split][stage] -> cores (0: the shared pool)
+  std::vector<std::vector<int>> lanes;           // [split][stage] -> lanes
+  std::vector<std::vector<int>> lane_sets;       // the distinct lanes vectors, [0] all 1
+  std::vector<size_t> lane_set_of;               // [split] -> index into lane_sets
+  std::vector<int> groups;                       // the distinct largest lane counts, [0] = 1
   std::vector<std::vector<int>> resource;        // [split][stage] -> resource id
   std::vector<int> forward_link, backward_link;  // [boundary] -> resource id, -1 = free hand-off
   std::vector<const LinkSpec*> forward_spec, backward_spec;
-  std::vector<std::vector<std::vector<int>>> in_flight;  // [schedule][count] -> per stage
+  // [group][schedule][count] -> per stage, for micro-batches moving in groups of groups[group]
+  std::vector<std::vector<std::vector<std::vector<int>>>> in_flight;
+  size_t group_index(const std::vector<int>& stage_lanes) const {
+    const int most = *std::max_element(stage_lanes.begin(), stage_lanes.end());
+    return static_cast<size_t>(std::find(groups.begin(), groups.end(), most) - groups.begin());
+  }
   std::vector<Dtype> compute;     // per stage: the dtype it computes in
   std::vector<Dtype> boundary;    // per boundary: the dtype that crosses it
   bool has_own_memory_stage = false;  // a GPU stage, whose optimizer may live in RAM
@@ -148,7 +194,8 @@ class AutoPlanner {
         checkpointing_(choices.checkpointing.empty() ? std::vector<bool>{false, true} : choices.checkpointing),
         optimizer_in_ram_(choices.optimizer_in_ram.empty() ? std::vector<bool>{false, true} : choices.optimizer_in_ram),
         streamed_(choices.weights_streamed.empty() ? std::vector<bool>{false, true} : choices.weights_streamed),
-        keep_(static_cast<size_t>(1 + std::max(0, choices.runners_up))), prefixes_(model.config),
+        keep_(static_cast<size_t>(1 + std::max(0, choices.runners_up))), choose_lanes_(choices.choose_lanes),
+        prefixes_(model.config),
         resident_schedules_(schedules_for(false)), streamed_schedules_(schedules_for(true)) {
     for (const Shape& shape : shapes_) infos_.push_back(describe_shape(shape, choices.choose_cores));
   }
@@ -181,7 +228,8 @@ class AutoPlanner {
     return streamed ? streamed_schedules_ : resident_schedules_;
   }
   OptionList fitting_options(const ShapeInfo& info, const std::vector<RangeCosts>& ranges,
-                             const std::vector<int64_t>& boundary_bytes, bool checkpointing, Homes homes) const;
+                             const std::vector<int64_t>& boundary_bytes, bool checkpointing, Homes homes,
+                             const std::vector<int>& lanes) const;
   Bound bound_of(const ShapeInfo& info, size_t split, const std::vector<int64_t>& last, bool checkpointing, Homes homes,
                  const Bound& transfers) const;
   std::vector<Candidate> best_bounds(size_t count);
@@ -203,6 +251,7 @@ class AutoPlanner {
   const std::vector<bool> optimizer_in_ram_;
   const std::vector<bool> streamed_;
   const size_t keep_;
+  const bool choose_lanes_;
   PrefixByDtype prefixes_;  // the layer costs in each dtype a stage computes in
   const std::vector<size_t> resident_schedules_, streamed_schedules_;  // schedules_for each
   std::vector<ShapeInfo> infos_;
@@ -225,7 +274,17 @@ ShapeInfo AutoPlanner::describe_shape(const Shape& shape, bool choose_cores) con
     return static_cast<int>(names.size() - 1);
   };
   for (DeviceId d : shape) info.specs.push_back(&hw_.device(d));  // InputError for an unknown device
-  info.splits = core_splits(shape, hw_, choose_cores);
+  for (const std::vector<int>& cores : core_splits(shape, hw_, choose_cores)) {
+    for (const std::vector<int>& lanes : lane_splits(shape, cores, hw_, choose_lanes_)) {
+      info.splits.push_back(cores);
+      info.lanes.push_back(lanes);
+      const auto seen = std::find(info.lane_sets.begin(), info.lane_sets.end(), lanes);
+      info.lane_set_of.push_back(static_cast<size_t>(seen - info.lane_sets.begin()));
+      if (seen == info.lane_sets.end()) info.lane_sets.push_back(lanes);
+      const int most = *std::max_element(lanes.begin(), lanes.end());
+      if (std::find(info.groups.begin(), info.groups.end(), most) == info.groups.end()) info.groups.push_back(most);
+    }
+  }
   for (const auto& split : info.splits) {
     std::vector<int> ids;
     for (size_t s = 0; s < shape.size(); ++s) {
@@ -254,9 +313,14 @@ ShapeInfo AutoPlanner::describe_shape(const Shape& shape, bool choose_cores) con
     info.has_own_memory_stage = info.has_own_memory_stage || d.has_own_memory();
   }
   for (size_t b = 0; b + 1 < shape.size(); ++b) info.boundary.push_back(boundary_dtype(info.compute[b], info.compute[b + 1]));
-  for (ScheduleKind kind : schedules_) {
+  for (int group : info.groups) {
     info.in_flight.emplace_back();
-    for (int m : counts_) info.in_flight.back().push_back(make_schedule(kind, static_cast<int>(shape.size()), m).in_flight());
+    for (ScheduleKind kind : schedules_) {
+      info.in_flight.back().emplace_back();
+      for (int m : counts_) {
+        info.in_flight.back().back().push_back(make_schedule(kind, static_cast<int>(shape.size()), m, group).in_flight());
+      }
+    }
   }
   return info;
 }
@@ -292,10 +356,11 @@ void AutoPlanner::enumerate_cut(size_t shape_index, const std::vector<int64_t>& 
   transfers.resources = static_cast<size_t>(info.num_resources);
   for (size_t b = 0; b + 1 < num_stages; ++b) {
     const double bytes = static_cast<double>(boundary_bytes[b]) * tokens_;
-    for (const auto& [link, resource] : {std::pair{info.forward_spec[b], info.forward_link[b]},
-                                         std::pair{info.backward_spec[b], info.backward_link[b]}}) {
+    const DeviceId a = info.devices[b], z = info.devices[b + 1];
+    for (const auto& [link, resource, from, to] : {std::tuple{info.forward_spec[b], info.forward_link[b], a, z},
+                                                   std::tuple{info.backward_spec[b], info.backward_link[b], z, a}}) {
       if (link == nullptr) continue;
-      const double t = link_seconds(*link, bytes);
+      const double t = boundary_copy_seconds(hw_, from, to, bytes);
       transfers.trip += t;
       transfers.per_micro_batch_work[static_cast<size_t>(resource)] += t;
     }
@@ -309,9 +374,14 @@ void AutoPlanner::enumerate_cut(size_t shape_index, const std::vector<int64_t>& 
     result_.candidates += static_cast<int64_t>(checkpointing * schedules * counts_.size() * info.splits.size());
     for (bool ckpt : checkpointing_) {
       if (homes.streamed && !ckpt) continue;  // a streamed stage recomputes its layers in backward
-      const OptionList fitting = fitting_options(info, ranges, boundary_bytes, ckpt, homes);
-      if (fitting.empty()) continue;
+      // Memory depends on the lanes, not on the cores.
+      std::vector<OptionList> fitting_by_lanes;
+      for (const std::vector<int>& lanes : info.lane_sets) {
+        fitting_by_lanes.push_back(fitting_options(info, ranges, boundary_bytes, ckpt, homes, lanes));
+      }
       for (size_t split = 0; split < info.splits.size(); ++split) {
+        const OptionList& fitting = fitting_by_lanes[info.lane_set_of[split]];
+        if (fitting.empty()) continue;
         const Bound bound = bound_of(info, split, last, ckpt, homes, transfers);
         for (const auto& [kind, count] : fitting) {
           ++result_.feasible;
@@ -355,8 +425,9 @@ std::vector<size_t> AutoPlanner::schedules_for(bool streamed) const {
 // Which (schedule, micro-batch count) fit every budget for these stage ranges: the estimate's own
 // stage formula, rings and device tally. Memory does not depend on the core split.
 OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector<RangeCosts>& ranges,
-                                        const std::vector<int64_t>& boundary_bytes, bool checkpointing,
-                                        Homes homes) const {
+                                        const std::vector<int64_t>& boundary_bytes, bool checkpointing, Homes homes,
+                                        const std::vector<int>& lanes) const {
+  const size_t group = info.group_index(lanes);
   const int num_stages = static_cast<int>(info.devices.size());
   const int64_t tokens = base_.micro_batch_size * model_.config.seq_len;
   OptionList fitting;
@@ -375,7 +446,7 @@ OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector
   };
   for (size_t kind : allowed_schedules(homes.streamed)) {
     for (size_t count = 0; count < counts_.size(); ++count) {
-      const std::vector<int>& in_flight = info.in_flight[kind][count];
+      const std::vector<int>& in_flight = info.in_flight[group][kind][count];
       const auto seen = std::find_if(checked.begin(), checked.end(), [&](const auto& c) {
         return c.second ? at_most(in_flight, *c.first) : at_most(*c.first, in_flight);
       });
@@ -396,7 +467,7 @@ OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector
         const size_t i = static_cast<size_t>(s);
         const Placement place = info.placement(i, homes.in_ram, homes.streamed);
         const StageMemory mem = estimate_stage(ranges[i], model_.config, *info.specs[i], hw_.device(place.optimizer),
-                                               place.streamed(), in_flight[i], pinned[i], po);
+                                               place.streamed(), in_flight[i], pinned[i], po, lanes[i]);
         tally_stage(tally, mem, info.devices[i], place.optimizer);
       }
       checked.emplace_back(&in_flight, tally.fits());
@@ -414,12 +485,15 @@ Bound AutoPlanner::bound_of(const ShapeInfo& info, size_t split, const std::vect
   for (size_t st = 0; st < info.devices.size(); ++st) {
     const DeviceSpec& dev = *info.specs[st];
     const int cores = info.splits[split][st];
+    const int lanes = info.lanes[split][st];
     const int64_t first = st == 0 ? kEmbedLayer : last[st - 1] + 1;
     const Placement place = info.placement(st, homes.in_ram, homes.streamed);
     const StageTiming t =
-        timer_.time(place, cores > 0 ? cores : dev.cores, first, last[st], checkpointing, /*per_layer=*/false);
-    const double seconds = t.forward_seconds + t.backward_seconds;
-    bound.per_micro_batch_work[static_cast<size_t>(info.resource[split][st])] += seconds;
+        timer_.time(place, (cores > 0 ? cores : dev.cores) / lanes, first, last[st], checkpointing, /*per_layer=*/false);
+    double seconds = t.forward_seconds + t.backward_seconds;
+    if (lanes > 1) seconds += static_cast<double>(lanes - 1) * timer_.lane_add_seconds(first, last[st]);
+    // A stage with lanes runs `lanes` micro-batches in one op's time.
+    bound.per_micro_batch_work[static_cast<size_t>(info.resource[split][st])] += seconds / lanes;
     bound.trip += seconds;
     bound.phase += t.norm_seconds + t.optimizer_seconds;
     if (place.streamed()) {
@@ -455,7 +529,7 @@ Plan AutoPlanner::simulate(const Candidate& c) const {
   po.micro_batches = c.micro_batches;
   po.checkpointing = c.checkpointing != 0;
   const std::vector<int64_t> last(c.last.begin(), c.last.begin() + static_cast<int64_t>(info.devices.size()));
-  StageMap map = make_stage_map(info.devices, last, info.splits[c.split]);
+  StageMap map = make_stage_map(info.devices, last, info.splits[c.split], info.lanes[c.split]);
   for (size_t s = 0; s < map.stages.size(); ++s) {
     const Placement place = info.placement(s, c.optimizer_in_ram != 0, c.streamed != 0);
     if (place.optimizer != place.compute) map.stages[s].optimizer = place.optimizer;

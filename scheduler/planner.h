@@ -41,6 +41,7 @@ struct PlannerChoices {
   // then lives in RAM and the schedule is layer-major). Default: both.
   std::vector<bool> weights_streamed;
   bool choose_cores = true;             // try giving CPU stages their own cores
+  bool choose_lanes = true;             // try splitting a CPU stage's cores into lanes (memory/stage_map.h)
   int runners_up = 3;
 };
 
@@ -50,6 +51,12 @@ std::vector<Shape> default_shapes(const HardwareSpec& hardware);
 // The core splits plan_auto tries for a shape: all CPU stages sharing the CPU, and (when `choose`
 // and there are two or more CPU stages) every split of all its cores among them.
 std::vector<std::vector<int>> core_splits(const Shape& shape, const HardwareSpec& hardware, bool choose);
+
+// The lanes plan_auto tries for a shape and one of its core splits: per CPU stage that has its cores
+// alone (its own, or the whole pool), every lane count that divides them; combined over the stages
+// where each count divides the largest. The first entry is all 1 (no lanes); only it without `choose`.
+std::vector<std::vector<int>> lane_splits(const Shape& shape, const std::vector<int>& cores, const HardwareSpec& hardware,
+                                          bool choose);
 
 // "cpu,cuda:0,cpu" as a shape; InputError naming a device that is not one.
 Shape parse_shape(const std::vector<std::string>& names);

@@ -31,13 +31,23 @@ std::vector<int> Schedule::in_flight() const {
   return out;
 }
 
-Schedule make_schedule(ScheduleKind kind, int num_stages, int num_micro_batches) {
+Schedule make_schedule(ScheduleKind kind, int num_stages, int num_micro_batches, int group) {
   if (num_stages < 1) throw InputError("a schedule needs at least 1 stage, got " + std::to_string(num_stages));
   if (num_micro_batches < 1) {
     throw InputError("a schedule needs at least 1 micro-batch, got " + std::to_string(num_micro_batches));
   }
-  Schedule schedule{kind, num_stages, num_micro_batches, {}};
-  for (int s = 0; s < num_stages; ++s) schedule.stages.push_back(kind.def().stage_ops(s, num_stages, num_micro_batches));
+  if (group < 1) throw InputError("a schedule's micro-batch group is at least 1, got " + std::to_string(group));
+  Schedule schedule{kind, num_stages, num_micro_batches, {}, group};
+  const int groups = (num_micro_batches + group - 1) / group;
+  for (int s = 0; s < num_stages; ++s) {
+    std::vector<Op> ops;
+    for (const Op& op : kind.def().stage_ops(s, num_stages, groups)) {
+      for (int k = op.micro_batch * group; k < std::min(num_micro_batches, (op.micro_batch + 1) * group); ++k) {
+        ops.push_back({op.kind, k});
+      }
+    }
+    schedule.stages.push_back(std::move(ops));
+  }
   return schedule;
 }
 

@@ -65,12 +65,18 @@ struct Schedule {
   int num_stages;
   int num_micro_batches;
   std::vector<std::vector<Op>> stages;  // stages[s] = ordered ops of stage s
+  int group = 1;  // micro-batches that move together (make_schedule)
   // Per stage, the most micro-batches whose forward ran and whose backward has not.
   std::vector<int> in_flight() const;
 };
 
 // Throws InputError when num_stages or num_micro_batches is below 1.
-Schedule make_schedule(ScheduleKind kind, int num_stages, int num_micro_batches);
+// With group g > 1 the schedule is made for ceil(M / g) groups of g consecutive micro-batches (the
+// last may be smaller) and each op on a group becomes its micro-batches' ops in order: a stage with
+// g lanes (memory/stage_map.h) then always has g of them to compute at once. 1F1B with g = 2 on
+// one stage: F0 F1 B0 B1 F2 F3 B2 B3. Any schedule stays deadlock-free so, since running a group's
+// ops one after another is running the group's op.
+Schedule make_schedule(ScheduleKind kind, int num_stages, int num_micro_batches, int group = 1);
 
 // Most micro-batches whose forward ran and whose backward has not, over the op list.
 int max_in_flight(const std::vector<Op>& ops);

@@ -92,11 +92,12 @@ SimResult simulate(const Schedule& schedule, const std::vector<StageTiming>& sta
     if (kind == EventKind::kSendActivation) input_ready[from + 1][k] = at;
     else grad_ready[from - 1][k] = at;
   };
+  // share: the part of the resource the event takes (a lane's 1 / lanes).
   auto record = [&](EventKind kind, int stage, int k, const std::string& resource, double start, double end,
-                    int layer = -1) {
+                    int layer = -1, double share = 1.0) {
     result.events.push_back({kind, stage, k, resource, start, end, layer});
     resource_free[resource] = std::max(resource_free[resource], end);
-    busy[resource] += end - start;
+    busy[resource] += (end - start) * share;
   };
   // Stage s's output of micro-batch k, ready at `at`, on its way to the next stage (forward) or the
   // previous one (backward): handed over, or queued for its copy engine.
@@ -153,6 +154,33 @@ SimResult simulate(const Schedule& schedule, const std::vector<StageTiming>& sta
     }
   };
 
+  // A stage with lanes: the next run of up to `lanes` ops of one kind, and when all their inputs are there.
+  auto wave_of = [&](int s) {
+    const std::vector<Op>& ops = schedule.stages[s];
+    const OpKind kind = ops[next[s]].kind;
+    size_t end = next[s];
+    double ready = 0.0;
+    while (end < ops.size() && ops[end].kind == kind && end - next[s] < static_cast<size_t>(stages[s].lanes)) {
+      const auto& inputs = kind == OpKind::kForward ? input_ready[s] : grad_ready[s];
+      ready = std::max(ready, inputs[static_cast<size_t>(ops[end].micro_batch)]);
+      ++end;
+    }
+    return std::pair{end, ready};
+  };
+  auto run_wave = [&](int s, double start) {
+    const size_t end = wave_of(s).first;
+    const bool forward = schedule.stages[s][next[s]].kind == OpKind::kForward;
+    const double finish = start + (forward ? stages[s].forward_seconds : stages[s].backward_seconds);
+    const double share = 1.0 / static_cast<double>(stages[s].lanes);
+    for (; next[s] < end; ++next[s], --remaining) {
+      const int k = schedule.stages[s][next[s]].micro_batch;
+      record(forward ? EventKind::kForward : EventKind::kBackward, s, k, stages[s].resource, start, finish, -1, share);
+      if (forward && s == num_stages - 1) grad_ready[s][k] = finish;
+      send(s, forward, k, finish);
+    }
+    stage_free[s] = finish;
+  };
+
   while (remaining > 0 || !pending.empty()) {
     // The op or transfer that can start first.
     double best_start = kNever;
@@ -163,8 +191,9 @@ SimResult simulate(const Schedule& schedule, const std::vector<StageTiming>& sta
       const Op& op = schedule.stages[s][next[s]];
       const auto& inputs = op.kind == OpKind::kForward ? input_ready[s] : grad_ready[s];
       // A streamed stage's block waits for all M of its inputs; any other op for its own.
-      const double ready = stages[s].is_streamed() ? *std::max_element(inputs.begin(), inputs.end())
-                                                   : inputs[static_cast<size_t>(op.micro_batch)];
+      const double ready = stages[s].is_streamed()  ? *std::max_element(inputs.begin(), inputs.end())
+                           : stages[s].lanes > 1    ? wave_of(s).second
+                                                    : inputs[static_cast<size_t>(op.micro_batch)];
       if (ready == kNever) continue;
       double start = std::max({ready, stage_free[s], resource_free[stages[s].resource]});
       if (stages[s].is_streamed()) start = std::max(start, resource_free[stages[s].streamed.load_resource]);
@@ -195,6 +224,10 @@ SimResult simulate(const Schedule& schedule, const std::vector<StageTiming>& sta
       run_block(s, best_start);
       continue;
     }
+    if (stages[s].lanes > 1) {
+      run_wave(s, best_start);
+      continue;
+    }
     const Op op = schedule.stages[s][next[s]++];
     --remaining;
     const bool forward = op.kind == OpKind::kForward;
@@ -207,7 +240,9 @@ SimResult simulate(const Schedule& schedule, const std::vector<StageTiming>& sta
 
   double compute = 0.0;
   for (const SimEvent& e : result.events) {
-    if (e.kind == EventKind::kForward || e.kind == EventKind::kBackward) compute += e.end - e.start;
+    if (e.kind == EventKind::kForward || e.kind == EventKind::kBackward) {
+      compute += (e.end - e.start) / static_cast<double>(stages[static_cast<size_t>(e.stage)].lanes);
+    }
     result.pipeline_seconds = std::max(result.pipeline_seconds, e.end);
   }
   // The optimizer phase: the norm over every stage, then each stage's step, one after another.

@@ -10,6 +10,8 @@
 // A streamed stage (StageTiming::streamed) runs its forwards, then its backwards, as layer-major
 // blocks (streamed_block): a block starts once all its M inputs are there, and all M outputs leave
 // when it is done. Its copies occupy the copy engines and its layer steps the optimizer resource.
+// A stage with lanes runs waves of up to `lanes` ops of one kind at once (StageTiming::lanes); its
+// resource counts a wave's time once.
 // Then the optimizer phase, as the runtime orders it: once every stage's last backward is done,
 // each stage's share of the global gradient norm in turn, then each stage's optimizer step in turn
 // (no update may start before the norm is known: clipping needs it).
@@ -52,6 +54,11 @@ struct StageTiming {
   double optimizer_seconds = 0.0; // once per step: the stage's optimizer step
   double norm_seconds = 0.0;      // once per step: its share of the global gradient norm
   std::string resource;           // "cpu" (shared pool), "cpu[1]" (own cores), "cuda:0"
+  // A CPU stage with lanes (memory/stage_map.h) runs up to `lanes` consecutive ops of one kind at
+  // once, one per lane, as a wave: it starts once all their inputs are there, takes one op's time
+  // (forward_seconds is then one lane's, on its share of the cores), and all its outputs leave at
+  // its end. backward_seconds then includes the lanes' gradients added in turn.
+  int lanes = 1;
   StreamedTiming streamed;        // layers empty: the stage's weights are resident
   bool is_streamed() const { return !streamed.layers.empty(); }
 };

@@ -20,7 +20,30 @@ Stage::Stage(const ModelConfig& model, int64_t first, int64_t last, uint64_t see
   layers_->train();
   params_ = layers_->parameters();
   optimizer_->bind();
+  // Each other lane: the same layers, whose parameters share the stage's storage (an update of the
+  // stage's weights is theirs) but are leaves of their own, so their gradients stay apart.
+  for (int lane = 1; lane < options_.lanes; ++lane) {
+    LayerRange copy(with_dtype(model, compute), first, last, seed);
+    copy->to(options_.device, compute_);
+    copy->train();
+    std::vector<torch::Tensor> params = copy->parameters();
+    if (params.size() != params_.size()) throw std::logic_error("a lane's layers differ from the stage's");
+    for (size_t i = 0; i < params.size(); ++i) params[i].set_data(params_[i]);
+    other_lanes_.push_back(copy);
+    other_lane_params_.push_back(std::move(params));
+  }
 }
+
+LayerRange& Stage::lane_layers(int k) {
+  const int lane = k % options_.lanes;
+  return lane == 0 ? layers_ : other_lanes_[static_cast<size_t>(lane - 1)];
+}
+
+void Stage::keep(int k, Saved saved) {
+  const std::lock_guard<std::mutex> lock(stash_mutex_);
+  stash_[k] = std::move(saved);
+}
+
 
 Stage::~Stage() = default;
 
@@ -32,6 +55,7 @@ torch::Tensor Stage::prepare_input(const torch::Tensor& input) const {
 }
 
 Stage::Saved Stage::take(int k) {
+  const std::lock_guard<std::mutex> lock(stash_mutex_);
   auto it = stash_.find(k);
   if (it == stash_.end()) {
     throw std::logic_error("stage " + std::to_string(first_) + ".." + std::to_string(last_) + ": backward of micro-batch " +
@@ -47,13 +71,14 @@ torch::Tensor Stage::forward(int k, const torch::Tensor& input) {
   Saved saved;
   saved.input = prepare_input(input);
   torch::Tensor output;
+  LayerRange& layers = lane_layers(k);
   if (options_.checkpointing) {
-    output = forward_keeping_layer_inputs(saved);
+    output = forward_keeping_layer_inputs(layers, saved);
   } else {
-    saved.output = layers_->forward(saved.input);
+    saved.output = layers->forward(saved.input);
     output = saved.output.detach();
   }
-  stash_[k] = std::move(saved);
+  keep(k, std::move(saved));
   return output;
 }
 
@@ -64,22 +89,23 @@ double Stage::forward_loss(int k, const torch::Tensor& input, const torch::Tenso
   saved.targets = targets;
   saved.loss_divisor = loss_divisor;
   double value = 0.0;
+  LayerRange& layers = lane_layers(k);
   if (options_.checkpointing) {
     torch::NoGradGuard no_grad;
-    value = lm_loss(forward_keeping_layer_inputs(saved), targets).item<double>();
+    value = lm_loss(forward_keeping_layer_inputs(layers, saved), targets).item<double>();
   } else {
-    const torch::Tensor loss = lm_loss(layers_->forward(saved.input), targets);
+    const torch::Tensor loss = lm_loss(layers->forward(saved.input), targets);
     value = loss.item<double>();
     saved.output = loss / loss_divisor;
   }
-  stash_[k] = std::move(saved);
+  keep(k, std::move(saved));
   return value;
 }
 
-torch::Tensor Stage::forward_keeping_layer_inputs(Saved& saved) {
+torch::Tensor Stage::forward_keeping_layer_inputs(LayerRange& layers, Saved& saved) {
   torch::NoGradGuard no_grad;
   torch::Tensor x = saved.input;
-  for (const auto& layer : layers_->layers()) {
+  for (const auto& layer : layers->layers()) {
     saved.layer_inputs.push_back(x.detach());
     x = layer->forward(x);
   }
@@ -87,6 +113,43 @@ torch::Tensor Stage::forward_keeping_layer_inputs(Saved& saved) {
 }
 
 torch::Tensor Stage::backward(int k, const torch::Tensor& grad_output) {
+  if (options_.lanes == 1) return differentiate(k, grad_output);
+  const int lane = k % options_.lanes;
+  if (lane == 0) {
+    // Lane 0's layers are the stage's: its gradient adds into the sum in place, as the reference
+    // trainer's accumulation does, while every earlier micro-batch's is already there.
+    std::unique_lock<std::mutex> lock(lane_mutex_);
+    if (next_to_add_ != k) {
+      throw std::logic_error("stage " + std::to_string(first_) + ".." + std::to_string(last_) + ": backward of micro-batch " +
+                             std::to_string(k) + " on lane 0 while micro-batch " + std::to_string(next_to_add_) +
+                             "'s gradient is not summed yet");
+    }
+  }
+  torch::Tensor grad_input = differentiate(k, grad_output);
+  std::unique_lock<std::mutex> lock(lane_mutex_);
+  lane_added_.wait(lock, [&] { return next_to_add_ == k; });
+  if (lane > 0) {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor>& params = other_lane_params_[static_cast<size_t>(lane - 1)];
+    for (size_t i = 0; i < params.size(); ++i) {
+      torch::Tensor& lane_grad = params[i].mutable_grad();
+      if (!lane_grad.defined()) continue;
+      torch::Tensor& grad = params_[i].mutable_grad();
+      if (grad.defined()) {
+        grad.add_(lane_grad);
+      } else {
+        grad = lane_grad.clone();
+      }
+      lane_grad.zero_();
+    }
+  }
+  ++next_to_add_;
+  lock.unlock();
+  lane_added_.notify_all();
+  return grad_input;
+}
+
+torch::Tensor Stage::differentiate(int k, const torch::Tensor& grad_output) {
   Saved saved = take(k);
   if (!is_last() && !grad_output.defined()) throw std::logic_error("backward of a middle stage without an output gradient");
   if (saved.output.defined()) {
@@ -96,7 +159,7 @@ torch::Tensor Stage::backward(int k, const torch::Tensor& grad_output) {
   }
   // Checkpointing: recompute one layer at a time from its kept input, last layer first, and carry
   // the gradient down; only that layer's activations exist at once.
-  const auto& layers = layers_->layers();
+  const auto& layers = lane_layers(k)->layers();
   torch::Tensor grad = grad_output;
   for (size_t i = layers.size(); i-- > 0;) {
     const bool token_ids = first_ + static_cast<int64_t>(i) == kEmbedLayer;
@@ -118,17 +181,38 @@ torch::Tensor Stage::infer(const torch::Tensor& input) {
   return layers_->forward(is_first() ? input : input.to(compute_));
 }
 
-void Stage::zero_grad() { optimizer_->zero_grad(); }
+void Stage::zero_grad() {
+  optimizer_->zero_grad();
+  {
+    const std::lock_guard<std::mutex> lock(lane_mutex_);
+    next_to_add_ = 0;
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& params : other_lane_params_) {
+    for (torch::Tensor& p : params) {
+      if (p.grad().defined()) p.mutable_grad().zero_();
+    }
+  }
+}
 
 double Stage::grad_squared_norm() const { return pipetrain::grad_squared_norm(params_); }
 
 std::optional<std::string> Stage::first_non_finite_gradient() const {
-  return pipetrain::first_non_finite_gradient(layers_, model_);
+  if (auto where = pipetrain::first_non_finite_gradient(layers_, model_)) return where;
+  for (const LayerRange& lane : other_lanes_) {
+    if (auto where = pipetrain::first_non_finite_gradient(lane, model_)) return where;
+  }
+  return std::nullopt;
 }
 
 void Stage::step(double lr, double grad_scale) { optimizer_->step(lr, grad_scale); }
 
-void Stage::clear_stash() { stash_.clear(); }
+void Stage::clear_stash() {
+  const std::lock_guard<std::mutex> lock(stash_mutex_);
+  stash_.clear();
+  const std::lock_guard<std::mutex> lanes(lane_mutex_);
+  next_to_add_ = 0;
+}
 
 std::vector<torch::Tensor> Stage::parameters() const { return params_; }
 

@@ -13,6 +13,13 @@
 // last layer first, and differentiates it: one extra forward per micro-batch, and only one layer's
 // activations exist at once (memory/estimate.h has the formula).
 //
+// With lanes, forward/forward_loss/backward may be called from several threads at once for
+// micro-batches of different lanes. Lane 0 computes with the stage's own layers; lanes 1..L-1 with
+// layers that share their weights but keep gradients apart. The sum over micro-batches stays the
+// reference's, bit for bit: backwards arrive in ascending micro-batch order in waves of L (micro-batch
+// k on lane k mod L), lane 0's gradient accumulates in place, and lane j's is added right after
+// micro-batch k - 1's is in (it waits for it), then zeroed.
+//
 // Its optimizer (stages/stage_optimizer.h) keeps float32 master weights when the stage computes in
 // 16 bits or keeps its optimizer apart from its device.
 //
@@ -26,6 +33,8 @@
 
 #include <map>
 #include <memory>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -44,6 +53,9 @@ struct StageOptions {
   std::optional<Dtype> compute;               // what the layers compute in; default: the model's dtype
   std::optional<torch::Device> optimizer_home;  // where the optimizer's state lives; default: `device`
   int optimizer_threads = 1;                  // the fused CPU AdamW's threads
+  // Micro-batches computed at once (memory/stage_map.h lanes): micro-batch k runs on lane k mod
+  // lanes, whose layers share the stage's weights but keep gradients of their own.
+  int lanes = 1;
 };
 
 class Stage {
@@ -75,6 +87,7 @@ class Stage {
   torch::Tensor infer(const torch::Tensor& input);
 
   void zero_grad();
+  int lanes() const { return options_.lanes; }
   double grad_squared_norm() const;  // Σ ||grad||² over this stage's parameters, in float64
   // The first of its parameters whose gradient is not finite: "block 3 (fc_in.weight)".
   std::optional<std::string> first_non_finite_gradient() const;
@@ -106,8 +119,13 @@ class Stage {
   // Layer `layer`'s parameters by name, as its optimizer knows them.
   NamedParameters named_layer_parameters(int64_t layer) const;
   torch::Tensor prepare_input(const torch::Tensor& input) const;
-  torch::Tensor forward_keeping_layer_inputs(Saved& saved);
+  torch::Tensor forward_keeping_layer_inputs(LayerRange& layers, Saved& saved);
   Saved take(int k);
+  void keep(int k, Saved saved);
+  // The backward of micro-batch k on its lane's layers, its gradients left where they accumulate.
+  torch::Tensor differentiate(int k, const torch::Tensor& grad_output);
+  // The layers micro-batch k computes with: lane k mod lanes.
+  LayerRange& lane_layers(int k);
 
   int64_t first_;
   int64_t last_;
@@ -118,6 +136,12 @@ class Stage {
   torch::Dtype compute_;
   std::unique_ptr<StageOptimizer> optimizer_;
   std::map<int, Saved> stash_;
+  std::mutex stash_mutex_;  // lanes stash and take at once
+  std::vector<LayerRange> other_lanes_;  // lanes 1..L-1: layers whose parameters alias layers_'
+  std::vector<std::vector<torch::Tensor>> other_lane_params_;
+  std::mutex lane_mutex_;
+  std::condition_variable lane_added_;
+  int next_to_add_ = 0;  // every micro-batch below it is in the stage's gradients
 };
 
 }  // namespace pipetrain

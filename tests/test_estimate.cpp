@@ -71,6 +71,19 @@ TEST_CASE("stage map validation names the layers") {
   homes.stages[0].weights.reset();
   homes.stages[1].weights = kGpu;  // stated, and the same as the compute device: fine
   validate_stage_map(homes, m, hw);
+  // Lanes split a cpu stage's cores (its own, or a pool it has alone) into equal shares, and divide
+  // the largest lane count (micro-batches move in groups of it).
+  validate_stage_map(make_stage_map({kCpu, kCpu}, {2, 5}, {2, 2}, {2, 1}), m, hw);
+  validate_stage_map(make_stage_map({kCpu}, {5}, {}, {4}), m, hw);
+  check(make_stage_map({kCpu, kGpu}, {2, 5}, {}, {1, 2}), "gives lanes to a cuda:0 stage");
+  check(make_stage_map({kCpu, kCpu}, {2, 5}, {3, 1}, {2, 1}), "lanes = 2 on cores = 3; each lane gets an equal share");
+  check(make_stage_map({kCpu, kCpu}, {2, 5}, {}, {2, 1}), "shares its cores with 1 other cpu stage(s)");
+  check(make_stage_map({kCpu}, {5}, {}, {3}), "lanes = 3 on the 4 cores no stage owns");
+  check(make_stage_map({kCpu, kCpu}, {2, 5}, {2, 2}, {2, 0}), "stage 1 has lanes = 0; must be >= 1");
+  validate_stage_map(make_stage_map({kCpu, kCpu, kCpu}, {1, 2, 5}, {1, 1, 2}, {1, 1, 2}), m, hw);
+  const HardwareSpec eight = cpu_only_box(8);
+  CHECK_THROWS_WITH_AS(validate_stage_map(make_stage_map({kCpu, kCpu}, {2, 5}, {2, 6}, {2, 3}), m, eight),
+                       doctest::Contains("stage 0 has lanes = 2, which does not divide another stage's 3"), InputError);
 }
 
 // A streamed stage holds on its GPU a window of window_layers layers' weights and two layers'
@@ -136,6 +149,27 @@ TEST_CASE("weights, gradients and optimizer bytes are exact") {
   CHECK(estimate(describe_model(m), hw, map, o).stages[1].optimizer == 0);
   o.optimizer.momentum = 0.9;
   CHECK(estimate(describe_model(m), hw, map, o).stages[1].optimizer == 4 * p1);
+}
+
+// A stage with lanes keeps a set of gradients per lane and runs an op per lane at once (their
+// transient activations too); what it holds between forward and backward is its op list's.
+TEST_CASE("a stage with lanes: gradients and running activations per lane") {
+  const ModelConfig m = small_model(4);
+  const ModelDesc desc = describe_model(m);
+  const HardwareSpec hw = cpu_only_box(4);
+  PlanOptions o;
+  o.micro_batches = 4;
+  const MemoryEstimate one = estimate(desc, hw, make_stage_map({kCpu}, {5}), o);
+  const StageMap laned = make_stage_map({kCpu}, {5}, {}, {2});
+  const MemoryEstimate two = estimate_memory(desc, hw, laned, make_schedule(o.schedule, 1, 4, 2).in_flight(), o);
+  const RangeCosts r = LayerPrefix(desc).range(0, 5);
+  const int64_t tokens = o.micro_batch_size * m.seq_len;
+  CHECK(two.stages[0].grads == 2 * one.stages[0].grads);
+  CHECK(two.stages[0].weights == one.stages[0].weights);
+  CHECK(one.stages[0].in_flight == 1);
+  CHECK(two.stages[0].in_flight == 2);
+  CHECK(two.stages[0].activations ==
+        2 * tokens * r.saved_bytes_per_token + 2 * tokens * r.max_transient_bytes_per_token + r.max_transient_bytes_fixed);
 }
 
 // Activations follow the schedule: GPipe holds M micro-batches, 1F1B min(M, S - s); checkpointing

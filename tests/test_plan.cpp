@@ -118,7 +118,7 @@ TEST_CASE("stage maps from YAML") {
   ModelConfig m;
   m.num_layers = 8;
   const StageMap map = parse_stage_map(
-      YAML::Load("- {device: cpu, layers: [embed, 1]}\n- {device: cuda:0, layers: [2, 6]}\n- {device: cpu, layers: [7, head], cores: 2}\n"),
+      YAML::Load("- {device: cpu, layers: [embed, 1]}\n- {device: cuda:0, layers: [2, 6]}\n- {device: cpu, layers: [7, head], cores: 2, lanes: 2}\n"),
       m, "map.yaml");
   REQUIRE(map.num_stages() == 3);
   CHECK(map.stages[0].first == 0);
@@ -126,6 +126,10 @@ TEST_CASE("stage maps from YAML") {
   CHECK(map.stages[1].first == 3);
   CHECK(map.stages[2].last == 9);
   CHECK(map.stages[2].cores == 2);
+  CHECK(map.stages[2].lanes == 2);
+  CHECK(map.stages[0].lanes == 1);
+  CHECK_THROWS_WITH_AS(parse_stage_map(YAML::Load("- {device: cpu, layers: [embed, head], lanes: 0}\n"), m, "map.yaml"),
+                       doctest::Contains("map.yaml: stages[0].lanes = 0 is not a lane count"), InputError);
   CHECK_THROWS_WITH_AS(parse_stage_map(YAML::Load("- {device: cpu, layers: [embed]}\n"), m, "map.yaml"),
                        doctest::Contains("stages[0].layers must be [first, last]"), InputError);
   CHECK_THROWS_WITH_AS(parse_stage_map(YAML::Load("- {device: cpu, layers: [embed, 9]}\n"), m, "map.yaml"),

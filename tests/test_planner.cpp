@@ -66,6 +66,64 @@ TEST_CASE("two CPU stages sharing cores run slower than on their own cores") {
   CHECK(shared.step_seconds > own.step_seconds);
 }
 
+// A stage with lanes runs a wave of `lanes` ops at once in one op's time: one stage, two lanes, 1F1B
+// over groups of 2 takes M / 2 waves of f + b; an odd M a last wave of one. Its resource counts a
+// wave once (utilisation 1, bubble 0); beside a stage without lanes the waves pipeline.
+TEST_CASE("a stage with lanes runs its ops in waves") {
+  std::vector<StageTiming> one = equal_stages(1, 1.0, 2.0);
+  one[0].lanes = 2;
+  const SimResult r = simulate(make_schedule(ScheduleKind::named("1f1b"), 1, 8, 2), one, {}, 1000);
+  CHECK(r.step_seconds == doctest::Approx(4 * 3.0));
+  CHECK(r.utilisation.at("r0") == doctest::Approx(1.0));
+  CHECK(r.bubble_fraction == doctest::Approx(0.0));
+  CHECK(simulate(make_schedule(ScheduleKind::named("1f1b"), 1, 5, 2), one, {}, 1).step_seconds == doctest::Approx(3 * 3.0));
+  // Stage 0 with two lanes at half the rate (2, 4), stage 1 alone (1, 2): equal throughput.
+  std::vector<StageTiming> two = equal_stages(2, 1.0, 2.0);
+  two[0] = {2.0, 4.0, 0.0, 0.0, "r0"};
+  two[0].lanes = 2;
+  const SimResult p = simulate(make_schedule(ScheduleKind::named("gpipe"), 2, 8, 2), two, {TransferTiming{}}, 1);
+  // GPipe: stage 0's forward waves end at 2, 4, 6, 8; stage 1 runs F6 and F7 from 8 to 10, its
+  // backwards from 10 to 26; stage 0's last wave (B6, B7) waits for B7 and ends at 26 + 4.
+  CHECK(p.pipeline_seconds == doctest::Approx(30.0));
+}
+
+// The cost model times a lane on its share of the cores and adds the lanes' gradient sums to the
+// backward.
+TEST_CASE("lanes in the cost model") {
+  const ModelConfig model = small_model(4);
+  const HardwareSpec hw = cpu_only_box(4);
+  const StageMap plain = make_stage_map({kCpu}, {5});
+  const StageMap laned = make_stage_map({kCpu}, {5}, {}, {4});
+  const auto a = stage_timings(model, hw, plain, PlanOptions{});
+  const auto b = stage_timings(model, hw, laned, PlanOptions{});
+  const double r1 = hw.cpu().flops_per_s_with(1), r4 = hw.cpu().flops_per_s_with(4);
+  CHECK(b[0].lanes == 4);
+  CHECK(b[0].forward_seconds == doctest::Approx(a[0].forward_seconds * r4 / r1));
+  const double add = lane_add_seconds(LayerPrefix(describe_model(model)).range(0, 5).params, hw.cpu(), PlanOptions{});
+  CHECK(add > 0.0);
+  CHECK(b[0].backward_seconds == doctest::Approx(a[0].backward_seconds * r4 / r1 + 3 * add));
+}
+
+// Into the GPU, a boundary's bytes are first copied into a pinned slot by the host: that memcpy is
+// charged on the same engine (read and written once over the CPU's bandwidth); out of the GPU, and
+// between two CPU stages, nothing of it.
+TEST_CASE("a copy into the GPU is charged its host memcpy") {
+  const HardwareSpec hw = cpu_gpu_box();
+  const LinkSpec& h2d = *hw.link(kCpu, kGpu);
+  const LinkSpec& d2h = *hw.link(kGpu, kCpu);
+  const double bytes = 64e6;
+  CHECK(boundary_copy_seconds(hw, kCpu, kGpu, bytes) ==
+        doctest::Approx(link_seconds(h2d, bytes) + 2.0 * bytes / hw.cpu().memory_bytes_per_s));
+  CHECK(boundary_copy_seconds(hw, kGpu, kCpu, bytes) == doctest::Approx(link_seconds(d2h, bytes)));
+  CHECK(boundary_copy_seconds(hw, kCpu, kCpu, bytes) == 0.0);
+  const ModelConfig model = small_model(4);
+  const PlanOptions o;
+  const TransferTiming t = transfer_timing(1000, model, hw, kCpu, kGpu, o);
+  const double boundary = 1000.0 * static_cast<double>(o.micro_batch_size * model.seq_len);
+  CHECK(t.forward_seconds == doctest::Approx(boundary_copy_seconds(hw, kCpu, kGpu, boundary)));
+  CHECK(t.backward_seconds == doctest::Approx(link_seconds(d2h, boundary)));
+}
+
 // Transfers run on their own copy engines: they delay a micro-batch but overlap other compute.
 TEST_CASE("transfers overlap compute") {
   const Schedule schedule = make_schedule(ScheduleKind::named("gpipe"), 2, 4);
@@ -225,11 +283,15 @@ double brute_force_best(const ModelDesc& model, const HardwareSpec& hw, const Pl
     std::function<void(int, int64_t)> cut = [&](int i, int64_t first) {
       if (i == s - 1) {
         last[i] = n - 1;
+        std::vector<std::pair<std::vector<int>, std::vector<int>>> cores_and_lanes;
         for (const auto& split : splits) {
+          for (const auto& lanes : lane_splits(shape, split, hw, choices.choose_lanes)) cores_and_lanes.emplace_back(split, lanes);
+        }
+        for (const auto& [split, lanes] : cores_and_lanes) {
           // GPU stages' optimizer where they compute, or in RAM; or weights and optimizer in RAM
           // (streamed, which runs layer-major only).
           for (int home : {0, 1, 2}) {
-            StageMap map = make_stage_map(shape, last, split);
+            StageMap map = make_stage_map(shape, last, split, lanes);
             for (StageSpec& st : map.stages) {
               if (home >= 1 && st.device.has_own_memory()) st.optimizer = DeviceId::cpu();
               if (home == 2 && st.device.has_own_memory()) st.weights = DeviceId::cpu();
@@ -327,6 +389,7 @@ TEST_CASE("a tie in predicted time goes to the plan with less memory") {
   one_stage.micro_batch_counts = {4};
   one_stage.checkpointing = {false};
   one_stage.optimizer_in_ram = {false};
+  one_stage.choose_lanes = false;
   const PlannerResult r = plan_auto(model, cpu_only_box(2), PlanOptions{}, one_stage);
   REQUIRE(r.plans.size() == 2);
   const Plan& first = r.plans[0];
@@ -440,6 +503,22 @@ TEST_CASE("assign_cores: owned cores, the shared pool, and BLAS threads") {
                                               (r0.forward_flops_per_token / cpu.flops_per_s_with(3))));
 }
 
+// A stage with lanes splits its cores into equal shares; OpenBLAS then gets one thread.
+TEST_CASE("assign_cores: lanes") {
+  const HardwareSpec hw = cpu_only_box(4);
+  const CoreAssignment one = assign_cores(make_stage_map({kCpu}, {5}, {}, {2}), hw);
+  CHECK(one.groups[0].lanes == 2);
+  CHECK(one.groups[0].lane_cpus(0) == std::vector<int>{0, 1});
+  CHECK(one.groups[0].lane_cpus(1) == std::vector<int>{2, 3});
+  CHECK(one.groups[0].intra_op_threads == 2);
+  CHECK(one.blas_threads == 1);
+  CHECK(describe_cores(one) == "stage 0 uses cores 0,1,2,3 in 2 lanes; OpenBLAS 1 thread");
+  const CoreAssignment mixed = assign_cores(make_stage_map({kCpu, kCpu}, {2, 5}, {3, 1}, {3, 1}), hw);
+  CHECK(mixed.groups[0].lane_cpus(2) == std::vector<int>{2});
+  CHECK(mixed.groups[0].intra_op_threads == 1);
+  CHECK(mixed.groups[1].lanes == 1);
+}
+
 // A shared stage needs a core no stage owns: refused with the numbers, by validation and assignment.
 TEST_CASE("a shared cpu stage left without cores is refused") {
   const HardwareSpec hw = cpu_only_box(2);
@@ -518,6 +597,47 @@ TEST_CASE("plan_auto with measured times equals brute force") {
   const double reference = brute_force_best(desc, hw, base, PlannerChoices{});
   CHECK(r.plans.front().predicted.step_seconds / r.plans.front().options.micro_batches ==
         doctest::Approx(reference).epsilon(1e-12));
+}
+
+// Where a stage's cores scale poorly (2 cores only 1.25x one), two lanes of one core each beat one
+// stage on both: the planner chooses them, and its answer is still the brute-force optimum. Lane
+// counts follow the cores: every divisor, for a stage alone on its cores.
+TEST_CASE("the planner chooses lanes when the profile says they are faster") {
+  const ModelConfig model = small_model(4);
+  PlanOptions base;
+  base.micro_batch_size = 2;
+  HardwareSpec hw = with_measured_times(model, 2);
+  for (LayerTimes& e : hw.measured.entries) {
+    if (e.cores != 2) continue;
+    const LayerTimes& one = hw.measured.entries.front();
+    for (size_t i = 0; i < e.forward_seconds.size(); ++i) {
+      e.forward_seconds[i] = one.forward_seconds[i] / 1.25;
+      e.backward_seconds[i] = one.backward_seconds[i] / 1.25;
+    }
+  }
+  const ModelDesc desc = describe_model(model);
+  PlannerChoices one_stage;
+  one_stage.shapes = {{kCpu}};
+  const PlannerResult r = plan_auto(desc, hw, base, one_stage);
+  REQUIRE(!r.plans.empty());
+  CHECK(r.plans.front().map.stages[0].lanes == 2);
+  CHECK(r.plans.front().cores.groups[0].lanes == 2);
+  PlannerChoices no_lanes = one_stage;
+  no_lanes.choose_lanes = false;
+  const PlannerResult plain = plan_auto(desc, hw, base, no_lanes);
+  CHECK(plain.plans.front().map.stages[0].lanes == 1);
+  CHECK(r.plans.front().predicted.tokens_per_s > 1.2 * plain.plans.front().predicted.tokens_per_s);
+  const PlannerResult any = plan_auto(desc, hw, base, PlannerChoices{});
+  CHECK(any.plans.front().predicted.step_seconds / any.plans.front().options.micro_batches ==
+        doctest::Approx(brute_force_best(desc, hw, base, PlannerChoices{})).epsilon(1e-12));
+
+  CHECK(lane_splits({kCpu}, {0}, cpu_only_box(4), true) == std::vector<std::vector<int>>{{1}, {2}, {4}});
+  CHECK(lane_splits({kCpu, kGpu, kCpu}, {0, 0, 0}, cpu_only_box(4), true).size() == 1);  // two stages share the pool
+  CHECK(lane_splits({kCpu, kCpu}, {2, 2}, cpu_only_box(4), true) ==
+        std::vector<std::vector<int>>{{1, 1}, {1, 2}, {2, 1}, {2, 2}});
+  CHECK(lane_splits({kCpu, kCpu}, {3, 2}, cpu_only_box(5), true) ==
+        std::vector<std::vector<int>>{{1, 1}, {1, 2}, {3, 1}});
+  CHECK(lane_splits({kCpu}, {0}, cpu_only_box(4), false).size() == 1);
 }
 
 // Measured times that do not fit the hardware are refused with the entry named.

@@ -81,6 +81,35 @@ TEST_CASE("schedules are complete and respect their in-flight limits") {
   }
 }
 
+// Micro-batches in groups (a stage with lanes computes a group's at once): each op on a group
+// becomes its micro-batches' ops in order; the last group may be smaller; in-flight counts grow by
+// the group; and a stage's backwards stay in micro-batch order, which lanes sum gradients in.
+TEST_CASE("schedules over groups of micro-batches") {
+  CHECK(format_ops(make_schedule(kOneFOneB, 1, 6, 2).stages[0]) == "F0 F1 B0 B1 F2 F3 B2 B3 F4 F5 B4 B5");
+  CHECK(format_ops(make_schedule(kOneFOneB, 1, 5, 2).stages[0]) == "F0 F1 B0 B1 F2 F3 B2 B3 F4 B4");
+  const Schedule two = make_schedule(kOneFOneB, 2, 6, 2);
+  CHECK(format_ops(two.stages[0]) == "F0 F1 F2 F3 B0 B1 F4 F5 B2 B3 B4 B5");
+  CHECK(format_ops(two.stages[1]) == "F0 F1 B0 B1 F2 F3 B2 B3 F4 F5 B4 B5");
+  CHECK(two.in_flight() == std::vector<int>{4, 2});
+  CHECK(two.group == 2);
+  CHECK(make_schedule(kGPipe, 2, 5, 4).stages[1] == make_schedule(kGPipe, 2, 5).stages[1]);
+  for (ScheduleKind kind : ScheduleKind::all()) {
+    for (int group : {1, 2, 3, 4}) {
+      for (int m = 1; m <= 9; ++m) {
+        const Schedule s = make_schedule(kind, 3, m, group);
+        for (const auto& ops : s.stages) {
+          REQUIRE(ops.size() == static_cast<size_t>(2 * m));
+          int next_backward = 0;
+          for (const Op& op : ops) {
+            if (op.kind == OpKind::kBackward) CHECK(op.micro_batch == next_backward++);
+          }
+        }
+      }
+    }
+  }
+  CHECK_THROWS_WITH_AS(make_schedule(kGPipe, 2, 4, 0), doctest::Contains("got 0"), InputError);
+}
+
 // Bad schedule requests are InputErrors naming the value; an unknown name lists the registered ones.
 TEST_CASE("bad schedule requests") {
   CHECK_THROWS_WITH_AS(make_schedule(kGPipe, 0, 4), doctest::Contains("got 0"), InputError);
@@ -110,20 +139,23 @@ TEST_CASE("bench enumerates every split, and caps evenly") {
   const HardwareSpec hw = testing::cpu_only_box(2);
   const DeviceId cpu = DeviceId::cpu();
   const SplitList all = every_split(model, hw, {{cpu}, {cpu, cpu}}, 0);
-  // 1 one-stage split; 3 boundaries x (shared, 1+1 cores) two-stage splits.
-  REQUIRE(all.total == 7);
-  REQUIRE(all.maps.size() == 7);
+  // 2 one-stage splits (both cores, or one lane per core); 3 boundaries x (shared, 1+1 cores)
+  // two-stage splits.
+  REQUIRE(all.total == 8);
+  REQUIRE(all.maps.size() == 8);
   CHECK(split_label(model, all.maps[0]) == "cpu embed..head");
-  CHECK(split_label(model, all.maps[1]) == "cpu embed | cpu block 0..head");
-  CHECK(split_label(model, all.maps[2]) == "cpu[1c] embed | cpu[1c] block 0..head");
-  CHECK(split_label(model, all.maps[6]) == "cpu[1c] embed..block 1 | cpu[1c] head");
+  CHECK(split_label(model, all.maps[1]) == "cpu(2 lanes) embed..head");
+  CHECK(split_label(model, all.maps[2]) == "cpu embed | cpu block 0..head");
+  CHECK(split_label(model, all.maps[3]) == "cpu[1c] embed | cpu[1c] block 0..head");
+  CHECK(split_label(model, all.maps[7]) == "cpu[1c] embed..block 1 | cpu[1c] head");
   const SplitList capped = every_split(model, hw, {{cpu}, {cpu, cpu}}, 3);
-  CHECK(capped.total == 7);
+  CHECK(capped.total == 8);
   REQUIRE(capped.maps.size() == 3);
   CHECK(split_label(model, capped.maps[0]) == split_label(model, all.maps[0]));
   CHECK(split_label(model, capped.maps[1]) == split_label(model, all.maps[3]));
-  CHECK(split_label(model, capped.maps[2]) == split_label(model, all.maps[6]));
-  CHECK(split_label(model, naive_version(all.maps[2])) == "cpu embed | cpu block 0..head");
+  CHECK(split_label(model, capped.maps[2]) == split_label(model, all.maps[7]));
+  CHECK(split_label(model, naive_version(all.maps[1])) == "cpu embed..head");
+  CHECK(split_label(model, naive_version(all.maps[3])) == "cpu embed | cpu block 0..head");
 }
 
 // Bench statistics: warm-up steps are left out, then the median; nothing left is an error.

@@ -302,6 +302,10 @@ StageMap parse_stage_map(const YAML::Node& node, const ModelConfig& model, const
     s.read_int("cores", cores);
     if (cores < 0 || cores > 100000) throw InputError(source + ": " + where + ".cores = " + std::to_string(cores) + " is not a core count");
     spec.cores = static_cast<int>(cores);
+    int64_t lanes = 1;
+    s.read_int("lanes", lanes);
+    if (lanes < 1 || lanes > 100000) throw InputError(source + ": " + where + ".lanes = " + std::to_string(lanes) + " is not a lane count (1 or more)");
+    spec.lanes = static_cast<int>(lanes);
     s.read_node("layers");
     s.read_string("weights", weights);
     s.read_string("optimizer", optimizer);

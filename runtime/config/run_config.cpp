@@ -432,6 +432,7 @@ std::string to_yaml(const RunConfig& run) {
           << "layers" << YAML::Value << YAML::Flow << YAML::BeginSeq << layer_ref(run.model, st.first)
           << layer_ref(run.model, st.last) << YAML::EndSeq;
       if (st.cores > 0) out << YAML::Key << "cores" << YAML::Value << st.cores;
+      if (st.lanes > 1) out << YAML::Key << "lanes" << YAML::Value << st.lanes;
       if (st.weights) out << YAML::Key << "weights" << YAML::Value << st.weights->name();
       if (st.optimizer) out << YAML::Key << "optimizer" << YAML::Value << st.optimizer->name();
       out << YAML::EndMap;

@@ -32,8 +32,8 @@ std::string prediction_line(const Plan& p) {
 std::string map_line(const ModelConfig& model, const StageMap& map) {
   std::string text;
   for (const StageSpec& st : map.stages) {
-    text += (text.empty() ? "" : " | ") + st.device.name() + (st.cores > 0 ? "(" + std::to_string(st.cores) + "c)" : "") + " " +
-            describe_range(model, st.first, st.last);
+    text += (text.empty() ? "" : " | ") + st.device.name() + (st.cores > 0 ? "(" + std::to_string(st.cores) + "c)" : "") +
+            (st.lanes > 1 ? "(" + std::to_string(st.lanes) + " lanes)" : "") + " " + describe_range(model, st.first, st.last);
   }
   return text;
 }
@@ -109,6 +109,7 @@ nlohmann::ordered_json stage_json(const ModelConfig& model, const Plan& p, size_
   const Placement place = st.placement();
   return {{"device", st.device.name()},
           {"cores", st.cores},
+          {"lanes", st.lanes},
           {"weights", place.weights.name()},
           {"optimizer_state", place.optimizer.name()},
           {"layers", {{"first", st.first}, {"last", st.last}, {"first_name", layer_name(model, st.first)},

@@ -45,7 +45,9 @@ std::string describe_stage(const ModelConfig& model, const StageMap& map, int s)
 // count; both are restored after. (Stages of one group take turns in the executor: stage_groups.)
 class PipelineTrainer::OpScope {
  public:
-  OpScope(PipelineTrainer& trainer, int stage) : previous_threads_(at::get_num_threads()) {
+  // micro_batch: the op's, which picks its lane's cores in a stage with lanes; -1 for the stage's
+  // work outside its ops (every core of its group).
+  OpScope(PipelineTrainer& trainer, int stage, int micro_batch = -1) : previous_threads_(at::get_num_threads()) {
     const CoreAssignment& cores = trainer.plan_.cores;
     const int group = cores.group_of_stage[static_cast<size_t>(stage)];
     if (group < 0) {  // a GPU stage's feeding thread: launches and waits, one thread
@@ -55,7 +57,7 @@ class PipelineTrainer::OpScope {
     const CoreGroup& g = cores.groups[static_cast<size_t>(group)];
     at::set_num_threads(trainer.run_.train.intra_op_threads > 0 ? static_cast<int>(trainer.run_.train.intra_op_threads)
                                                                 : g.intra_op_threads);
-    pin_.emplace(g.cpus);
+    pin_.emplace(g.lanes > 1 && micro_batch >= 0 ? g.lane_cpus(micro_batch % g.lanes) : g.cpus);
   }
   ~OpScope() {
     pin_.reset();
@@ -84,6 +86,18 @@ PipelineTrainer::PipelineTrainer(const RunConfig& run, const Plan& plan, const H
     if (const auto why = cannot_compute(st.device, to_torch_dtype(compute))) {
       throw InputError("precision." + std::string(st.device.is_cpu() ? "cpu" : "cuda") + " is " + dtype_name(compute) +
                        ", which this build cannot compute in: " + *why + "; choose another dtype in the config's precision");
+    }
+  }
+  // A stage with lanes sums its micro-batches' gradients in ascending order (stages/stage.h).
+  for (int s = 0; s < plan_.map.num_stages(); ++s) {
+    if (plan_.map.stages[static_cast<size_t>(s)].lanes == 1) continue;
+    int expected = 0;
+    for (const Op& op : plan_.schedule.stages[static_cast<size_t>(s)]) {
+      if (op.kind != OpKind::kBackward) continue;
+      if (op.micro_batch != expected++) {
+        throw InputError("stage " + std::to_string(s) + " has lanes, which need its backwards in micro-batch order; schedule " +
+                         plan_.schedule.kind.name() + " runs them as " + format_ops(plan_.schedule.stages[static_cast<size_t>(s)]));
+      }
     }
   }
   // Explicit thread counts in the config win over the core groups' choice.
@@ -132,6 +146,7 @@ void PipelineTrainer::build_stages() {
       options.device = torch_device(place.compute);
       options.compute = plan_.options.precision.compute(place.compute);
       options.optimizer_home = torch_device(place.optimizer);
+      options.lanes = st.lanes;
       stages_.push_back(std::make_unique<Stage>(run_.model, st.first, st.last, seed, options));
       streamed_.push_back(nullptr);
       any_resident = true;
@@ -287,7 +302,7 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
 
   auto guarded = [this](int s, const char* op, int k, const std::function<void()>& body) {
     try {
-      OpScope scope(*this, s);
+      OpScope scope(*this, s, k);
       body();
     } catch (const PipelineError&) {
       throw;
@@ -380,6 +395,7 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
   ExecutorOptions options;
   options.stage_resources = stage_resources();
   options.stage_groups = one_op_at_a_time_ ? std::vector<int>(static_cast<size_t>(num), 0) : plan_.cores.group_of_stage;
+  for (int s = 0; s < num && !one_op_at_a_time_; ++s) options.stage_lanes.push_back(plan_.map.stages[static_cast<size_t>(s)].lanes);
   options.forward_resources = forward_resources_;
   options.backward_resources = backward_resources_;
   for (auto& d : devices_) d->begin_step();
