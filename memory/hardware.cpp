@@ -153,6 +153,7 @@ void validate_hardware(const HardwareSpec& hw) {
                        std::to_string(e.forward_seconds.size()) + ", " + std::to_string(e.backward_seconds.size()) +
                        ", " + std::to_string(e.optimizer_seconds.size()) + ")");
     }
+    if (!(e.alone_ratio > 0.0 && e.alone_ratio <= 2.0)) fail(key + ".alone_ratio must be in (0, 2]", e.alone_ratio);
     for (const auto* list : {&e.forward_seconds, &e.backward_seconds, &e.optimizer_seconds}) {
       for (double t : *list) {
         if (!(t >= 0.0 && t < 1e6)) fail(key + " has a time that is not a duration in seconds", t);

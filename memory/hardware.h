@@ -71,6 +71,12 @@ struct LayerTimes {
   // or perfect agreement), and how many rounds it took (ProfileOptions).
   double spread = 0.0;
   int rounds = 1;
+  // CPU entries of fewer cores than the CPU has are measured beside copies on the other cores, as
+  // pipeline stages run; alone_ratio is the whole model's forward and backward time with the other
+  // cores idle over that (below 1 when neighbours slow it: shared caches and memory bandwidth, or
+  // sibling hardware threads). The simulator charges a stage between the two by how much of its
+  // time other CPU stages compute (simulate_with_neighbours). 1: not measured, or the whole CPU.
+  double alone_ratio = 1.0;
 };
 
 struct MeasuredTimes {

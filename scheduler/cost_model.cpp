@@ -32,7 +32,7 @@ StageTimer::StageTimer(const ModelConfig& model, const HardwareSpec& hardware, c
   const size_t layers = static_cast<size_t>(model.num_model_layers());
   for (const LayerTimes& e : hardware.measured.entries) {
     if (e.forward_seconds.size() != layers) continue;
-    Sums sums{e.device, e.cores, {0.0}, {0.0}, {0.0}};
+    Sums sums{e.device, e.cores, {0.0}, {0.0}, {0.0}, e.alone_ratio};
     for (size_t i = 0; i < layers; ++i) {
       sums.forward.push_back(sums.forward.back() + e.forward_seconds[i]);
       sums.backward.push_back(sums.backward.back() + e.backward_seconds[i]);
@@ -60,6 +60,7 @@ StageTiming StageTimer::time(const Placement& place, int cores, int64_t first, i
     t.forward_seconds = s->forward[b] - s->forward[a];
     t.backward_seconds = s->backward[b] - s->backward[a] + (checkpointing ? t.forward_seconds : 0.0);
     t.optimizer_seconds = s->optimizer[b] - s->optimizer[a];
+    t.alone_ratio = s->alone_ratio;
     t.norm_seconds = norm_seconds(range, d, options_);
   } else {
     PlanOptions o = options_;

@@ -26,7 +26,9 @@
 //              ("cpu->cuda:0" is H2D, "cuda:0->cpu" is D2H); CPU to CPU is a free hand-off.
 // A measured profile (pipetrain profile: hardware.measured, per-layer times for this model and
 // micro-batch size, per device and core count) replaces the FLOP-based durations: a stage's op time
-// is then the sum of its layers' measured times, and its optimizer step too.
+// is then the sum of its layers' measured times, and its optimizer step too. Times of fewer cores
+// than the CPU's were measured beside copies on the other cores; StageTiming::alone_ratio carries
+// what they become with those cores idle (simulate_with_neighbours).
 #pragma once
 
 #include <vector>
@@ -72,6 +74,7 @@ class StageTimer {
     DeviceId device;
     int cores;
     std::vector<double> forward, backward, optimizer;  // prefix sums, size layers + 1
+    double alone_ratio = 1.0;                          // LayerTimes::alone_ratio
   };
   // Prefix sums of each streamed layer's copies and step, per GPU of the hardware.
   struct StreamSums {

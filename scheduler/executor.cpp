@@ -322,24 +322,19 @@ class StageBody {
       std::unique_lock<std::mutex> lock;
       if (turn_ != nullptr) lock = std::unique_lock<std::mutex>(*turn_);
       const double begin = shared_.now();
-      std::vector<double> ends(end - state_.next);
       std::vector<std::function<void()>> jobs;
-      for (size_t i = state_.next; i < end; ++i) {
-        jobs.push_back([&, i] {
-          op(ops_[i].micro_batch);
-          ends[i - state_.next] = shared_.now();
-        });
-      }
+      for (size_t i = state_.next; i < end; ++i) jobs.push_back([&, i] { op(ops_[i].micro_batch); });
       try {
         crew_->run(std::move(jobs));
       } catch (...) {
         shared_.failed = true;
         throw;
       }
+      const double finish = shared_.now();
       if (lock.owns_lock()) lock.unlock();
       for (size_t i = state_.next; i < end; ++i) {
         const int k = ops_[i].micro_batch;
-        state_.events.push_back({event, stage_, k, resource_, begin, ends[i - state_.next]});
+        state_.events.push_back({event, stage_, k, resource_, begin, finish});
         if (kind == OpKind::kForward) {
           state_.forward_done[static_cast<size_t>(k)] = true;
           if (!last_) {

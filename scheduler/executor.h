@@ -59,8 +59,8 @@ struct ExecutorOptions {
   // Per stage, its lanes (memory/stage_map.h); missing or 1: one op at a time. A stage with L > 1
   // runs waves: the next run of up to L ops of one kind in its list, once all their inputs are
   // there, at once on L threads (its forward/backward callbacks are then called concurrently, for
-  // different micro-batches); their outputs leave when the whole wave is done. Each op's span is
-  // recorded from the wave's start to its own end.
+  // different micro-batches); their outputs leave when the whole wave is done, and each op's span
+  // is the wave's (what the simulator replays: a wave takes its slowest lane's time).
   std::vector<int> stage_lanes;
   std::vector<std::string> stage_resources;     // names for the events; default "stage s"
   std::vector<std::string> forward_resources;   // per boundary; default "send s->s+1"

@@ -67,7 +67,10 @@ Plan evaluate_plan(const ModelDesc& model, const HardwareSpec& hw, const StageMa
                                checked_mul(options.micro_batch_size * model.config.seq_len, per_token[i], "boundary bytes"),
                                plan.memory.rings[i], transfers[i]});
   }
-  plan.predicted = simulate(plan.schedule, plan.stage_times, transfers, tokens_per_step(model.config, options));
+  std::vector<bool> cpu_stage;
+  for (const StageSpec& st : map.stages) cpu_stage.push_back(st.device.is_cpu());
+  plan.predicted = simulate_with_neighbours(plan.schedule, plan.stage_times, transfers, tokens_per_step(model.config, options),
+                                            cpu_stage, &plan.stage_times);
   return plan;
 }
 

@@ -490,7 +490,8 @@ Bound AutoPlanner::bound_of(const ShapeInfo& info, size_t split, const std::vect
     const Placement place = info.placement(st, homes.in_ram, homes.streamed);
     const StageTiming t =
         timer_.time(place, (cores > 0 ? cores : dev.cores) / lanes, first, last[st], checkpointing, /*per_layer=*/false);
-    double seconds = t.forward_seconds + t.backward_seconds;
+    // Alone a CPU stage may run faster than its profile's times beside neighbours: the bound takes the faster.
+    double seconds = (t.forward_seconds + t.backward_seconds) * std::min(1.0, t.alone_ratio);
     if (lanes > 1) seconds += static_cast<double>(lanes - 1) * timer_.lane_add_seconds(first, last[st]);
     // A stage with lanes runs `lanes` micro-batches in one op's time.
     bound.per_micro_batch_work[static_cast<size_t>(info.resource[split][st])] += seconds / lanes;

@@ -277,4 +277,53 @@ SimResult simulate(const Schedule& schedule, const std::vector<StageTiming>& sta
   return result;
 }
 
+SimResult simulate_with_neighbours(const Schedule& schedule, const std::vector<StageTiming>& stages,
+                                   const std::vector<TransferTiming>& transfers, int64_t tokens_per_step,
+                                   const std::vector<bool>& cpu_stage, std::vector<StageTiming>* replayed) {
+  if (replayed != nullptr) *replayed = stages;
+  const auto adjustable = [&](size_t s) {
+    return s < cpu_stage.size() && cpu_stage[s] && stages[s].lanes == 1 && stages[s].alone_ratio != 1.0;
+  };
+  bool any = false;
+  for (size_t s = 0; s < stages.size(); ++s) any = any || adjustable(s);
+  SimResult first = simulate(schedule, stages, transfers, tokens_per_step);
+  if (!any) return first;
+  // Per stage, its compute spans; then per adjustable stage the part of them that another CPU
+  // resource's spans cover.
+  using Span = std::pair<double, double>;
+  std::vector<std::vector<Span>> spans(stages.size());
+  for (const SimEvent& e : first.events) {
+    if (e.kind == EventKind::kForward || e.kind == EventKind::kBackward) spans[static_cast<size_t>(e.stage)].push_back({e.start, e.end});
+  }
+  std::vector<StageTiming> adjusted = stages;
+  for (size_t s = 0; s < stages.size(); ++s) {
+    if (!adjustable(s)) continue;
+    std::vector<Span> others;
+    for (size_t t = 0; t < stages.size(); ++t) {
+      if (t == s || !cpu_stage[t] || stages[t].resource == stages[s].resource) continue;
+      others.insert(others.end(), spans[t].begin(), spans[t].end());
+    }
+    std::sort(others.begin(), others.end());
+    std::vector<Span> merged;
+    for (const Span& o : others) {
+      if (!merged.empty() && o.first <= merged.back().second) {
+        merged.back().second = std::max(merged.back().second, o.second);
+      } else {
+        merged.push_back(o);
+      }
+    }
+    double busy = 0.0, covered = 0.0;
+    for (const Span& mine : spans[s]) {
+      busy += mine.second - mine.first;
+      for (const Span& o : merged) covered += std::max(0.0, std::min(mine.second, o.second) - std::max(mine.first, o.first));
+    }
+    const double share = busy > 0.0 ? std::min(1.0, covered / busy) : 1.0;
+    const double factor = share + (1.0 - share) * stages[s].alone_ratio;
+    adjusted[s].forward_seconds *= factor;
+    adjusted[s].backward_seconds *= factor;
+  }
+  if (replayed != nullptr) *replayed = adjusted;
+  return simulate(schedule, adjusted, transfers, tokens_per_step);
+}
+
 }  // namespace pipetrain

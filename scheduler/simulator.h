@@ -59,6 +59,9 @@ struct StageTiming {
   // (forward_seconds is then one lane's, on its share of the cores), and all its outputs leave at
   // its end. backward_seconds then includes the lanes' gradients added in turn.
   int lanes = 1;
+  // A CPU stage's op times were measured beside other work on the other cores; alone they take
+  // alone_ratio of that (LayerTimes::alone_ratio). 1: no difference known.
+  double alone_ratio = 1.0;
   StreamedTiming streamed;        // layers empty: the stage's weights are resident
   bool is_streamed() const { return !streamed.layers.empty(); }
 };
@@ -117,6 +120,15 @@ struct SimResult {
 // transfers has num_stages - 1 entries. Throws std::invalid_argument on mismatched sizes.
 SimResult simulate(const Schedule& schedule, const std::vector<StageTiming>& stages,
                    const std::vector<TransferTiming>& transfers, int64_t tokens_per_step);
+
+// simulate, then, when some CPU stage has an alone_ratio other than 1, again with each such stage's
+// op times charged between alone and beside neighbours by the share o of its compute time during
+// which another CPU stage (another resource) computes in the first replay: times x (o + (1 - o) x
+// alone_ratio). A stage with lanes always has neighbours (its other lanes). `cpu_stage[s]`: stage s
+// computes on CPU cores. The timings it replayed are returned in `replayed`.
+SimResult simulate_with_neighbours(const Schedule& schedule, const std::vector<StageTiming>& stages,
+                                   const std::vector<TransferTiming>& transfers, int64_t tokens_per_step,
+                                   const std::vector<bool>& cpu_stage, std::vector<StageTiming>* replayed = nullptr);
 
 std::string event_kind_name(EventKind kind);
 

@@ -24,18 +24,21 @@ double pipeline_seconds(const std::vector<SimEvent>& events) {
   return any ? last - first : 0.0;
 }
 
-double bubble_fraction(const std::vector<SimEvent>& events, int num_stages) {
+double bubble_fraction(const std::vector<SimEvent>& events, int num_stages, const std::vector<int>& lanes) {
   const double span = pipeline_seconds(events);
   if (span <= 0.0 || num_stages < 1) return 0.0;
   double compute = 0.0;
   for (const SimEvent& e : events) {
-    if (is_compute(e.kind)) compute += e.end - e.start;
+    if (!is_compute(e.kind)) continue;
+    const size_t s = static_cast<size_t>(e.stage);
+    compute += (e.end - e.start) / (s < lanes.size() ? std::max(1, lanes[s]) : 1);
   }
   return 1.0 - compute / (static_cast<double>(num_stages) * span);
 }
 
 OpTimes median_op_times(const std::vector<std::vector<SimEvent>>& steps, int num_stages,
-                        const std::vector<std::string>& stage_resources, int micro_batches) {
+                        const std::vector<std::string>& stage_resources, int micro_batches,
+                        const std::vector<int>& lanes) {
   if (static_cast<int>(stage_resources.size()) != num_stages) {
     throw std::invalid_argument("median_op_times: one resource per stage");
   }
@@ -82,6 +85,7 @@ OpTimes median_op_times(const std::vector<std::vector<SimEvent>>& steps, int num
     t.optimizer_seconds = median(optimizer[s]);
     t.norm_seconds = median(norm[s]);
     t.resource = stage_resources[s];
+    t.lanes = s < lanes.size() ? std::max(1, lanes[s]) : 1;
   }
   for (size_t b = 0; b < b_count; ++b) {
     out.transfers[b].forward_seconds = median(send_forward[b]);

@@ -18,8 +18,9 @@
 namespace pipetrain {
 
 // 1 - Σ forward and backward time / (num_stages * the span from the first op's start to the last
-// backward's end): the fraction of the stages' time spent waiting. 0 for an empty timeline.
-double bubble_fraction(const std::vector<SimEvent>& events, int num_stages);
+// backward's end): the fraction of the stages' time spent waiting. 0 for an empty timeline. A stage
+// with lanes (one entry per stage; missing: 1) runs that many ops at once: each counts 1 / lanes.
+double bubble_fraction(const std::vector<SimEvent>& events, int num_stages, const std::vector<int>& lanes = {});
 
 // From the first op's start to the last backward's end.
 double pipeline_seconds(const std::vector<SimEvent>& events);
@@ -31,8 +32,10 @@ struct OpTimes {
 
 // Medians over every span of every step given. The resources name where each op runs, as the
 // simulator should queue them (scheduler/cores.h); transfer resources are taken from the spans. A
-// layer-major block's span (micro-batch -1) counts as micro_batches ops of an equal share.
+// layer-major block's span (micro-batch -1) counts as micro_batches ops of an equal share. Stages
+// with lanes keep them (StageTiming::lanes), so the replay runs their waves.
 OpTimes median_op_times(const std::vector<std::vector<SimEvent>>& steps, int num_stages,
-                        const std::vector<std::string>& stage_resources, int micro_batches);
+                        const std::vector<std::string>& stage_resources, int micro_batches,
+                        const std::vector<int>& lanes = {});
 
 }  // namespace pipetrain

@@ -660,3 +660,45 @@ TEST_CASE("measured times are validated") {
   hw.measured.entries[0].device = DeviceId::cuda(3);
   CHECK_THROWS_WITH_AS(validate_hardware(hw), doctest::Contains("names a device that is not listed"), InputError);
 }
+
+// A CPU stage measured beside neighbours runs alone_ratio of that time while no other CPU stage
+// computes: with the other stage nearly idle, the busy stage's ops shrink almost to alone_ratio; with
+// both busy all the time (and for a stage with lanes, whose lanes are neighbours), they keep their
+// times; the planner's answer is still the brute-force optimum.
+TEST_CASE("a stage alone on the CPU runs at its alone ratio") {
+  const Schedule gpipe = make_schedule(ScheduleKind::named("gpipe"), 2, 8);
+  std::vector<StageTiming> lopsided = {{1.0, 2.0, 0.0, 0.0, "cpu[0]"}, {0.001, 0.002, 0.0, 0.0, "cpu[1]"}};
+  lopsided[0].alone_ratio = 0.5;
+  lopsided[1].alone_ratio = 0.5;
+  std::vector<StageTiming> replayed;
+  const SimResult r = simulate_with_neighbours(gpipe, lopsided, {TransferTiming{}}, 1, {true, true}, &replayed);
+  CHECK(replayed[0].forward_seconds == doctest::Approx(0.5).epsilon(0.01));
+  CHECK(replayed[0].backward_seconds == doctest::Approx(1.0).epsilon(0.01));
+  CHECK(r.step_seconds < 0.51 * simulate(gpipe, lopsided, {TransferTiming{}}, 1).step_seconds);
+  // Not CPU stages (a GPU's resource): nothing changes.
+  CHECK(simulate_with_neighbours(gpipe, lopsided, {TransferTiming{}}, 1, {false, false}).step_seconds ==
+        doctest::Approx(simulate(gpipe, lopsided, {TransferTiming{}}, 1).step_seconds));
+  // Two equal stages of 1F1B over 32 micro-batches: each is alone only while filling and draining.
+  std::vector<StageTiming> even = {{1.0, 2.0, 0.0, 0.0, "cpu[0]"}, {1.0, 2.0, 0.0, 0.0, "cpu[1]"}};
+  even[0].alone_ratio = even[1].alone_ratio = 0.5;
+  simulate_with_neighbours(make_schedule(ScheduleKind::named("1f1b"), 2, 32), even, {TransferTiming{}}, 1, {true, true},
+                           &replayed);
+  CHECK(replayed[0].forward_seconds > 0.95);
+  CHECK(replayed[0].forward_seconds < 1.0);
+  std::vector<StageTiming> laned = equal_stages(1, 1.0, 2.0);
+  laned[0].lanes = 2;
+  laned[0].alone_ratio = 0.5;
+  simulate_with_neighbours(make_schedule(ScheduleKind::named("1f1b"), 1, 8, 2), laned, {}, 1, {true}, &replayed);
+  CHECK(replayed[0].forward_seconds == 1.0);
+
+  const ModelConfig model = small_model(4);
+  PlanOptions base;
+  base.micro_batch_size = 2;
+  HardwareSpec hw = with_measured_times(model, 2);
+  hw.measured.entries[0].alone_ratio = 0.7;  // the 1-core entry
+  const ModelDesc desc = describe_model(model);
+  const PlannerResult p = plan_auto(desc, hw, base, PlannerChoices{});
+  REQUIRE(!p.plans.empty());
+  CHECK(p.plans.front().predicted.step_seconds / p.plans.front().options.micro_batches ==
+        doctest::Approx(brute_force_best(desc, hw, base, PlannerChoices{})).epsilon(1e-12));
+}

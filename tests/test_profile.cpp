@@ -52,7 +52,16 @@ TEST_CASE("a measured profile round-trips through its YAML") {
   const LayerTimes& e = hw.measured.entries[0];
   CHECK(e.cores == 1);
   CHECK(e.forward_seconds.size() == static_cast<size_t>(model.num_model_layers()));
-  CHECK(lines == model.num_model_layers());
+  // A line per layer, and with cores to spare one for the alone measurement.
+  const bool spare_cores = hw.cpu().cores > 1;
+  CHECK(lines == model.num_model_layers() + (spare_cores ? 1 : 0));
+  // Measured beside a copy on the other core, then alone: how much faster it runs alone.
+  if (spare_cores) {
+    CHECK(e.alone_ratio > 0.05);
+    CHECK(e.alone_ratio <= 2.0);
+  } else {
+    CHECK(e.alone_ratio == 1.0);
+  }
   for (size_t i = 0; i < e.forward_seconds.size(); ++i) {
     CHECK(e.forward_seconds[i] > 0.0);
     CHECK(e.backward_seconds[i] > 0.0);
@@ -74,6 +83,7 @@ TEST_CASE("a measured profile round-trips through its YAML") {
   REQUIRE(back.measured.entries.size() == 1);
   CHECK(back.measured.entries[0].spread == doctest::Approx(e.spread).epsilon(1e-5));
   CHECK(back.measured.entries[0].rounds == e.rounds);
+  CHECK(back.measured.entries[0].alone_ratio == doctest::Approx(e.alone_ratio).epsilon(1e-5));
   for (size_t i = 0; i < e.forward_seconds.size(); ++i) {
     CHECK(back.measured.entries[0].forward_seconds[i] == doctest::Approx(e.forward_seconds[i]).epsilon(1e-5));
     CHECK(back.measured.entries[0].backward_seconds[i] == doctest::Approx(e.backward_seconds[i]).epsilon(1e-5));
@@ -106,6 +116,8 @@ TEST_CASE("a malformed profile is refused") {
        "measured.times[0].spread must be a fraction between 0 and 100, got -0.5"},
       {"    - {device: cpu, cores: 1, forward_ms: [1], backward_ms: [1], optimizer_ms: [1], rounds: 0}\n",
        "measured.times[0].rounds must be between 1 and 1000, got 0"},
+      {"    - {device: cpu, cores: 1, forward_ms: [1], backward_ms: [1], optimizer_ms: [1], alone_ratio: 0}\n",
+       "measured.cpu[cores 1].alone_ratio must be in (0, 2]"},
   };
   for (const auto& [times, message] : cases) {
     CAPTURE(times);

@@ -78,6 +78,7 @@ MeasuredTimes parse_measured(const YAML::Node& node, const std::string& source) 
     int64_t rounds = 1;
     t.read_number("spread", spread);
     t.read_int("rounds", rounds);
+    t.read_number("alone_ratio", e.alone_ratio);
     t.reject_unknown_keys();
     if (!(spread >= 0.0 && spread <= 100.0)) {
       std::ostringstream text;
@@ -181,6 +182,7 @@ std::string hardware_to_yaml(const HardwareSpec& hw) {
       out << YAML::Key << "backward_ms" << YAML::Value << YAML::Flow << ms(e.backward_seconds);
       out << YAML::Key << "optimizer_ms" << YAML::Value << YAML::Flow << ms(e.optimizer_seconds);
       out << YAML::Key << "spread" << YAML::Value << e.spread << YAML::Key << "rounds" << YAML::Value << e.rounds;
+      if (e.alone_ratio != 1.0) out << YAML::Key << "alone_ratio" << YAML::Value << e.alone_ratio;
       out << YAML::EndMap;
     }
     out << YAML::EndSeq << YAML::EndMap;

@@ -124,14 +124,15 @@ CopyTimes measure_copy(const ModelConfig& model, int64_t micro_batch_size, const
 namespace {
 
 // One round: every layer measured once per copy (the copies side by side), averaged over copies.
+// With `alone`, one copy only: the other cores idle.
 LayerTimes measure_round(const ModelConfig& model, int64_t micro_batch_size, const OptimizerConfig& optimizer, int cores,
-                         int total_cores, const ProfileOptions& options) {
+                         int total_cores, const ProfileOptions& options, bool alone = false) {
   // Threads as a stage with `cores` cores gets them (scheduler/cores.h): the whole CPU is one group;
   // fewer cores are one group of several, OpenBLAS then has one thread, and the other groups are
   // busy too: as many copies as fit run side by side on disjoint cores, as pipeline stages do
   // (memory bandwidth and caches are shared), and their times are averaged.
   const bool whole_cpu = cores >= total_cores;
-  const int copies = whole_cpu ? 1 : total_cores / cores;
+  const int copies = whole_cpu || alone ? 1 : total_cores / cores;
   const int previous_threads = at::get_num_threads();
   set_blas_threads(whole_cpu ? cores : 1);
   Barrier barrier(copies);
@@ -175,6 +176,14 @@ LayerTimes measure_round(const ModelConfig& model, int64_t micro_batch_size, con
   return out;
 }
 
+double compute_seconds(const LayerTimes& t) {
+  double sum = 0.0;
+  for (const std::vector<double>* v : {&t.forward_seconds, &t.backward_seconds}) {
+    for (double x : *v) sum += x;
+  }
+  return sum;
+}
+
 double total_seconds(const LayerTimes& t) {
   double sum = 0.0;
   for (const std::vector<double>* v : {&t.forward_seconds, &t.backward_seconds, &t.optimizer_seconds}) {
@@ -216,6 +225,11 @@ LayerTimes measure_layer_times(const ModelConfig& model, int64_t micro_batch_siz
   out.spread = (*std::max_element(totals.begin(), totals.end()) - *std::min_element(totals.begin(), totals.end())) /
                median(totals);
   out.rounds = static_cast<int>(rounds.size());
+  // Fewer cores than the CPU's were measured beside copies on the others: the same alone, once.
+  if (cores < total_cores) {
+    const LayerTimes alone = measure_round(model, micro_batch_size, optimizer, cores, total_cores, options, /*alone=*/true);
+    out.alone_ratio = std::clamp(compute_seconds(alone) / compute_seconds(out), 0.05, 2.0);
+  }
   if (options.progress) {
     const int copies = cores >= total_cores ? 1 : total_cores / cores;
     for (size_t i = 0; i < n; ++i) {
@@ -224,6 +238,12 @@ LayerTimes measure_layer_times(const ModelConfig& model, int64_t micro_batch_siz
                     cores, cores == 1 ? " " : "s", copies > 1 ? (" (x" + std::to_string(copies) + " side by side)").c_str() : "",
                     layer_name(model, static_cast<int64_t>(i)).c_str(), out.forward_seconds[i] * 1e3,
                     out.backward_seconds[i] * 1e3, out.optimizer_seconds[i] * 1e3);
+      options.progress(line);
+    }
+    if (cores < total_cores) {
+      char line[200];
+      std::snprintf(line, sizeof(line), "cpu, %d core%s alone (the other cores idle): %.2f x the time beside copies", cores,
+                    cores == 1 ? "" : "s", out.alone_ratio);
       options.progress(line);
     }
   }

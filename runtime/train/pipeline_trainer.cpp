@@ -209,6 +209,12 @@ PipelineTrainer::~PipelineTrainer() {
   if (pending_save_.valid()) pending_save_.wait();
 }
 
+std::vector<int> PipelineTrainer::stage_lanes() const {
+  std::vector<int> lanes;
+  for (const StageSpec& st : plan_.map.stages) lanes.push_back(st.lanes);
+  return lanes;
+}
+
 std::vector<std::string> PipelineTrainer::stage_resources() const {
   std::vector<std::string> names;
   for (int s = 0; s < static_cast<int>(stages_.size()); ++s) {
@@ -501,7 +507,7 @@ StepRecord PipelineTrainer::train_step() {
       trace_events_.push_back(e);
     }
   }
-  const double bubble = bubble_fraction(timeline, num_stages());
+  const double bubble = bubble_fraction(timeline, num_stages(), stage_lanes());
   if (steps_done_ == 0) {
     first_step_timeline_ = std::move(timeline);
   } else {
@@ -627,20 +633,21 @@ PipelineSummary PipelineTrainer::summary() const {
   std::vector<double> bubbles, spans;
   std::vector<std::vector<double>> busy(static_cast<size_t>(num_stages()));
   for (const auto& events : steps) {
-    bubbles.push_back(bubble_fraction(events, num_stages()));
+    bubbles.push_back(bubble_fraction(events, num_stages(), stage_lanes()));
     spans.push_back(pipeline_seconds(events));
     std::vector<double> op_seconds(static_cast<size_t>(num_stages()), 0.0);
     for (const SimEvent& e : events) {
       if (e.kind == EventKind::kForward || e.kind == EventKind::kBackward) op_seconds[static_cast<size_t>(e.stage)] += e.end - e.start;
     }
     for (int s = 0; s < num_stages(); ++s) {
-      busy[static_cast<size_t>(s)].push_back(spans.back() > 0.0 ? op_seconds[static_cast<size_t>(s)] / spans.back() : 0.0);
+      const double lanes = static_cast<double>(stage_lanes()[static_cast<size_t>(s)]);  // a wave's ops run at once
+      busy[static_cast<size_t>(s)].push_back(spans.back() > 0.0 ? op_seconds[static_cast<size_t>(s)] / lanes / spans.back() : 0.0);
     }
   }
   for (const auto& b : busy) out.stage_busy.push_back(median(b));
   out.measured_bubble = median(bubbles);
   out.measured_pipeline_seconds = median(spans);
-  out.op_times = median_op_times(steps, num_stages(), stage_resources(), plan_.options.micro_batches);
+  out.op_times = median_op_times(steps, num_stages(), stage_resources(), plan_.options.micro_batches, stage_lanes());
   const int64_t tokens = run_.train.micro_batch_size * run_.train.micro_batches * run_.model.seq_len;
   const SimResult predicted = simulate(plan_.schedule, out.op_times.stages, out.op_times.transfers, tokens);
   out.predicted_bubble = predicted.bubble_fraction;

@@ -111,6 +111,7 @@ class PipelineTrainer : public Trainer, public LayerStates {
   const CoreAssignment& cores() const { return plan_.cores; }
   // Where each stage's ops run, as the simulator names it: "cpu", "cpu[1]", "cuda:0".
   std::vector<std::string> stage_resources() const;
+  std::vector<int> stage_lanes() const;  // per stage, its lanes (memory/stage_map.h)
   // Every parameter in layer order (the reference model's order), as the stages compute with them.
   std::vector<torch::Tensor> parameters() const;
   const LossScaler& loss_scaler() const { return scaler_; }
