@@ -214,85 +214,79 @@ class StageBody {
       return;
     }
     while (state_.next < ops_.size() && !shared_.failed) {
+      const size_t end = ready_run(1);
+      if (end == state_.next) return;
       const Op& op = ops_[state_.next];
-      const size_t k = static_cast<size_t>(op.micro_batch);
-      if (op.kind == OpKind::kForward) {
-        if (!state_.has_input[k]) return;
-        if (++state_.in_flight > limit_) {
-          throw std::logic_error("stage " + std::to_string(stage_) + " would hold " + std::to_string(state_.in_flight) +
-                                 " micro-batches in flight; the schedule allows " + std::to_string(limit_));
-        }
-        state_.max_in_flight = std::max(state_.max_in_flight, state_.in_flight);
-        run_span(shared_, state_.events, EventKind::kForward, stage_, op.micro_batch, resource_, callbacks_.forward, turn_);
-        state_.forward_done[k] = true;
-        ++state_.next;
+      admit(end);
+      run_span(shared_, state_.events, op.kind == OpKind::kForward ? EventKind::kForward : EventKind::kBackward, stage_,
+               op.micro_batch, resource_, op.kind == OpKind::kForward ? callbacks_.forward : callbacks_.backward, turn_);
+      hand_on(end, ports);
+    }
+  }
+
+ private:
+  // The run of same-kind ops at `next`, at most `limit` long: its end, or `next` while some
+  // input of it has not arrived.
+  size_t ready_run(size_t limit) const {
+    const OpKind kind = ops_[state_.next].kind;
+    size_t end = state_.next;
+    while (end < ops_.size() && ops_[end].kind == kind && end - state_.next < limit) ++end;
+    for (size_t i = state_.next; i < end; ++i) {
+      const size_t k = static_cast<size_t>(ops_[i].micro_batch);
+      const bool ready = kind == OpKind::kForward ? state_.has_input[k] : (last_ ? state_.forward_done[k] : state_.has_gradient[k]);
+      if (!ready) return state_.next;
+    }
+    return end;
+  }
+
+  // Ops [next, end) start: forwards count against the in-flight limit.
+  void admit(size_t end) const {
+    if (ops_[state_.next].kind != OpKind::kForward) return;
+    state_.in_flight += static_cast<int>(end - state_.next);
+    if (state_.in_flight > limit_) {
+      throw std::logic_error("stage " + std::to_string(stage_) + " would hold " + std::to_string(state_.in_flight) +
+                             " micro-batches in flight; the schedule allows " + std::to_string(limit_));
+    }
+    state_.max_in_flight = std::max(state_.max_in_flight, state_.in_flight);
+  }
+
+  // Ops [next, end) are done: their outputs, in the op list's order; then `next` moves past them.
+  void hand_on(size_t end, StageNode::output_ports_type& ports) const {
+    for (size_t i = state_.next; i < end; ++i) {
+      const int k = ops_[i].micro_batch;
+      if (ops_[i].kind == OpKind::kForward) {
+        state_.forward_done[static_cast<size_t>(k)] = true;
         if (!last_) {
-          const Arrival out{false, op.micro_batch};
+          const Arrival out{false, k};
           tsan::release(shared_.message_key(num_stages_ + stage_, out));
           std::get<0>(ports).try_put(out);
         }
       } else {
-        if (!(last_ ? state_.forward_done[k] : state_.has_gradient[k])) return;
-        run_span(shared_, state_.events, EventKind::kBackward, stage_, op.micro_batch, resource_, callbacks_.backward, turn_);
         --state_.in_flight;
-        ++state_.next;
         if (stage_ > 0) {
-          const Arrival out{true, op.micro_batch};
+          const Arrival out{true, k};
           tsan::release(shared_.message_key(2 * num_stages_ - 1 + stage_ - 1, out));
           std::get<1>(ports).try_put(out);
         }
         if (stage_ == 0) std::get<2>(ports).try_put(flow::continue_msg());
       }
     }
+    state_.next = end;
   }
 
- private:
   // A layer-major stage: the run of same-kind ops at `next` as one block, once every input of it
   // has arrived; then its outputs, in the op list's order.
   void run_blocks(StageNode::output_ports_type& ports) const {
     while (state_.next < ops_.size() && !shared_.failed) {
+      const size_t end = ready_run(ops_.size());
+      if (end == state_.next) return;
       const OpKind kind = ops_[state_.next].kind;
-      size_t end = state_.next;
-      while (end < ops_.size() && ops_[end].kind == kind) ++end;
-      for (size_t i = state_.next; i < end; ++i) {
-        const size_t k = static_cast<size_t>(ops_[i].micro_batch);
-        const bool ready = kind == OpKind::kForward ? state_.has_input[k]
-                                                    : (last_ ? state_.forward_done[k] : state_.has_gradient[k]);
-        if (!ready) return;
-      }
-      const int count = static_cast<int>(end - state_.next);
-      if (kind == OpKind::kForward) {
-        state_.in_flight += count;
-        if (state_.in_flight > limit_) {
-          throw std::logic_error("stage " + std::to_string(stage_) + " would hold " + std::to_string(state_.in_flight) +
-                                 " micro-batches in flight; the schedule allows " + std::to_string(limit_));
-        }
-        state_.max_in_flight = std::max(state_.max_in_flight, state_.in_flight);
-      }
+      admit(end);
       const std::function<void()>& block = kind == OpKind::kForward ? callbacks_.forward_block : callbacks_.backward_block;
       if (!block) throw std::logic_error("stage " + std::to_string(stage_) + " runs layer-major but has no block callback");
       run_span(shared_, state_.events, kind == OpKind::kForward ? EventKind::kForward : EventKind::kBackward, stage_, -1,
                resource_, [&](int) { block(); }, turn_);
-      for (size_t i = state_.next; i < end; ++i) {
-        const int k = ops_[i].micro_batch;
-        if (kind == OpKind::kForward) {
-          state_.forward_done[static_cast<size_t>(k)] = true;
-          if (!last_) {
-            const Arrival out{false, k};
-            tsan::release(shared_.message_key(num_stages_ + stage_, out));
-            std::get<0>(ports).try_put(out);
-          }
-        } else {
-          --state_.in_flight;
-          if (stage_ > 0) {
-            const Arrival out{true, k};
-            tsan::release(shared_.message_key(2 * num_stages_ - 1 + stage_ - 1, out));
-            std::get<1>(ports).try_put(out);
-          }
-          if (stage_ == 0) std::get<2>(ports).try_put(flow::continue_msg());
-        }
-      }
-      state_.next = end;
+      hand_on(end, ports);
     }
   }
 
@@ -300,25 +294,11 @@ class StageBody {
   // has arrived, at once on the lanes; then their outputs, in the op list's order.
   void run_waves(StageNode::output_ports_type& ports) const {
     while (state_.next < ops_.size() && !shared_.failed) {
+      const size_t end = ready_run(static_cast<size_t>(lanes_));
+      if (end == state_.next) return;
       const OpKind kind = ops_[state_.next].kind;
-      size_t end = state_.next;
-      while (end < ops_.size() && ops_[end].kind == kind && end - state_.next < static_cast<size_t>(lanes_)) ++end;
-      for (size_t i = state_.next; i < end; ++i) {
-        const size_t k = static_cast<size_t>(ops_[i].micro_batch);
-        const bool ready = kind == OpKind::kForward ? state_.has_input[k]
-                                                    : (last_ ? state_.forward_done[k] : state_.has_gradient[k]);
-        if (!ready) return;
-      }
-      if (kind == OpKind::kForward) {
-        state_.in_flight += static_cast<int>(end - state_.next);
-        if (state_.in_flight > limit_) {
-          throw std::logic_error("stage " + std::to_string(stage_) + " would hold " + std::to_string(state_.in_flight) +
-                                 " micro-batches in flight; the schedule allows " + std::to_string(limit_));
-        }
-        state_.max_in_flight = std::max(state_.max_in_flight, state_.in_flight);
-      }
+      admit(end);
       const std::function<void(int)>& op = kind == OpKind::kForward ? callbacks_.forward : callbacks_.backward;
-      const EventKind event = kind == OpKind::kForward ? EventKind::kForward : EventKind::kBackward;
       std::unique_lock<std::mutex> lock;
       if (turn_ != nullptr) lock = std::unique_lock<std::mutex>(*turn_);
       const double begin = shared_.now();
@@ -332,27 +312,9 @@ class StageBody {
       }
       const double finish = shared_.now();
       if (lock.owns_lock()) lock.unlock();
-      for (size_t i = state_.next; i < end; ++i) {
-        const int k = ops_[i].micro_batch;
-        state_.events.push_back({event, stage_, k, resource_, begin, finish});
-        if (kind == OpKind::kForward) {
-          state_.forward_done[static_cast<size_t>(k)] = true;
-          if (!last_) {
-            const Arrival out{false, k};
-            tsan::release(shared_.message_key(num_stages_ + stage_, out));
-            std::get<0>(ports).try_put(out);
-          }
-        } else {
-          --state_.in_flight;
-          if (stage_ > 0) {
-            const Arrival out{true, k};
-            tsan::release(shared_.message_key(2 * num_stages_ - 1 + stage_ - 1, out));
-            std::get<1>(ports).try_put(out);
-          }
-          if (stage_ == 0) std::get<2>(ports).try_put(flow::continue_msg());
-        }
-      }
-      state_.next = end;
+      const EventKind event = kind == OpKind::kForward ? EventKind::kForward : EventKind::kBackward;
+      for (size_t i = state_.next; i < end; ++i) state_.events.push_back({event, stage_, ops_[i].micro_batch, resource_, begin, finish});
+      hand_on(end, ports);
     }
   }
 
