@@ -52,9 +52,10 @@ std::vector<Shape> default_shapes(const HardwareSpec& hardware);
 // and there are two or more CPU stages) every split of all its cores among them.
 std::vector<std::vector<int>> core_splits(const Shape& shape, const HardwareSpec& hardware, bool choose);
 
-// The lanes plan_auto tries for a shape and one of its core splits: per CPU stage that has its cores
-// alone (its own, or the whole pool), every lane count that divides them; combined over the stages
-// where each count divides the largest. The first entry is all 1 (no lanes); only it without `choose`.
+// The lanes plan_auto (and bench --splits all) tries for a shape and one of its core splits: none,
+// and, for a shape's only CPU stage when it has two or more cores, one lane per core (the setting
+// measured best: benchmarks/README.md). Explicit stage maps may give any lanes that divide the
+// cores. Only the first (all 1) without `choose`.
 std::vector<std::vector<int>> lane_splits(const Shape& shape, const std::vector<int>& cores, const HardwareSpec& hardware,
                                           bool choose);
 

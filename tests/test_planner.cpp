@@ -631,12 +631,12 @@ TEST_CASE("the planner chooses lanes when the profile says they are faster") {
   CHECK(any.plans.front().predicted.step_seconds / any.plans.front().options.micro_batches ==
         doctest::Approx(brute_force_best(desc, hw, base, PlannerChoices{})).epsilon(1e-12));
 
-  CHECK(lane_splits({kCpu}, {0}, cpu_only_box(4), true) == std::vector<std::vector<int>>{{1}, {2}, {4}});
-  CHECK(lane_splits({kCpu, kGpu, kCpu}, {0, 0, 0}, cpu_only_box(4), true).size() == 1);  // two stages share the pool
-  CHECK(lane_splits({kCpu, kCpu}, {2, 2}, cpu_only_box(4), true) ==
-        std::vector<std::vector<int>>{{1, 1}, {1, 2}, {2, 1}, {2, 2}});
-  CHECK(lane_splits({kCpu, kCpu}, {3, 2}, cpu_only_box(5), true) ==
-        std::vector<std::vector<int>>{{1, 1}, {1, 2}, {3, 1}});
+  // Offered: one lane per core for a shape's only CPU stage.
+  CHECK(lane_splits({kCpu}, {0}, cpu_only_box(4), true) == std::vector<std::vector<int>>{{1}, {4}});
+  CHECK(lane_splits({kCpu, kGpu}, {0, 0}, cpu_gpu_box(16 * kGiB, 4 * kGiB, 4), true) ==
+        std::vector<std::vector<int>>{{1, 1}, {4, 1}});
+  CHECK(lane_splits({kCpu, kGpu, kCpu}, {0, 0, 0}, cpu_only_box(4), true).size() == 1);  // two CPU stages
+  CHECK(lane_splits({kCpu, kCpu}, {2, 2}, cpu_only_box(4), true).size() == 1);
   CHECK(lane_splits({kCpu}, {0}, cpu_only_box(4), false).size() == 1);
 }
 
