@@ -44,7 +44,6 @@ void Stage::keep(int k, Saved saved) {
   stash_[k] = std::move(saved);
 }
 
-
 Stage::~Stage() = default;
 
 torch::Tensor Stage::prepare_input(const torch::Tensor& input) const {
@@ -115,19 +114,37 @@ torch::Tensor Stage::forward_keeping_layer_inputs(LayerRange& layers, Saved& sav
 torch::Tensor Stage::backward(int k, const torch::Tensor& grad_output) {
   if (options_.lanes == 1) return differentiate(k, grad_output);
   const int lane = k % options_.lanes;
-  if (lane == 0) {
-    // Lane 0's layers are the stage's: its gradient adds into the sum in place, as the reference
-    // trainer's accumulation does, while every earlier micro-batch's is already there.
-    std::unique_lock<std::mutex> lock(lane_mutex_);
-    if (next_to_add_ != k) {
-      throw std::logic_error("stage " + std::to_string(first_) + ".." + std::to_string(last_) + ": backward of micro-batch " +
-                             std::to_string(k) + " on lane 0 while micro-batch " + std::to_string(next_to_add_) +
-                             "'s gradient is not summed yet");
+  // A lane that fails says so, so that the lanes waiting for its gradient throw instead of waiting
+  // for ever (the step is then cancelled: clear_stash, zero_grad).
+  const auto fail = [&] {
+    {
+      const std::lock_guard<std::mutex> lock(lane_mutex_);
+      lane_failed_ = true;
     }
+    lane_added_.notify_all();
+  };
+  torch::Tensor grad_input;
+  try {
+    if (lane == 0) {
+      // Lane 0's layers are the stage's: its gradient adds into the sum in place, as the reference
+      // trainer's accumulation does, while every earlier micro-batch's is already there.
+      const std::lock_guard<std::mutex> lock(lane_mutex_);
+      if (next_to_add_ != k) {
+        throw std::logic_error("stage " + std::to_string(first_) + ".." + std::to_string(last_) + ": backward of micro-batch " +
+                               std::to_string(k) + " on lane 0 while micro-batch " + std::to_string(next_to_add_) +
+                               "'s gradient is not summed yet");
+      }
+    }
+    grad_input = differentiate(k, grad_output);
+  } catch (...) {
+    fail();
+    throw;
   }
-  torch::Tensor grad_input = differentiate(k, grad_output);
   std::unique_lock<std::mutex> lock(lane_mutex_);
-  lane_added_.wait(lock, [&] { return next_to_add_ == k; });
+  lane_added_.wait(lock, [&] { return lane_failed_ || next_to_add_ == k; });
+  if (lane_failed_) {
+    throw std::runtime_error("the backward of micro-batch " + std::to_string(next_to_add_) + " on another lane failed");
+  }
   if (lane > 0) {
     torch::NoGradGuard no_grad;
     std::vector<torch::Tensor>& params = other_lane_params_[static_cast<size_t>(lane - 1)];
@@ -186,6 +203,7 @@ void Stage::zero_grad() {
   {
     const std::lock_guard<std::mutex> lock(lane_mutex_);
     next_to_add_ = 0;
+    lane_failed_ = false;
   }
   torch::NoGradGuard no_grad;
   for (auto& params : other_lane_params_) {
@@ -212,6 +230,7 @@ void Stage::clear_stash() {
   stash_.clear();
   const std::lock_guard<std::mutex> lanes(lane_mutex_);
   next_to_add_ = 0;
+  lane_failed_ = false;
 }
 
 std::vector<torch::Tensor> Stage::parameters() const { return params_; }

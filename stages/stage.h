@@ -142,6 +142,7 @@ class Stage {
   std::mutex lane_mutex_;
   std::condition_variable lane_added_;
   int next_to_add_ = 0;  // every micro-batch below it is in the stage's gradients
+  bool lane_failed_ = false;  // a lane's backward threw this step: the others stop waiting
 };
 
 }  // namespace pipetrain

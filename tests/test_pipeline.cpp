@@ -334,6 +334,36 @@ TEST_CASE("a failing lane cancels the step") {
   CHECK(trainer.steps_done() == 1);
 }
 
+// A lane whose backward throws (an error in lane 0's gradient hook, on micro-batch 0) ends the step
+// with that error; lane 1, waiting to add its gradient after micro-batch 0's, stops waiting instead of
+// hanging; nothing steps and the next step runs clean.
+TEST_CASE("a backward that fails on one lane never leaves the others waiting") {
+  testing::ScratchDir dir;
+  const std::string data = dir.file("text.txt", testing::sample_text(300));
+  RunConfig run = tiny_run(data, 4);
+  run.stages = make_stage_map({DeviceId::cpu()}, {4}, {}, {2});
+  PipelineTrainer trainer(run, plan_of_run(run, host(2)), host(2), false);
+  trainer.train_step();
+  auto armed = std::make_shared<bool>(true);
+  trainer.stage(0).parameters().front().register_hook([armed](const torch::Tensor& g) {
+    if (*armed) {
+      *armed = false;
+      throw std::runtime_error("hook fails");
+    }
+    return g;
+  });
+  std::vector<torch::Tensor> before;
+  for (const torch::Tensor& p : trainer.parameters()) before.push_back(p.detach().clone());
+  CHECK_THROWS_WITH_AS(trainer.train_step(), doctest::Contains("failed in backward of micro-batch 0 at step 2: hook fails"),
+                       PipelineError);
+  const std::vector<torch::Tensor> after = trainer.parameters();
+  for (size_t i = 0; i < after.size(); ++i) CHECK(torch::equal(after[i], before[i]));
+  CHECK(trainer.stage(0).in_flight() == 0);
+  CHECK(trainer.steps_done() == 1);
+  CHECK(std::isfinite(trainer.train_step().loss));
+  CHECK(trainer.steps_done() == 2);
+}
+
 // Validation through the stages gives the reference model's validation loss.
 TEST_CASE("validation loss through the stages equals the reference") {
   testing::ScratchDir dir;

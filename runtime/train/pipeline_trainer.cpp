@@ -401,7 +401,7 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
   ExecutorOptions options;
   options.stage_resources = stage_resources();
   options.stage_groups = one_op_at_a_time_ ? std::vector<int>(static_cast<size_t>(num), 0) : plan_.cores.group_of_stage;
-  for (int s = 0; s < num && !one_op_at_a_time_; ++s) options.stage_lanes.push_back(plan_.map.stages[static_cast<size_t>(s)].lanes);
+  if (!one_op_at_a_time_) options.stage_lanes = stage_lanes();
   options.forward_resources = forward_resources_;
   options.backward_resources = backward_resources_;
   for (auto& d : devices_) d->begin_step();
@@ -632,22 +632,23 @@ PipelineSummary PipelineTrainer::summary() const {
   if (steps.empty()) return out;
   std::vector<double> bubbles, spans;
   std::vector<std::vector<double>> busy(static_cast<size_t>(num_stages()));
+  const std::vector<int> lanes = stage_lanes();
   for (const auto& events : steps) {
-    bubbles.push_back(bubble_fraction(events, num_stages(), stage_lanes()));
+    bubbles.push_back(bubble_fraction(events, num_stages(), lanes));
     spans.push_back(pipeline_seconds(events));
     std::vector<double> op_seconds(static_cast<size_t>(num_stages()), 0.0);
     for (const SimEvent& e : events) {
       if (e.kind == EventKind::kForward || e.kind == EventKind::kBackward) op_seconds[static_cast<size_t>(e.stage)] += e.end - e.start;
     }
     for (int s = 0; s < num_stages(); ++s) {
-      const double lanes = static_cast<double>(stage_lanes()[static_cast<size_t>(s)]);  // a wave's ops run at once
-      busy[static_cast<size_t>(s)].push_back(spans.back() > 0.0 ? op_seconds[static_cast<size_t>(s)] / lanes / spans.back() : 0.0);
+      const double at_once = static_cast<double>(lanes[static_cast<size_t>(s)]);  // a wave's ops run together
+      busy[static_cast<size_t>(s)].push_back(spans.back() > 0.0 ? op_seconds[static_cast<size_t>(s)] / at_once / spans.back() : 0.0);
     }
   }
   for (const auto& b : busy) out.stage_busy.push_back(median(b));
   out.measured_bubble = median(bubbles);
   out.measured_pipeline_seconds = median(spans);
-  out.op_times = median_op_times(steps, num_stages(), stage_resources(), plan_.options.micro_batches, stage_lanes());
+  out.op_times = median_op_times(steps, num_stages(), stage_resources(), plan_.options.micro_batches, lanes);
   const int64_t tokens = run_.train.micro_batch_size * run_.train.micro_batches * run_.model.seq_len;
   const SimResult predicted = simulate(plan_.schedule, out.op_times.stages, out.op_times.transfers, tokens);
   out.predicted_bubble = predicted.bubble_fraction;
