@@ -88,7 +88,7 @@ std::string describe_cores(const CoreAssignment& cores) {
             (g.cpus.size() == 1 ? "core " : "cores ") + join(g.cpus) +
             (g.lanes > 1 ? " in " + std::to_string(g.lanes) + " lanes" : "");
   }
-  text += "; OpenBLAS " + std::to_string(cores.blas_threads) + " thread" + (cores.blas_threads == 1 ? "" : "s");
+  text += (text.empty() ? "no CPU stage" : "") + std::string("; OpenBLAS ") + std::to_string(cores.blas_threads) + " thread" + (cores.blas_threads == 1 ? "" : "s");
   return text;
 }
 

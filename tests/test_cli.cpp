@@ -217,6 +217,28 @@ TEST_CASE("a streamed run of the default model equals the unstreamed one") {
   CHECK(refused.exit_code == 2);
 }
 
+// --auto --gpu-stages-on-cpu plans for the hardware's GPU and runs that choice here: with the GPU
+// held to a few MiB past its reserve, the default model's best plan streams it through the GPU,
+// and the run streams through standin:0. Without the flag --auto plans only what this machine has.
+TEST_CASE("train --auto chooses a streamed stage, run on the stand-in") {
+  ScratchDir dir;
+  const std::string common = " --auto --hardware rtx2070s-wsl --vram-cap-gib 0.66 --steps 2 --set data.tokenizer=bytes";
+  const CommandResult streamed = pipetrain_run("train --gpu-stages-on-cpu --out " + dir.path() + "/s" + common);
+  CAPTURE(streamed.output);
+  REQUIRE(streamed.exit_code == 0);
+  CHECK(streamed.output.find("(chosen by --auto)") != std::string::npos);
+  CHECK(streamed.output.find("it streams through standin:0") != std::string::npos);
+  CHECK(streamed.output.find("on standin:0") != std::string::npos);
+  CHECK(streamed.output.find("cores: no CPU stage") != std::string::npos);
+  const std::string recorded = read_file(dir.path() + "/s/config.yaml");
+  CHECK(recorded.find("weights: cpu") != std::string::npos);
+  const CommandResult here = pipetrain_run("train --out " + dir.path() + "/c" + common);
+  CAPTURE(here.output);
+  REQUIRE(here.exit_code == 0);
+  CHECK(here.output.find("standin") == std::string::npos);
+  CHECK(here.output.find("on cpu") != std::string::npos);
+}
+
 // --auto lets the planner choose; a plan that does not fit is refused with the planner's numbers
 // and remedies, exit 2, before anything is allocated or written.
 TEST_CASE("train --auto, and a plan that does not fit") {

@@ -31,7 +31,9 @@ cxxopts::Options train_options() {
       ("vram-cap-gib", kVramCapHelp, cxxopts::value<double>())
       ("rescale-profile", kRescaleProfileHelp)
       ("hardware", "hardware preset or YAML file for the plan's budgets (default: the config's)", cxxopts::value<std::string>())
-      ("gpu-stages-on-cpu", "run stages placed on cuda:N on the CPU when this build or machine has no such GPU (warns)")
+      ("gpu-stages-on-cpu", "run stages placed on cuda:N on the CPU when this build or machine has no such GPU (warns; a "
+                            "streamed one on standin:N, the GPU's stand-in); with --auto: plan for the hardware's GPU and "
+                            "run that choice so")
       ("steps", "optimizer steps (overrides train.steps)", cxxopts::value<int64_t>())
       ("o,out", "output directory for metrics.jsonl and config.yaml (default: runs/<date-time>)",
        cxxopts::value<std::string>())

@@ -34,7 +34,6 @@ PlanRequest planner_request(const BenchRequest& request) {
   planning.choices.schedules = {request.schedules.front()};
   planning.choices.checkpointing = {request.run.train.checkpointing};
   planning.choices.shapes = runnable_shapes(request.hardware);
-  planning.choices.weights_streamed = {false};  // the runtime cannot stream weights yet
   if (request.splits == SplitSelection::kTop) planning.choices.runners_up = request.top - 1;
   return planning;
 }

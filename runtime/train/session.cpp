@@ -43,9 +43,10 @@ Plan plan_the_run(const TrainRequest& request, std::vector<std::string>& warning
   PlanRequest planning = plan_request_for(run, request.hardware);
   if (request.automatic) {
     // The planner chooses where and how, never what is computed: the global batch stays the config's.
+    // With --gpu-stages-on-cpu it chooses as for the hardware's GPU (missing here), and the choice
+    // runs with that GPU's stages on the CPU (below).
     planning.choices.micro_batch_counts = {planning.options.micro_batches};
-    planning.choices.shapes = runnable_shapes(planning.hardware);
-    planning.choices.weights_streamed = {false};  // the runtime cannot stream weights yet (below)
+    planning.choices.shapes = request.gpu_stages_on_cpu ? default_shapes(planning.hardware) : runnable_shapes(planning.hardware);
   } else {
     StageMap map = request.stage_map ? *request.stage_map
                                      : (run.stages.stages.empty() ? single_cpu_stage(run.model) : run.stages);
@@ -53,7 +54,17 @@ Plan plan_the_run(const TrainRequest& request, std::vector<std::string>& warning
     validate_stage_map(map, run.model, planning.hardware);
     planning.map = map;
   }
-  const PlanOutcome outcome = run_plan(planning);
+  PlanOutcome outcome = run_plan(planning);
+  if (outcome.fits && request.automatic && request.gpu_stages_on_cpu) {
+    // The choice with its GPU stages placed on the CPU (a streamed one on the GPU's stand-in),
+    // planned again as placed, with the options it was chosen with.
+    const StageMap placed = place_stages(outcome.plans.front().map, true, &warnings);
+    if (!(placed == outcome.plans.front().map)) {
+      planning.options = outcome.plans.front().options;
+      planning.map = placed;
+      outcome = run_plan(planning);
+    }
+  }
   if (!outcome.fits) {
     std::fprintf(stderr, "%s", format_plan_text(planning, outcome, suggest_remedies(planning, outcome)).c_str());
     throw InputError("the plan does not fit hardware '" + planning.hardware.name +
