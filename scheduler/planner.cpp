@@ -97,7 +97,7 @@ struct Candidate {
   uint8_t schedule;    // index into the choices' schedules
   uint8_t checkpointing;
   uint8_t optimizer_in_ram;  // GPU stages' optimizer in CPU RAM
-  uint8_t streamed;          // GPU stages' weights in CPU RAM, streamed in
+  uint8_t window;            // 0: GPU stages' weights resident; else streamed from CPU RAM through this window
   int32_t micro_batches;
   std::array<int32_t, kMaxAutoStages> last;  // last layer of each stage
   bool operator<(const Candidate& other) const { return lower_bound < other.lower_bound; }
@@ -139,10 +139,11 @@ struct ShapeInfo {
 };
 
 // How a candidate keeps GPU stages' state: optimizer on the GPU, optimizer in RAM, or weights
-// and optimizer in RAM (streamed).
+// and optimizer in RAM (streamed, through a window of `window` layers).
 struct Homes {
   bool in_ram;
   bool streamed;
+  int window = 0;
 };
 
 // The options one candidate cut can run with: which (schedule, micro-batch count) pairs, by index.
@@ -180,6 +181,7 @@ class AutoPlanner {
         checkpointing_(choices.checkpointing.empty() ? std::vector<bool>{false, true} : choices.checkpointing),
         optimizer_in_ram_(choices.optimizer_in_ram.empty() ? std::vector<bool>{false, true} : choices.optimizer_in_ram),
         streamed_(choices.weights_streamed.empty() ? std::vector<bool>{false, true} : choices.weights_streamed),
+        windows_(choices.window_layers.empty() ? std::vector<int>{1, 2, 3, 4} : choices.window_layers),
         keep_(static_cast<size_t>(1 + std::max(0, choices.runners_up))), choose_lanes_(choices.choose_lanes),
         prefixes_(model.config),
         resident_schedules_(schedules_for(false)), streamed_schedules_(schedules_for(true)) {
@@ -236,6 +238,7 @@ class AutoPlanner {
   const std::vector<bool> checkpointing_;
   const std::vector<bool> optimizer_in_ram_;
   const std::vector<bool> streamed_;
+  const std::vector<int> windows_;
   const size_t keep_;
   const bool choose_lanes_;
   PrefixByDtype prefixes_;  // the layer costs in each dtype a stage computes in
@@ -374,7 +377,7 @@ void AutoPlanner::enumerate_cut(size_t shape_index, const std::vector<int64_t>& 
           const int m = counts_[static_cast<size_t>(count)];
           visit({bound.per_micro_batch(m), static_cast<uint16_t>(shape_index), static_cast<uint16_t>(split),
                  static_cast<uint8_t>(kind), static_cast<uint8_t>(ckpt), static_cast<uint8_t>(homes.in_ram),
-                 static_cast<uint8_t>(homes.streamed), m, cut});
+                 static_cast<uint8_t>(homes.window), m, cut});
         }
       }
     }
@@ -385,12 +388,16 @@ void AutoPlanner::enumerate_cut(size_t shape_index, const std::vector<int64_t>& 
 // and optimizer in RAM); a shape without a GPU stage has only the first.
 std::vector<Homes> AutoPlanner::homes_for(const ShapeInfo& info) const {
   std::vector<Homes> out;
+  // Weights where they compute: allowed, or the only way for a shape without a GPU stage.
+  const bool may_keep = std::find(streamed_.begin(), streamed_.end(), false) != streamed_.end() || !info.has_own_memory_stage;
   for (bool in_ram : optimizer_in_ram_) {
-    if (in_ram && !info.has_own_memory_stage) continue;  // no GPU stage: nothing to move
+    if (!may_keep || (in_ram && !info.has_own_memory_stage)) continue;  // no GPU stage: nothing to move
     out.push_back({in_ram, false});
   }
   const bool may_stream = std::find(streamed_.begin(), streamed_.end(), true) != streamed_.end();
-  if (may_stream && info.has_own_memory_stage) out.push_back({true, true});
+  if (may_stream && info.has_own_memory_stage) {
+    for (int window : windows_) out.push_back({true, true, window});
+  }
   return out;
 }
 
@@ -419,6 +426,7 @@ OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector
   OptionList fitting;
   PlanOptions po = base_;
   po.checkpointing = checkpointing;
+  if (homes.streamed) po.window_layers = homes.window;
   // Memory depends on the schedule and count only through what each stage holds, and grows with
   // it: holding no more than a set that fits fits, holding at least as much as one that does not
   // does not. Many pairs hold the same or comparable sets (1F1B holds min(M, stages after); GPipe
@@ -515,10 +523,11 @@ Plan AutoPlanner::simulate(const Candidate& c) const {
   po.schedule = schedules_[c.schedule];
   po.micro_batches = c.micro_batches;
   po.checkpointing = c.checkpointing != 0;
+  if (c.window != 0) po.window_layers = c.window;
   const std::vector<int64_t> last(c.last.begin(), c.last.begin() + static_cast<int64_t>(info.devices.size()));
   StageMap map = make_stage_map(info.devices, last, info.splits[c.split], info.lanes[c.split]);
   for (size_t s = 0; s < map.stages.size(); ++s) {
-    const Placement place = info.placement(s, c.optimizer_in_ram != 0, c.streamed != 0);
+    const Placement place = info.placement(s, c.optimizer_in_ram != 0, c.window != 0);
     if (place.optimizer != place.compute) map.stages[s].optimizer = place.optimizer;
     if (place.weights != place.compute) map.stages[s].weights = place.weights;
   }

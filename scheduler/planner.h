@@ -38,8 +38,12 @@ struct PlannerChoices {
   // master weights and state in RAM, gradients out and weights back each step). Default: both.
   std::vector<bool> optimizer_in_ram;
   // For stages on a GPU: weights resident, or streamed from RAM (memory/stage_map.h; the optimizer
-  // then lives in RAM and the schedule is layer-major). Default: both.
+  // then lives in RAM and the schedule is layer-major). Default: both; {true}: GPU stages stream.
   std::vector<bool> weights_streamed;
+  // A streamed stage's GPU window, in layers (PlanOptions::window_layers): a deeper one lets loads
+  // run further ahead of compute that varies from layer to layer, for a layer's weights more of
+  // GPU memory each. Default: 1 to 4 (the smallest of equally fast windows wins: less memory).
+  std::vector<int> window_layers;
   bool choose_cores = true;             // try giving CPU stages their own cores
   bool choose_lanes = true;             // try splitting a CPU stage's cores into lanes (memory/stage_map.h)
   int runners_up = 3;

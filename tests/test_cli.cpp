@@ -232,6 +232,7 @@ TEST_CASE("train --auto chooses a streamed stage, run on the stand-in") {
   CHECK(streamed.output.find("cores: no CPU stage") != std::string::npos);
   const std::string recorded = read_file(dir.path() + "/s/config.yaml");
   CHECK(recorded.find("weights: cpu") != std::string::npos);
+  CHECK(recorded.find("window_layers:") != std::string::npos);
   const CommandResult here = pipetrain_run("train --out " + dir.path() + "/c" + common);
   CAPTURE(here.output);
   REQUIRE(here.exit_code == 0);

@@ -67,6 +67,8 @@ TEST_CASE("bad configs are refused with the key and value named") {
   check_rejected(data + "train:\n  lr: -0.1\n", "train.lr must be positive, got -0.1");
   check_rejected(data + "train:\n  optimizer: adam\n", "train.optimizer is 'adam'");
   check_rejected(data + "train:\n  micro_batches: 0\n", "train.micro_batches must be positive, got 0");
+  check_rejected(data + "train:\n  window_layers: 0\n", "train.window_layers must be in [1, 64] (a streamed stage's GPU window, in layers), got 0");
+  check_rejected(data + "train:\n  window_layers: 65\n", "got 65");
   // Sizes that would overflow an int where micro-batches or a step's tokens are counted.
   check_rejected(data + "train:\n  micro_batches: 70000\n", "train.micro_batches = 70000 is larger than the limit 65536");
   check_rejected(data + "train:\n  micro_batch_size: 5000000\n", "train.micro_batch_size = 5000000 is larger than");

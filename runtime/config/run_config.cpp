@@ -65,6 +65,8 @@ constexpr int64_t kMaxLayers = 100000;
 // Micro-batches are counted in int across the scheduler; a step's tokens, and a validation
 // batch's, stay within int32 so that no index over them can overflow.
 constexpr int64_t kMaxMicroBatches = 1 << 16;
+// A deeper window than this holds more layers than any model here needs in flight on a copy engine.
+constexpr int64_t kMaxWindowLayers = 64;
 constexpr int64_t kMaxStepTokens = (int64_t{1} << 31) - 1;
 
 void validate(const RunConfig& run) {
@@ -131,6 +133,10 @@ void validate(const RunConfig& run) {
                      std::to_string(t.checkpoint_interval));
   }
   require_positive(t.keep_checkpoints, "train.keep_checkpoints", src);
+  if (t.window_layers < 1 || t.window_layers > kMaxWindowLayers) {
+    throw InputError(src + ": train.window_layers must be in [1, " + std::to_string(kMaxWindowLayers) + "] (a streamed stage's GPU window, in layers), got " +
+                     std::to_string(t.window_layers));
+  }
   const OptimizerConfig& o = t.optimizer;
   if (!(o.lr > 0.0)) {
     std::ostringstream out;
@@ -310,6 +316,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   }
   train.read_bool("checkpointing", t.checkpointing);
   train.read_bool("layerwise_update", t.layerwise_update);
+  train.read_int("window_layers", t.window_layers);
   train.read_int("intra_op_threads", t.intra_op_threads);
   train.read_int("blas_threads", t.blas_threads);
   train.reject_unknown_keys();
@@ -408,6 +415,7 @@ std::string to_yaml(const RunConfig& run) {
   out << YAML::Key << "schedule" << YAML::Value << t.schedule.name();
   out << YAML::Key << "checkpointing" << YAML::Value << t.checkpointing;
   out << YAML::Key << "layerwise_update" << YAML::Value << t.layerwise_update;
+  out << YAML::Key << "window_layers" << YAML::Value << t.window_layers;
   out << YAML::Key << "intra_op_threads" << YAML::Value << t.intra_op_threads;
   out << YAML::Key << "blas_threads" << YAML::Value << t.blas_threads;
   out << YAML::EndMap;

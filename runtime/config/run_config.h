@@ -48,6 +48,8 @@ struct TrainConfig {
   // Streamed stages step each layer's optimizer as soon as its gradient is final, so gradients
   // never all exist at once; clipping is then per layer (memory/memory_options.h says how).
   bool layerwise_update = false;
+  // A streamed stage's GPU window in layers (--auto chooses it; 1 to 64).
+  int64_t window_layers = 2;
   int64_t intra_op_threads = 0;  // 0 = choose for this machine
   int64_t blas_threads = 0;      // 0 = choose for this machine
 };

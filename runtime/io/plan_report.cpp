@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "memory/param_count.h"
@@ -12,12 +13,18 @@ namespace pipetrain {
 
 namespace {
 
-std::string options_line(const PlanOptions& o) {
+// The plan's options; a plan that streams also its window.
+std::string options_line(const Plan& p) {
+  const PlanOptions& o = p.options;
   char line[256];
   std::snprintf(line, sizeof(line), "%s, %d micro-batches of %lld, checkpointing %s, %s", o.schedule.name().c_str(),
                 o.micro_batches, static_cast<long long>(o.micro_batch_size), o.checkpointing ? "on" : "off",
                 o.optimizer.kind.name().c_str());
-  return line;
+  const bool streams = std::any_of(p.map.stages.begin(), p.map.stages.end(),
+                                   [](const StageSpec& st) { return st.placement().streamed(); });
+  return std::string(line) + (streams ? ", window of " + std::to_string(o.window_layers) + " layer" +
+                                            (o.window_layers == 1 ? "" : "s")
+                                      : "");
 }
 
 std::string prediction_line(const Plan& p) {
@@ -67,7 +74,7 @@ std::string format_plan_text(const PlanRequest& request, const PlanOutcome& outc
   } else {
     out += std::string(request.map ? "plan (given stage map): " : "closest plan (nothing fits): ") + map_line(m, plan.map) + "\n";
   }
-  out += "options: " + options_line(plan.options) + "\n\n";
+  out += "options: " + options_line(plan) + "\n\n";
   out += format_memory_table(plan.memory, m, plan.map);
   out += "\npredicted: " + prediction_line(plan) + "\n";
   out += "times: " + time_source(m, request.hardware, request.options) + "\n";
@@ -75,7 +82,7 @@ std::string format_plan_text(const PlanRequest& request, const PlanOutcome& outc
     out += "\nrunners-up:\n";
     for (size_t i = 1; i < outcome.plans.size(); ++i) {
       const Plan& p = outcome.plans[i];
-      out += "  " + std::to_string(i) + ". " + map_line(m, p.map) + "; " + options_line(p.options) + "\n     " +
+      out += "  " + std::to_string(i) + ". " + map_line(m, p.map) + "; " + options_line(p) + "\n     " +
              prediction_line(p) + "\n";
     }
   }

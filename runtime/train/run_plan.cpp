@@ -11,6 +11,7 @@ PlanRequest plan_request_for(const RunConfig& run, const HardwareSpec& hardware)
   request.options.schedule = run.train.schedule;
   request.options.checkpointing = run.train.checkpointing;
   request.options.layerwise_update = run.train.layerwise_update;
+  request.options.window_layers = static_cast<int>(run.train.window_layers);
   request.options.optimizer = run.train.optimizer;
   request.options.precision = run.precision;
   return request;
@@ -30,6 +31,7 @@ RunConfig recorded_config(const RunConfig& run, const Plan& plan) {
   recorded.train.micro_batch_size = plan.options.micro_batch_size;
   recorded.train.checkpointing = plan.options.checkpointing;
   recorded.train.layerwise_update = plan.options.layerwise_update;
+  recorded.train.window_layers = plan.options.window_layers;
   recorded.train.optimizer = plan.options.optimizer;
   return recorded;
 }
