@@ -46,8 +46,10 @@ constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// (1) One direction through a ring: `sends` back-to-back sends of `bytes`, end to end.
-nlohmann::json bench_transfer(int64_t bytes, bool host_to_device, int sends) {
+// (1) One direction through a ring: `sends` back-to-back sends of `bytes`, end to end. With
+// `by_op` (host to device), each tensor is first written into the slot staging() offers, as a CPU
+// stage's op does (runtime/train/pipeline_trainer.cpp to_boundary): that write is in the time.
+nlohmann::json bench_transfer(int64_t bytes, bool host_to_device, int sends, bool by_op = false) {
   const DeviceId gpu = DeviceId::cuda(0);
   RingSpec ring;
   ring.slots = 2;
@@ -70,7 +72,12 @@ nlohmann::json bench_transfer(int64_t bytes, bool host_to_device, int sends) {
     std::vector<torch::Tensor> keep;
     for (int k = 0; k < sends; ++k) {
       if (!host_to_device) producer->run_op(EventKind::kForward, k, [] {});
-      torch::Tensor arrived = t->send(k, source);
+      torch::Tensor sent = source;
+      if (by_op) {
+        torch::Tensor slot = t->staging(k, source.sizes(), source.scalar_type());
+        if (slot.defined()) sent = slot.copy_(source);
+      }
+      torch::Tensor arrived = t->send(k, sent);
       if (host_to_device) keep.push_back(std::move(arrived));
     }
     torch::cuda::synchronize();
@@ -85,7 +92,8 @@ nlohmann::json bench_transfer(int64_t bytes, bool host_to_device, int sends) {
   }
   const double raw = raw_pinned_copy_seconds(gpu, bytes, host_to_device, 50);
   nlohmann::json j;
-  j["direction"] = host_to_device ? "H2D" : "D2H";
+  j["direction"] = host_to_device ? (by_op ? "H2D, written by the op" : "H2D") : "D2H";
+  j["staged_by_op"] = t->staged_by_op();
   j["bytes"] = bytes;
   j["ring_end_to_end_gb_per_s"] = static_cast<double>(bytes) / median(end_to_end) / 1e9;
   j["ring_copy_engine_gb_per_s"] = static_cast<double>(bytes) / median(engine) / 1e9;
@@ -231,8 +239,8 @@ int main(int argc, char** argv) {
 
   std::printf("(1) transfers through the staging rings against raw pinned cudaMemcpyAsync\n");
   for (int64_t bytes : {int64_t{1} << 20, int64_t{8} << 20, int64_t{64} << 20}) {
-    for (bool h2d : {true, false}) {
-      const nlohmann::json j = bench_transfer(bytes, h2d, 16);
+    for (const auto& [h2d, by_op] : {std::pair{true, false}, std::pair{true, true}, std::pair{false, false}}) {
+      const nlohmann::json j = bench_transfer(bytes, h2d, 16, by_op);
       std::printf("  %s %6.1f MiB: ring %6.2f GB/s end to end, %6.2f GB/s copy engine; raw %6.2f GB/s; ratios %.2f, %.2f\n",
                   j["direction"].get<std::string>().c_str(), static_cast<double>(bytes) / (1 << 20),
                   j["ring_end_to_end_gb_per_s"].get<double>(), j["ring_copy_engine_gb_per_s"].get<double>(),

@@ -204,11 +204,23 @@ double link_seconds(const LinkSpec& link, double bytes) { return bytes / link.by
 
 double boundary_copy_seconds(const HardwareSpec& hw, DeviceId from, DeviceId to, double bytes) {
   const LinkSpec* link = copy_link(hw, from, to);
-  if (link == nullptr) return 0.0;
-  // Into a device of its own memory from host memory, the bytes are first copied into a pinned
-  // ring slot on the sending thread (runtime/backends/cuda/cuda_transfer.cpp): read and written once.
-  const double staging = !from.has_own_memory() && to.has_own_memory() ? 2.0 * bytes / hw.cpu().memory_bytes_per_s : 0.0;
-  return link_seconds(*link, bytes) + staging;
+  return link == nullptr ? 0.0 : link_seconds(*link, bytes);
+}
+
+double staging_write_seconds(const HardwareSpec& hw, DeviceId from, DeviceId to, double bytes) {
+  // The sending op writes its output into a pinned ring slot (runtime/train/pipeline_trainer.cpp
+  // to_boundary): read and written once.
+  if (copy_link(hw, from, to) == nullptr || from.has_own_memory() || !to.has_own_memory()) return 0.0;
+  return 2.0 * bytes / hw.cpu().memory_bytes_per_s;
+}
+
+void charge_staging_writes(const HardwareSpec& hw, const StageMap& map, const std::vector<double>& boundary_bytes,
+                           std::vector<StageTiming>& stages) {
+  for (size_t b = 0; b + 1 < map.stages.size(); ++b) {
+    const DeviceId from = map.stages[b].device, to = map.stages[b + 1].device;
+    stages[b].forward_seconds += staging_write_seconds(hw, from, to, boundary_bytes[b]);
+    stages[b + 1].backward_seconds += staging_write_seconds(hw, to, from, boundary_bytes[b]);
+  }
 }
 
 TransferTiming transfer_timing(int64_t boundary_bytes_per_token, const ModelConfig& model, const HardwareSpec& hw,

@@ -21,9 +21,11 @@
 //   lanes    = a CPU stage with lanes times one lane's ops on its share of the cores (cores / lanes);
 //              a backward wave also waits for lanes 1..L-1 to add their gradients in turn
 //              (lane_add_seconds each)
-//   transfer = boundary bytes / link bandwidth + latency, on the link's own resource (into a GPU
-//              plus the host memcpy into the pinned slot: boundary_copy_seconds)
-//              ("cpu->cuda:0" is H2D, "cuda:0->cpu" is D2H); CPU to CPU is a free hand-off.
+//   transfer = boundary bytes / link bandwidth + latency, on the link's own resource
+//              ("cpu->cuda:0" is H2D, "cuda:0->cpu" is D2H); CPU to CPU is a free hand-off. Into a
+//              GPU, the sending CPU stage's op writes its output into the pinned ring slot
+//              (staging_write_seconds, charged to that op: forward for an activation, backward for
+//              a gradient).
 // A measured profile (pipetrain profile: hardware.measured, per-layer times for this model and
 // micro-batch size, per device and core count) replaces the FLOP-based durations: a stage's op time
 // is then the sum of its layers' measured times, and its optimizer step too. Times of fewer cores
@@ -121,10 +123,15 @@ double lane_add_seconds(int64_t params, const DeviceSpec& cpu, const PlanOptions
 const LinkSpec* copy_link(const HardwareSpec& hardware, DeviceId from, DeviceId to);
 // A copy of `bytes` over `link`: bytes / bandwidth + latency, on the link's own copy engine.
 double link_seconds(const LinkSpec& link, double bytes);
-// A boundary's activation or gradient from `from` to `to` (0 for a hand-off): the link's copy, and
-// out of host memory into a device of its own memory also the host memcpy into the pinned ring slot
-// that precedes it on the same sender (2 x bytes over the CPU's memory bandwidth).
+// A boundary's activation or gradient from `from` to `to`: the link's copy (0 for a hand-off).
 double boundary_copy_seconds(const HardwareSpec& hardware, DeviceId from, DeviceId to, double bytes);
+// Out of host memory into a device of its own memory, the sending op's write of its output into the
+// pinned ring slot (read and written once over the CPU's memory bandwidth); 0 otherwise.
+double staging_write_seconds(const HardwareSpec& hardware, DeviceId from, DeviceId to, double bytes);
+// The staging writes of a plan's boundaries added to the ops that do them: stage b's forward for an
+// activation into stage b + 1's device, stage b + 1's backward for a gradient into stage b's.
+void charge_staging_writes(const HardwareSpec& hardware, const StageMap& map, const std::vector<double>& boundary_bytes,
+                           std::vector<StageTiming>& stages);
 
 TransferTiming transfer_timing(int64_t boundary_bytes_per_token, const ModelConfig& model, const HardwareSpec& hardware,
                                DeviceId from, DeviceId to, const PlanOptions& options);

@@ -59,6 +59,7 @@ Plan evaluate_plan(const ModelDesc& model, const HardwareSpec& hw, const StageMa
   PrefixByDtype prefixes(model.config);
   const std::vector<int64_t> per_token = boundary_bytes_per_token(prefixes, map, options.precision);
   const std::vector<TransferTiming> transfers = transfer_timings(per_token, model.config, hw, map, options);
+  std::vector<double> boundary_bytes;
   for (int b = 0; b + 1 < map.num_stages(); ++b) {
     const size_t i = static_cast<size_t>(b);
     const DeviceId from = map.stages[i].device, to = map.stages[i + 1].device;
@@ -66,7 +67,9 @@ Plan evaluate_plan(const ModelDesc& model, const HardwareSpec& hw, const StageMa
                                boundary_dtype(options.precision.compute(from), options.precision.compute(to)),
                                checked_mul(options.micro_batch_size * model.config.seq_len, per_token[i], "boundary bytes"),
                                plan.memory.rings[i], transfers[i]});
+    boundary_bytes.push_back(static_cast<double>(plan.boundaries.back().activation_bytes));
   }
+  charge_staging_writes(hw, map, boundary_bytes, plan.stage_times);
   std::vector<bool> cpu_stage;
   for (const StageSpec& st : map.stages) cpu_stage.push_back(st.device.is_cpu());
   plan.predicted = simulate_with_neighbours(plan.schedule, plan.stage_times, transfers, tokens_per_step(model.config, options),

@@ -163,6 +163,8 @@ struct Bound {
   std::array<double, kMaxResources> per_step_work{};         // per resource
   double trip = 0.0;
   double phase = 0.0;
+  // Per stage, its ops' writes into the staging rings of copies into a GPU, per micro-batch.
+  std::array<double, kMaxAutoStages> staging{};
   double per_micro_batch(int m) const {
     double busiest = trip / m;
     for (size_t r = 0; r < resources; ++r) busiest = std::max(busiest, per_micro_batch_work[r] + per_step_work[r] / m);
@@ -352,6 +354,7 @@ void AutoPlanner::enumerate_cut(size_t shape_index, const std::vector<int64_t>& 
       const double t = boundary_copy_seconds(hw_, from, to, bytes);
       transfers.trip += t;
       transfers.per_micro_batch_work[static_cast<size_t>(resource)] += t;
+      transfers.staging[from == a ? b : b + 1] += staging_write_seconds(hw_, from, to, bytes);
     }
   }
   std::array<int32_t, kMaxAutoStages> cut{};
@@ -485,7 +488,7 @@ Bound AutoPlanner::bound_of(const ShapeInfo& info, size_t split, const std::vect
     const StageTiming t =
         timer_.time(place, (cores > 0 ? cores : dev.cores) / lanes, first, last[st], checkpointing, /*per_layer=*/false);
     // Alone a CPU stage may run faster than its profile's times beside neighbours: the bound takes the faster.
-    double seconds = (t.forward_seconds + t.backward_seconds) * std::min(1.0, t.alone_ratio);
+    double seconds = (t.forward_seconds + t.backward_seconds + transfers.staging[st]) * std::min(1.0, t.alone_ratio);
     if (lanes > 1) seconds += static_cast<double>(lanes - 1) * timer_.lane_add_seconds(first, last[st]);
     // A stage with lanes runs `lanes` micro-batches in one op's time.
     bound.per_micro_batch_work[static_cast<size_t>(info.resource[split][st])] += seconds / lanes;

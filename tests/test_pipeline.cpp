@@ -170,6 +170,14 @@ TEST_CASE("streamed stages through the stand-in equal the reference trainer") {
     const int streamed = c.map.num_stages() == 1 ? 0 : 1;
     REQUIRE(trainer.streamed_stage(streamed) != nullptr);
     CHECK(trainer.last_max_in_flight()[static_cast<size_t>(streamed)] == 4);
+    if (streamed == 1) {
+      // Into the stand-in, activations forward and gradients back: the CPU stages' ops write them
+      // into the ring's slots when one is free (the transfer copies the rest there itself).
+      const PipelineTrainer::StagedCopies copies = trainer.staged_copies();
+      CHECK(copies.total == 2 * 4);
+      CHECK(copies.by_op >= 1);
+      CHECK(copies.by_op <= copies.total);
+    }
     CHECK(std::isfinite(trainer.validation_loss()));
     // Its checkpoint (the masters and their AdamW state) resumes as a resident CPU stage, exactly.
     const std::string run_dir = dir.path() + "/run-" + std::to_string(++runs);
@@ -183,7 +191,7 @@ TEST_CASE("streamed stages through the stand-in equal the reference trainer") {
     const std::vector<torch::Tensor> restored = resumed.parameters();
     for (size_t i = 0; i < params.size(); ++i) CHECK(torch::equal(restored[i], params[i]));
   }
-  // Streaming into a real GPU is refused by name until its copy engine is written.
+  // Without CUDA, a stage streaming into a real GPU is refused by name, or placed on the stand-in.
   RunConfig run = tiny_run(data, 4, {"train.schedule=layer-major", "train.checkpointing=true"});
   StageMap on_gpu = make_stage_map({DeviceId::cuda(0)}, {4});
   on_gpu.stages[0].weights = on_gpu.stages[0].optimizer = DeviceId::cpu();

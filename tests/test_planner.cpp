@@ -105,24 +105,41 @@ TEST_CASE("lanes in the cost model") {
   CHECK(b[0].backward_seconds == doctest::Approx(a[0].backward_seconds * r4 / r1 + 3 * add));
 }
 
-// Into the GPU, a boundary's bytes are first copied into a pinned slot by the host: that memcpy is
-// charged on the same engine (read and written once over the CPU's bandwidth); out of the GPU, and
-// between two CPU stages, nothing of it.
-TEST_CASE("a copy into the GPU is charged its host memcpy") {
+// Into the GPU, a boundary's bytes are written into a pinned slot by the sending CPU stage's op:
+// that write is charged to the op (read and written once over the CPU's bandwidth): an
+// activation's to the sender's forward, a gradient's to the sender's backward. The copy itself is
+// the link's; out of the GPU, and between two CPU stages, there is no write.
+TEST_CASE("a copy into the GPU is charged its staging write, on the sending op") {
   const HardwareSpec hw = cpu_gpu_box();
   const LinkSpec& h2d = *hw.link(kCpu, kGpu);
   const LinkSpec& d2h = *hw.link(kGpu, kCpu);
   const double bytes = 64e6;
-  CHECK(boundary_copy_seconds(hw, kCpu, kGpu, bytes) ==
-        doctest::Approx(link_seconds(h2d, bytes) + 2.0 * bytes / hw.cpu().memory_bytes_per_s));
+  CHECK(boundary_copy_seconds(hw, kCpu, kGpu, bytes) == doctest::Approx(link_seconds(h2d, bytes)));
   CHECK(boundary_copy_seconds(hw, kGpu, kCpu, bytes) == doctest::Approx(link_seconds(d2h, bytes)));
   CHECK(boundary_copy_seconds(hw, kCpu, kCpu, bytes) == 0.0);
+  const double write = 2.0 * bytes / hw.cpu().memory_bytes_per_s;
+  CHECK(staging_write_seconds(hw, kCpu, kGpu, bytes) == doctest::Approx(write));
+  CHECK(staging_write_seconds(hw, kGpu, kCpu, bytes) == 0.0);
+  CHECK(staging_write_seconds(hw, kCpu, kCpu, bytes) == 0.0);
+
   const ModelConfig model = small_model(4);
-  const PlanOptions o;
-  const TransferTiming t = transfer_timing(1000, model, hw, kCpu, kGpu, o);
-  const double boundary = 1000.0 * static_cast<double>(o.micro_batch_size * model.seq_len);
-  CHECK(t.forward_seconds == doctest::Approx(boundary_copy_seconds(hw, kCpu, kGpu, boundary)));
-  CHECK(t.backward_seconds == doctest::Approx(link_seconds(d2h, boundary)));
+  const ModelDesc desc = describe_model(model);
+  const StageMap map = make_stage_map({kCpu, kGpu, kCpu}, {1, 3, 5});
+  PlanOptions o;
+  o.schedule = ScheduleKind::named("gpipe");
+  const Plan plan = evaluate_plan(desc, hw, map, o);
+  const std::vector<StageTiming> plain = stage_timings(model, hw, map, o);
+  const double in = staging_write_seconds(hw, kCpu, kGpu, static_cast<double>(plan.boundaries[0].activation_bytes));
+  const double back = staging_write_seconds(hw, kCpu, kGpu, static_cast<double>(plan.boundaries[1].activation_bytes));
+  CHECK(in > 0.0);
+  CHECK(plan.stage_times[0].forward_seconds == doctest::Approx(plain[0].forward_seconds + in));
+  CHECK(plan.stage_times[0].backward_seconds == doctest::Approx(plain[0].backward_seconds));
+  CHECK(plan.stage_times[1].forward_seconds == doctest::Approx(plain[1].forward_seconds));
+  CHECK(plan.stage_times[1].backward_seconds == doctest::Approx(plain[1].backward_seconds));
+  CHECK(plan.stage_times[2].forward_seconds == doctest::Approx(plain[2].forward_seconds));
+  CHECK(plan.stage_times[2].backward_seconds == doctest::Approx(plain[2].backward_seconds + back));
+  CHECK(plan.boundaries[0].predicted.forward_seconds ==
+        doctest::Approx(link_seconds(h2d, static_cast<double>(plan.boundaries[0].activation_bytes))));
 }
 
 // Transfers run on their own copy engines: they delay a micro-batch but overlap other compute.

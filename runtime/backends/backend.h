@@ -15,8 +15,10 @@
 
 #include <torch/types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -56,6 +58,18 @@ class Transfer {
   virtual ~Transfer() = default;
   // Makes `tensor` (micro-batch k) available on the receiving device.
   virtual torch::Tensor send(int k, const torch::Tensor& tensor) = 0;
+  // Host memory the sending stage's op may write micro-batch k into (`sizes` of `dtype`), so that
+  // send() copies it from there with no host memcpy of its own: a free slot of the transfer's
+  // staging ring, held for k until send(k) has copied it. Undefined when the transfer stages
+  // nothing (a hand-off, a copy out of a GPU) or has no slot free now (it never waits: the slot's
+  // sends may be queued behind this op); send() then stages the tensor itself. Called on the
+  // sending stage's thread.
+  virtual torch::Tensor staging(int k, c10::IntArrayRef sizes, torch::ScalarType dtype) {
+    (void)k, (void)sizes, (void)dtype;
+    return {};
+  }
+  // How many of this step's sends found their tensor already staged by the sending op.
+  virtual int staged_by_op() const { return 0; }
   // "cpu->cuda:0": the resource name the simulator and the trace use; empty for a free hand-off.
   virtual std::string resource() const = 0;
   // Pinned host memory the transfer holds (its staging ring), allocated once.
@@ -72,6 +86,54 @@ struct RingSpec {
   int slots = 2;
   int64_t slot_bytes = 0;
   int micro_batches = 1;  // per step: one timed copy each
+};
+
+// Which slots of a staging ring micro-batches hold: claimed on the sending stage's thread
+// (Transfer::staging), released on the transfer's once the copy no longer reads the slot.
+class StagedSlots {
+ public:
+  explicit StagedSlots(int slots) : holder_(static_cast<size_t>(slots), -1) {}
+  // A slot that no micro-batch holds and that `ready(slot)` says its last copy has left, now held
+  // for k; -1 when there is none.
+  template <class Ready>
+  int claim(int k, Ready&& ready) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t i = 0; i < holder_.size(); ++i) {
+      if (holder_[i] < 0 && ready(static_cast<int>(i))) {
+        holder_[i] = k;
+        return static_cast<int>(i);
+      }
+    }
+    return -1;
+  }
+  // The slot k holds, or -1.
+  int slot_of(int k) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t i = 0; i < holder_.size(); ++i) {
+      if (holder_[i] == k) return static_cast<int>(i);
+    }
+    return -1;
+  }
+  // The slot k holds, no longer held (once nothing reads or writes it for k); -1 when it holds none.
+  int release(int k) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t i = 0; i < holder_.size(); ++i) {
+      if (holder_[i] == k) {
+        holder_[i] = -1;
+        return static_cast<int>(i);
+      }
+    }
+    return -1;
+  }
+  // Every slot free (a step that stopped early leaves none held into the next).
+  void reset() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::fill(holder_.begin(), holder_.end(), -1);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<int> holder_;  // per slot: the micro-batch holding it, -1 none
 };
 
 // A device allocator against its budget. peak_* since the last reset.

@@ -131,6 +131,7 @@ std::unique_ptr<StageDevice> make_stage_device(DeviceId device, int micro_batche
 
 std::unique_ptr<Transfer> make_transfer(DeviceId from, DeviceId to, const RingSpec& ring, StageDevice* producer,
                                         EventKind produced_by) {
+  if (from.is_cpu() && to.kind == DeviceKind::kStandIn) return std::make_unique<StandInCopy>(ring);
   if (from == to || !on_cuda(from, to)) return std::make_unique<HandOff>();
   if (crosses_host_boundary(from, to)) {
     return cuda_backend::make_transfer(torch_device(from), torch_device(to), ring, producer, produced_by);
@@ -161,7 +162,8 @@ std::unique_ptr<StageDevice> make_stage_device(DeviceId device, int) {
   return std::make_unique<StageDevice>();
 }
 
-std::unique_ptr<Transfer> make_transfer(DeviceId from, DeviceId to, const RingSpec&, StageDevice*, EventKind) {
+std::unique_ptr<Transfer> make_transfer(DeviceId from, DeviceId to, const RingSpec& ring, StageDevice*, EventKind) {
+  if (from.is_cpu() && to.kind == DeviceKind::kStandIn) return std::make_unique<StandInCopy>(ring);
   if (from == to || !on_cuda(from, to)) return std::make_unique<HandOff>();
   return std::make_unique<DeviceCopy>(torch_device(from), torch_device(to));
 }

@@ -39,6 +39,17 @@ std::string describe_stage(const ModelConfig& model, const StageMap& map, int s)
   return "stage " + std::to_string(s) + " (" + st.device.name() + ", " + describe_range(model, st.first, st.last) + ")";
 }
 
+// What a stage's op sends across a boundary: `out` in the boundary's dtype, written by the op
+// itself (on its threads) into the transfer's staging slot when the transfer offers one, so that
+// a copy into a GPU reads it from pinned memory with no memcpy of its own (backends/backend.h).
+torch::Tensor to_boundary(Transfer& transfer, int k, const torch::Tensor& out, torch::ScalarType dtype) {
+  torch::Tensor slot = transfer.staging(k, out.sizes(), dtype);
+  if (!slot.defined()) return out.to(dtype);
+  torch::NoGradGuard no_grad;  // the receiver starts a graph of its own
+  slot.copy_(out);
+  return slot;
+}
+
 }  // namespace
 
 // While one op of a stage runs: its cores (the thread is pinned to them) and its intra-op thread
@@ -197,6 +208,18 @@ int64_t PipelineTrainer::pinned_bytes() const {
   return total;
 }
 
+PipelineTrainer::StagedCopies PipelineTrainer::staged_copies() const {
+  StagedCopies copies;
+  for (size_t b = 0; b < plan_.boundaries.size(); ++b) {
+    const BoundaryPlan& boundary = plan_.boundaries[b];
+    const int m = plan_.options.micro_batches;
+    if (!boundary.from.has_own_memory() && boundary.to.has_own_memory()) copies.total += m;
+    if (!boundary.to.has_own_memory() && boundary.from.has_own_memory()) copies.total += m;
+    copies.by_op += send_forward_[b]->staged_by_op() + send_backward_[b]->staged_by_op();
+  }
+  return copies;
+}
+
 std::vector<VramLine> PipelineTrainer::vram() const {
   std::vector<VramLine> lines;
   for (DeviceId gpu : gpus_) lines.push_back({gpu, device_memory_report(gpu)});
@@ -330,7 +353,10 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
           }
           if (!streamed->is_last()) {
             std::vector<torch::Tensor> outputs = streamed->forward(inputs);
-            for (int k = 0; k < m; ++k) act_out[s][k] = outputs[static_cast<size_t>(k)].to(boundary_types_[static_cast<size_t>(s)]);
+            for (int k = 0; k < m; ++k) {
+              act_out[s][k] = to_boundary(*send_forward_[static_cast<size_t>(s)], k, outputs[static_cast<size_t>(k)],
+                                          boundary_types_[static_cast<size_t>(s)]);
+            }
             return;
           }
           std::vector<torch::Tensor> targets;
@@ -348,7 +374,10 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
           std::vector<torch::Tensor> grads;
           for (int k = 0; !streamed->is_last() && k < m; ++k) grads.push_back(std::move(grad_in[s][k]));
           const std::vector<torch::Tensor> out = streamed->backward(grads);
-          for (int k = 0; s > 0 && k < m; ++k) grad_out[s][k] = out[static_cast<size_t>(k)].to(boundary_types_[static_cast<size_t>(s - 1)]);
+          for (int k = 0; s > 0 && k < m; ++k) {
+            grad_out[s][k] = to_boundary(*send_backward_[static_cast<size_t>(s - 1)], k, out[static_cast<size_t>(k)],
+                                         boundary_types_[static_cast<size_t>(s - 1)]);
+          }
         });
       };
       continue;
@@ -363,9 +392,10 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
       guarded(s, "forward", k, [&] { on_device(EventKind::kForward, k, [&] {
         torch::Tensor x = s == 0 ? batch.inputs.narrow(0, k * mbs, mbs).to(stage.device()) : std::move(act_in[s][k]);
         if (!stage.is_last()) {
-          // Converted to the boundary's dtype inside the op, so a copy out of a GPU, which waits for
-          // exactly this op, finds it done.
-          act_out[s][k] = stage.forward(k, x).to(boundary_types_[static_cast<size_t>(s)]);
+          // Converted to the boundary's dtype (and staged) inside the op, so a copy out of a GPU,
+          // which waits for exactly this op, finds it done.
+          act_out[s][k] = to_boundary(*send_forward_[static_cast<size_t>(s)], k, stage.forward(k, x),
+                                      boundary_types_[static_cast<size_t>(s)]);
           return;
         }
         const torch::Tensor targets = batch.targets.narrow(0, k * mbs, mbs).to(stage.device());
@@ -380,7 +410,9 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
     callbacks[static_cast<size_t>(s)].backward = [&, s, on_device](int k) {
       guarded(s, "backward", k, [&] { on_device(EventKind::kBackward, k, [&] {
         torch::Tensor g = stage.backward(k, stage.is_last() ? torch::Tensor() : std::move(grad_in[s][k]));
-        if (s > 0) grad_out[s][k] = g.to(boundary_types_[static_cast<size_t>(s - 1)]);  // inside the op, as above
+        if (s > 0) {  // inside the op, as above
+          grad_out[s][k] = to_boundary(*send_backward_[static_cast<size_t>(s - 1)], k, g, boundary_types_[static_cast<size_t>(s - 1)]);
+        }
       }); });
     };
   }

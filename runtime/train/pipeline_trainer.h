@@ -133,6 +133,13 @@ class PipelineTrainer : public Trainer, public LayerStates {
   std::vector<VramLine> vram() const;
   // Pinned host memory the staging rings hold.
   int64_t pinned_bytes() const;
+  // In the last step: copies into a device that found their tensor written into the staging ring
+  // by the sending op (Transfer::staging), and all copies into a device from host memory.
+  struct StagedCopies {
+    int by_op = 0;
+    int total = 0;
+  };
+  StagedCopies staged_copies() const;
 
  private:
   class OpScope;

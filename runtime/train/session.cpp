@@ -284,6 +284,11 @@ void print_run_summary(const TrainRequest& request, const PipelineTrainer& train
   if (trainer.pinned_bytes() > 0) {
     std::printf("staging rings: %.2f MiB pinned\n", static_cast<double>(trainer.pinned_bytes()) / (1024.0 * 1024.0));
   }
+  if (const PipelineTrainer::StagedCopies copies = trainer.staged_copies(); copies.total > 0) {
+    std::printf("copies into a device, last step: %d of %d written into their staging slot by the sending op%s\n",
+                copies.by_op, copies.total,
+                copies.by_op < copies.total ? " (no slot was free for the rest: the transfer copied them there)" : "");
+  }
   if (request.trace_path) {
     const SimResult predicted = simulate(plan.schedule, pipe.op_times.stages, pipe.op_times.transfers,
                                          tokens_per_step(run.model, plan.options));

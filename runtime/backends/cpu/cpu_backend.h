@@ -6,6 +6,7 @@
 #include <torch/types.h>
 
 #include <string>
+#include <vector>
 
 #include "runtime/backends/backend.h"
 
@@ -16,6 +17,25 @@ class HandOff : public Transfer {
  public:
   torch::Tensor send(int, const torch::Tensor& tensor) override { return tensor; }
   std::string resource() const override { return ""; }
+};
+
+// Into a GPU's stand-in (standin:N, memory/device.h) from host memory: the GPU's path with plain
+// memory for pinned. The sending op writes into a ring slot when one is free (staging); send()
+// copies the slot, or the tensor when the op had none, into memory of the stand-in's own.
+class StandInCopy : public Transfer {
+ public:
+  explicit StandInCopy(const RingSpec& ring);
+  torch::Tensor staging(int k, c10::IntArrayRef sizes, torch::ScalarType dtype) override;
+  torch::Tensor send(int k, const torch::Tensor& tensor) override;
+  std::string resource() const override { return ""; }
+  void begin_step() override;
+  int staged_by_op() const override { return staged_by_op_; }
+
+ private:
+  int64_t slot_bytes_;
+  std::vector<torch::Tensor> slots_;  // bytes
+  StagedSlots held_;
+  int staged_by_op_ = 0;
 };
 
 // Between different devices without a better link: a synchronous copy (.to(device)).

@@ -1,10 +1,13 @@
 // Transfers between the CPU and a GPU through pinned staging rings, on copy streams of their own.
 //
 // Host to device (an activation into a GPU stage, or a gradient back into one):
-//   wait until the ring slot's previous copy has left it (rarely a wait: the ring has 2+ slots)
-//   -> memcpy the tensor into the slot -> cudaMemcpyAsync slot -> device on the copy stream
-//   -> the GPU stage's stream waits for that copy (an event, on the GPU: the host does not wait).
-//   The copy of micro-batch k+1 runs while the stage computes micro-batch k.
+//   the sending CPU stage's op writes its output straight into a free ring slot (staging(): a
+//   slot whose previous copy has left it, held for that micro-batch; the op's own threads write it)
+//   -> cudaMemcpyAsync slot -> device on the copy stream -> the GPU stage's stream waits for that
+//   copy (an event, on the GPU: the host does not wait) -> the slot is free once the copy is done.
+//   When no slot was free for the op, send() waits for the next unheld slot's copy and memcpys the
+//   tensor into it; when every slot is held, the copy reads the tensor's own memory (the driver
+//   stages it). The copy of micro-batch k+1 runs while the stage computes micro-batch k.
 // Device to host (out of a GPU stage):
 //   the copy stream waits for the event of exactly the op that made the tensor (not for whatever
 //   the stage launched since) -> cudaMemcpyAsync device -> a free slot -> this transfer's thread
@@ -29,10 +32,11 @@
 namespace pipetrain::cuda_backend {
 namespace {
 
-// A ring of pinned slots; slot i is free again once the copy recorded in its event is done.
+// A ring of pinned slots; slot i is free again once the copy recorded in its event is done and no
+// micro-batch holds it (staged by its op, not yet sent).
 class PinnedRing {
  public:
-  explicit PinnedRing(const RingSpec& spec) {
+  explicit PinnedRing(const RingSpec& spec) : held_(spec.slots) {
     if (spec.slots < 1 || spec.slot_bytes < 1) {
       throw std::invalid_argument("a pinned ring needs at least one slot of at least one byte (got " +
                                   std::to_string(spec.slots) + " x " + std::to_string(spec.slot_bytes) + " bytes)");
@@ -42,11 +46,23 @@ class PinnedRing {
       copied_.emplace_back();
     }
   }
-  // The next slot, once its previous copy has finished.
-  int acquire() {
-    const int i = next_;
-    next_ = (next_ + 1) % static_cast<int>(buffers_.size());
-    copied_[static_cast<size_t>(i)].synchronize();
+  // A slot for micro-batch k's op to write into, if one is free now (never waits).
+  int claim(int k) {
+    return held_.claim(k, [&](int i) {
+      const Event& e = copied_[static_cast<size_t>(i)];
+      return !e.recorded() || cudaEventQuery(e.get()) == cudaSuccess;
+    });
+  }
+  // The slot k's op wrote into, or -1; released once its copy's event is recorded (claim() then
+  // waits for that copy).
+  int slot_of(int k) { return held_.slot_of(k); }
+  void release(int k) { held_.release(k); }
+  void reset() { held_.reset(); }
+  // A slot no op holds, now held for k, once its previous copy has finished; -1 when every slot is
+  // held.
+  int acquire(int k) {
+    const int i = held_.claim(k, [](int) { return true; });
+    if (i >= 0) copied_[static_cast<size_t>(i)].synchronize();
     return i;
   }
   void* data(int i) const { return buffers_[static_cast<size_t>(i)].data(); }
@@ -57,7 +73,7 @@ class PinnedRing {
  private:
   std::vector<PinnedBuffer> buffers_;
   std::vector<Event> copied_;
-  int next_ = 0;
+  StagedSlots held_;
 };
 
 // A ring whose slots are lent out as CPU tensors (device to host). A slot is held from its copy
@@ -150,13 +166,34 @@ class HostToDevice final : public CudaTransfer {
   HostToDevice(torch::Device gpu, const RingSpec& ring, int micro_batches)
       : CudaTransfer(gpu, "cpu->" + gpu.str(), micro_batches), ring_(ring) {}
   int64_t pinned_bytes() const override { return ring_.total_bytes(); }
+  void begin_step() override {
+    CudaTransfer::begin_step();
+    ring_.reset();
+    staged_by_op_ = 0;
+  }
+  int staged_by_op() const override { return staged_by_op_; }
+
+  torch::Tensor staging(int k, c10::IntArrayRef sizes, torch::ScalarType dtype) override {
+    const auto options = torch::TensorOptions().dtype(dtype);
+    if (c10::multiply_integers(sizes) * static_cast<int64_t>(c10::elementSize(dtype)) > ring_.slot_bytes()) return {};
+    c10::cuda::CUDAGuard guard(gpu_.index());
+    const int slot = ring_.claim(k);
+    if (slot < 0) return {};
+    return torch::from_blob(ring_.data(slot), sizes, options);  // the ring outlives every step
+  }
 
   torch::Tensor send(int k, const torch::Tensor& tensor) override {
     c10::cuda::CUDAGuard guard(gpu_.index());
     const torch::Tensor src = tensor.contiguous();
     const int64_t bytes = checked_bytes(src, ring_.slot_bytes(), resource_);
-    const int slot = ring_.acquire();
-    std::memcpy(ring_.data(slot), src.data_ptr(), static_cast<size_t>(bytes));
+    int slot = ring_.slot_of(k);
+    if (slot >= 0 && src.data_ptr() == ring_.data(slot)) {
+      ++staged_by_op_;  // the op wrote it there
+    } else {
+      ring_.release(k);  // held but not used (the op's output was not the slot)
+      slot = ring_.acquire(k);
+      if (slot >= 0) std::memcpy(ring_.data(slot), src.data_ptr(), static_cast<size_t>(bytes));
+    }
     torch::Tensor dst;
     {
       c10::cuda::CUDAStreamGuard on_copy(copy_stream_);
@@ -164,11 +201,15 @@ class HostToDevice final : public CudaTransfer {
     }
     const cudaStream_t copy = copy_stream_.stream();
     clock_.begin(k).record(copy);
-    check(cudaMemcpyAsync(dst.data_ptr(), ring_.data(slot), static_cast<size_t>(bytes), cudaMemcpyHostToDevice, copy),
+    // With every slot held by ops ahead of this one, from the tensor's own memory: pageable, so
+    // the driver stages it and the call returns once the bytes are read.
+    check(cudaMemcpyAsync(dst.data_ptr(), slot >= 0 ? ring_.data(slot) : src.data_ptr(), static_cast<size_t>(bytes),
+                          cudaMemcpyHostToDevice, copy),
           "cudaMemcpyAsync (host to device)");
     clock_.end(k).record(copy);
     clock_.mark_used(k);
-    ring_.copied(slot).record(copy);
+    if (slot >= 0) ring_.copied(slot).record(copy);
+    ring_.release(k);  // the slot's next claim waits for this copy
     // The stage computes on its stream: it must not read dst before the copy lands, and the
     // allocator must not hand dst's memory to the copy stream again before the stage is done.
     check(cudaStreamWaitEvent(compute_stream_.stream(), clock_.end(k).get(), 0), "cudaStreamWaitEvent");
@@ -178,6 +219,7 @@ class HostToDevice final : public CudaTransfer {
 
  private:
   PinnedRing ring_;
+  int staged_by_op_ = 0;
 };
 
 class DeviceToHost final : public CudaTransfer {
