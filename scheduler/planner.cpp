@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <queue>
 #include <stdexcept>
 #include <tuple>
@@ -97,7 +98,9 @@ struct Candidate {
   uint8_t schedule;    // index into the choices' schedules
   uint8_t checkpointing;
   uint8_t optimizer_in_ram;  // GPU stages' optimizer in CPU RAM
-  uint8_t window;            // 0: GPU stages' weights resident; else streamed from CPU RAM through this window
+  // 0: GPU stages' weights resident; else streamed from CPU RAM, through a window of at most this
+  // many layers (the largest that fits; simulate() picks among the windows up to it).
+  uint8_t window;
   int32_t micro_batches;
   std::array<int32_t, kMaxAutoStages> last;  // last layer of each stage
   bool operator<(const Candidate& other) const { return lower_bound < other.lower_bound; }
@@ -139,15 +142,20 @@ struct ShapeInfo {
 };
 
 // How a candidate keeps GPU stages' state: optimizer on the GPU, optimizer in RAM, or weights
-// and optimizer in RAM (streamed, through a window of `window` layers).
+// and optimizer in RAM (streamed).
 struct Homes {
   bool in_ram;
   bool streamed;
-  int window = 0;
 };
 
-// The options one candidate cut can run with: which (schedule, micro-batch count) pairs, by index.
-using OptionList = std::vector<std::pair<int, int>>;
+// One way a candidate cut can run: a schedule and micro-batch count, by index, and for a streamed
+// home the largest window that fits (0 otherwise).
+struct FittingOption {
+  int schedule;
+  int count;
+  int window;
+};
+using OptionList = std::vector<FittingOption>;
 
 // What bounds a candidate's time per micro-batch from below: the busiest resource's work per
 // micro-batch, and one micro-batch's trip forward and back through every stage and link (which M
@@ -224,7 +232,8 @@ class AutoPlanner {
                  const Bound& transfers) const;
   std::vector<Candidate> best_bounds(size_t count);
   std::vector<Plan> branch_and_bound(std::vector<Candidate> candidates);
-  Plan simulate(const Candidate& c) const;
+  // `cutoff`: the time per micro-batch a plan must beat to be kept (infinity until keep_ are).
+  Plan simulate(const Candidate& c, double cutoff) const;
 
   static double per_micro_batch(const Plan& p) { return p.predicted.step_seconds / p.options.micro_batches; }
 
@@ -375,12 +384,12 @@ void AutoPlanner::enumerate_cut(size_t shape_index, const std::vector<int64_t>& 
         const OptionList& fitting = fitting_by_lanes[info.lane_set_of[split]];
         if (fitting.empty()) continue;
         const Bound bound = bound_of(info, split, last, ckpt, homes, transfers);
-        for (const auto& [kind, count] : fitting) {
+        for (const auto& [kind, count, window] : fitting) {
           ++result_.feasible;
           const int m = counts_[static_cast<size_t>(count)];
           visit({bound.per_micro_batch(m), static_cast<uint16_t>(shape_index), static_cast<uint16_t>(split),
                  static_cast<uint8_t>(kind), static_cast<uint8_t>(ckpt), static_cast<uint8_t>(homes.in_ram),
-                 static_cast<uint8_t>(homes.window), m, cut});
+                 static_cast<uint8_t>(window), m, cut});
         }
       }
     }
@@ -398,9 +407,7 @@ std::vector<Homes> AutoPlanner::homes_for(const ShapeInfo& info) const {
     out.push_back({in_ram, false});
   }
   const bool may_stream = std::find(streamed_.begin(), streamed_.end(), true) != streamed_.end();
-  if (may_stream && info.has_own_memory_stage) {
-    for (int window : windows_) out.push_back({true, true, window});
-  }
+  if (may_stream && info.has_own_memory_stage) out.push_back({true, true});
   return out;
 }
 
@@ -419,7 +426,9 @@ std::vector<size_t> AutoPlanner::schedules_for(bool streamed) const {
 }
 
 // Which (schedule, micro-batch count) fit every budget for these stage ranges: the estimate's own
-// stage formula, rings and device tally. Memory does not depend on the core split.
+// stage formula, rings and device tally; for a streamed home, with the largest window of the
+// choices that fits (memory grows with the window, so every smaller one fits too). Memory does not
+// depend on the core split.
 OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector<RangeCosts>& ranges,
                                         const std::vector<int64_t>& boundary_bytes, bool checkpointing, Homes homes,
                                         const std::vector<int>& lanes) const {
@@ -429,46 +438,58 @@ OptionList AutoPlanner::fitting_options(const ShapeInfo& info, const std::vector
   OptionList fitting;
   PlanOptions po = base_;
   po.checkpointing = checkpointing;
-  if (homes.streamed) po.window_layers = homes.window;
-  // Memory depends on the schedule and count only through what each stage holds, and grows with
-  // it: holding no more than a set that fits fits, holding at least as much as one that does not
-  // does not. Many pairs hold the same or comparable sets (1F1B holds min(M, stages after); GPipe
-  // M everywhere), so few are checked.
-  std::vector<std::pair<const std::vector<int>*, bool>> checked;
+  std::vector<int> windows = {0};  // resident: no window
+  if (homes.streamed) {
+    windows = windows_;
+    std::sort(windows.rbegin(), windows.rend());
+  }
   auto at_most = [](const std::vector<int>& a, const std::vector<int>& b) {
     for (size_t i = 0; i < a.size(); ++i) {
       if (a[i] > b[i]) return false;
     }
     return true;
   };
+  // Memory depends on the schedule and count only through what each stage holds, and grows with
+  // it: holding no more than a set that fits fits, holding at least as much as one that does not
+  // does not. Many pairs hold the same or comparable sets (1F1B holds min(M, stages after); GPipe
+  // M everywhere), so few are checked, per window.
+  std::vector<std::vector<std::pair<const std::vector<int>*, bool>>> checked(windows.size());
+  auto fits_with = [&](size_t w, const std::vector<int>& in_flight) {
+    const auto seen = std::find_if(checked[w].begin(), checked[w].end(), [&](const auto& c) {
+      return c.second ? at_most(in_flight, *c.first) : at_most(*c.first, in_flight);
+    });
+    if (seen != checked[w].end()) return seen->second;
+    if (windows[w] > 0) po.window_layers = windows[w];
+    std::vector<int64_t> pinned(static_cast<size_t>(num_stages), 0);
+    for (int b = 0; b + 1 < num_stages; ++b) {
+      const BoundaryRings rings = boundary_rings(
+          b, info.devices[static_cast<size_t>(b)], info.devices[static_cast<size_t>(b + 1)],
+          in_flight[static_cast<size_t>(b)], in_flight[static_cast<size_t>(b + 1)],
+          checked_mul(tokens, boundary_bytes[static_cast<size_t>(b)], "ring slot bytes"), po.ring_slots);
+      if (rings.staged) pinned[static_cast<size_t>(rings.host_stage)] += rings.pinned_bytes();
+    }
+    DeviceTally tally(hw_);
+    for (int s = 0; s < num_stages; ++s) {
+      const size_t i = static_cast<size_t>(s);
+      const Placement place = info.placement(i, homes.in_ram, homes.streamed);
+      const StageMemory mem = estimate_stage(ranges[i], model_.config, *info.specs[i], hw_.device(place.optimizer),
+                                             place.streamed(), in_flight[i], pinned[i], po, lanes[i]);
+      tally_stage(tally, mem, info.devices[i], place.optimizer);
+    }
+    checked[w].emplace_back(&in_flight, tally.fits());
+    return tally.fits();
+  };
   for (size_t kind : allowed_schedules(homes.streamed)) {
     for (size_t count = 0; count < counts_.size(); ++count) {
       const std::vector<int>& in_flight = info.in_flight[group][kind][count];
-      const auto seen = std::find_if(checked.begin(), checked.end(), [&](const auto& c) {
-        return c.second ? at_most(in_flight, *c.first) : at_most(*c.first, in_flight);
-      });
-      if (seen != checked.end()) {
-        if (seen->second) fitting.emplace_back(static_cast<int>(kind), static_cast<int>(count));
-        continue;
+      // The largest window first; when it does not fit, the smallest: if that does not either, none does.
+      size_t w = 0;
+      if (!fits_with(0, in_flight)) {
+        if (windows.size() == 1 || !fits_with(windows.size() - 1, in_flight)) continue;
+        w = 1;
+        while (!fits_with(w, in_flight)) ++w;
       }
-      std::vector<int64_t> pinned(static_cast<size_t>(num_stages), 0);
-      for (int b = 0; b + 1 < num_stages; ++b) {
-        const BoundaryRings rings = boundary_rings(
-            b, info.devices[static_cast<size_t>(b)], info.devices[static_cast<size_t>(b + 1)], in_flight[static_cast<size_t>(b)],
-            in_flight[static_cast<size_t>(b + 1)],
-            checked_mul(tokens, boundary_bytes[static_cast<size_t>(b)], "ring slot bytes"), po.ring_slots);
-        if (rings.staged) pinned[static_cast<size_t>(rings.host_stage)] += rings.pinned_bytes();
-      }
-      DeviceTally tally(hw_);
-      for (int s = 0; s < num_stages; ++s) {
-        const size_t i = static_cast<size_t>(s);
-        const Placement place = info.placement(i, homes.in_ram, homes.streamed);
-        const StageMemory mem = estimate_stage(ranges[i], model_.config, *info.specs[i], hw_.device(place.optimizer),
-                                               place.streamed(), in_flight[i], pinned[i], po, lanes[i]);
-        tally_stage(tally, mem, info.devices[i], place.optimizer);
-      }
-      checked.emplace_back(&in_flight, tally.fits());
-      if (tally.fits()) fitting.emplace_back(static_cast<int>(kind), static_cast<int>(count));
+      fitting.push_back({static_cast<int>(kind), static_cast<int>(count), windows[w]});
     }
   }
   return fitting;
@@ -520,13 +541,16 @@ std::vector<Candidate> AutoPlanner::best_bounds(size_t count) {
   return out;
 }
 
-Plan AutoPlanner::simulate(const Candidate& c) const {
+// The candidate's plan; streamed, the best of the windows up to its largest that fits: the
+// smallest as fast as the largest (better_plan prefers less memory). A deeper window only lets
+// loads start earlier, so no window is faster than the largest, and the smaller ones are tried
+// only for a plan that will be kept.
+Plan AutoPlanner::simulate(const Candidate& c, double cutoff) const {
   const ShapeInfo& info = infos_[c.shape];
   PlanOptions po = base_;
   po.schedule = schedules_[c.schedule];
   po.micro_batches = c.micro_batches;
   po.checkpointing = c.checkpointing != 0;
-  if (c.window != 0) po.window_layers = c.window;
   const std::vector<int64_t> last(c.last.begin(), c.last.begin() + static_cast<int64_t>(info.devices.size()));
   StageMap map = make_stage_map(info.devices, last, info.splits[c.split], info.lanes[c.split]);
   for (size_t s = 0; s < map.stages.size(); ++s) {
@@ -534,7 +558,21 @@ Plan AutoPlanner::simulate(const Candidate& c) const {
     if (place.optimizer != place.compute) map.stages[s].optimizer = place.optimizer;
     if (place.weights != place.compute) map.stages[s].weights = place.weights;
   }
-  return evaluate_plan(model_, hw_, map, po);
+  if (c.window == 0) return evaluate_plan(model_, hw_, map, po);
+  std::vector<int> windows;
+  for (int window : windows_) {
+    if (window <= c.window) windows.push_back(window);
+  }
+  std::sort(windows.begin(), windows.end());
+  po.window_layers = windows.back();
+  Plan fastest = evaluate_plan(model_, hw_, map, po);
+  if (per_micro_batch(fastest) > cutoff * (1.0 + 1e-12)) return fastest;
+  for (size_t i = 0; i + 1 < windows.size(); ++i) {
+    po.window_layers = windows[i];
+    Plan p = evaluate_plan(model_, hw_, map, po);
+    if (better_plan(p, fastest)) return p;  // as fast, less memory
+  }
+  return fastest;
 }
 
 // Simulates candidates best bound first until no remaining bound can beat the kept plans.
@@ -544,7 +582,7 @@ std::vector<Plan> AutoPlanner::branch_and_bound(std::vector<Candidate> candidate
   for (const Candidate& c : candidates) {
     // A candidate whose bound equals the kept plans' time may tie them and win on memory: simulate it.
     if (best.size() == keep_ && c.lower_bound > per_micro_batch(best.back()) * (1.0 + 1e-12)) break;
-    best.push_back(simulate(c));
+    best.push_back(simulate(c, best.size() == keep_ ? per_micro_batch(best.back()) : std::numeric_limits<double>::infinity()));
     ++result_.simulated;
     std::stable_sort(best.begin(), best.end(), better_plan);
     if (best.size() > keep_) best.pop_back();
