@@ -542,7 +542,7 @@ std::vector<Candidate> AutoPlanner::best_bounds(size_t count) {
 }
 
 // The candidate's plan; streamed, the best of the windows up to its largest that fits: the
-// smallest as fast as the largest (better_plan prefers less memory). A deeper window only lets
+// smallest as fast as the largest (less memory). A deeper window only lets
 // loads start earlier, so no window is faster than the largest, and the smaller ones are tried
 // only for a plan that will be kept.
 Plan AutoPlanner::simulate(const Candidate& c, double cutoff) const {
@@ -570,7 +570,9 @@ Plan AutoPlanner::simulate(const Candidate& c, double cutoff) const {
   for (size_t i = 0; i + 1 < windows.size(); ++i) {
     po.window_layers = windows[i];
     Plan p = evaluate_plan(model_, hw_, map, po);
-    if (better_plan(p, fastest)) return p;  // as fast, less memory
+    // As fast (better_plan's tolerance), in less GPU memory; better_plan itself would call it a tie
+    // when another device holds the larger share of its budget.
+    if (!(per_micro_batch(fastest) < per_micro_batch(p) * (1.0 - 1e-12))) return p;
   }
   return fastest;
 }
