@@ -189,6 +189,22 @@ TEST_CASE("a stale profile is named, and --rescale-profile rescales it") {
   CHECK(fall <= std::stod(factor[1]) * 1.01);
   CHECK(fall >= std::stod(factor[1]) * 0.8);
 
+  // bench with a profile measures the machine before and after the splits run, and says how far it
+  // moved (every prediction error includes that).
+  const std::string one = dir.file("one.yaml", "- {device: cpu, layers: [embed, head]}\n");
+  const std::string out = dir.path() + "/bench";
+  const auto bench = testing::run_command(kBinary + " bench --splits " + one + " --steps 1 --warmup 0 --hardware " + measured +
+                                          " --out " + out + " --set data.tokenizer=bytes" + model);
+  CAPTURE(bench.output);
+  REQUIRE(bench.exit_code == 0);
+  CHECK(bench.output.find("before the bench") != std::string::npos);
+  std::ifstream bench_json(out + "/bench.json");
+  const auto document = nlohmann::json::parse(bench_json);
+  const auto& gemm = document["machine_gemm_flops_per_s"];
+  CHECK(gemm["profile"].get<double>() == doctest::Approx(std::stod(rate[1])));
+  CHECK(gemm["before"].get<double>() > 0.0);
+  CHECK(gemm["moved"].get<double>() == doctest::Approx(gemm["after"].get<double>() / gemm["before"].get<double>() - 1.0));
+
   const auto preset = testing::run_command(kBinary + " plan --rescale-profile --hardware rtx2070s-wsl" + model);
   CHECK(preset.exit_code == 2);
   CHECK(preset.output.find("hardware 'rtx2070s-wsl' holds no measured times") != std::string::npos);

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cmath>
 #include <cstdlib>
+#include <optional>
 
 #include "memory/errors.h"
 #include "runtime/backends/registry.h"
@@ -13,6 +15,7 @@
 #include "runtime/io/plan_report.h"
 #include "runtime/io/run_dir.h"
 #include "runtime/tools/bench.h"
+#include "runtime/tools/calibration.h"
 #include "runtime/train/run_plan.h"
 #include "scheduler/bench_splits.h"
 #include "scheduler/cost_model.h"
@@ -166,8 +169,28 @@ void print_verdicts(const std::vector<BenchResult>& results, size_t best, const 
               versus[0].stats.median_tokens_per_s / versus[1].stats.median_tokens_per_s);
 }
 
+// How far the machine itself moved while the splits ran, by its GEMM rate on all cores measured
+// before and after (with a measured profile only: the rate it recorded is the reference). Every
+// prediction error includes that drift; past the 5% a prediction is judged by, the bench says so.
+struct MachineDrift {
+  double profile_flops_per_s = 0.0;
+  double before_flops_per_s = 0.0;
+  double after_flops_per_s = 0.0;
+  double moved() const { return after_flops_per_s / before_flops_per_s - 1.0; }
+};
+constexpr double kDriftWarning = 0.05;
+
+void print_drift(const MachineDrift& d) {
+  std::printf("machine: GEMM %.1f GFLOP/s before the bench, %.1f after (the profile recorded %.1f): it moved %+.1f%% while "
+              "the splits ran%s\n",
+              d.before_flops_per_s / 1e9, d.after_flops_per_s / 1e9, d.profile_flops_per_s / 1e9, 100.0 * d.moved(),
+              std::abs(d.moved()) > kDriftWarning
+                  ? "; the errors above include that much of the machine's own change: bench again when it is quieter"
+                  : "");
+}
+
 void write_outputs(const BenchRequest& request, const PlanRequest& planning, const std::vector<BenchResult>& results,
-                   const std::vector<BenchResult>& versus) {
+                   const std::vector<BenchResult>& versus, const std::optional<MachineDrift>& drift) {
   const std::string& out = request.out_dir;
   const std::string model = profile_key(request.run.model, request.run.train.micro_batch_size);
   make_dirs(out);
@@ -193,6 +216,12 @@ void write_outputs(const BenchRequest& request, const PlanRequest& planning, con
   document["worst_abs_error"] = errors.worst_abs;
   document["pipelined_split"] = versus[0].bench.label;
   document["pipelined_over_naive"] = versus[0].stats.median_tokens_per_s / versus[1].stats.median_tokens_per_s;
+  if (drift) {
+    document["machine_gemm_flops_per_s"] = {{"profile", drift->profile_flops_per_s},
+                                            {"before", drift->before_flops_per_s},
+                                            {"after", drift->after_flops_per_s},
+                                            {"moved", drift->moved()}};
+  }
   write_file_atomically(out + "/bench.json", document.dump(2) + "\n");
   write_file_atomically(out + "/bench.gp",
                         bench_gnuplot_script(results, out + "/bench.csv", out + "/bench.png", "pipetrain bench: " + model));
@@ -222,14 +251,21 @@ int run_bench_session(const BenchRequest& request) {
   options.steps = request.steps;
   StatusLine status(stderr);
   options.progress = [&status](const std::string& line) { status.show(line); };
+  std::optional<MachineDrift> drift;
+  if (is_measured_profile(request.hardware)) {
+    const Calibration before = calibrate_cpu(request.hardware);
+    drift = MachineDrift{before.recorded_flops_per_s, before.measured_flops_per_s, 0.0};
+  }
   std::vector<BenchResult> results = run_bench(request.run, request.hardware, cases, options);
+  if (drift) drift->after_flops_per_s = calibrate_cpu(request.hardware).measured_flops_per_s;
   const auto [best, best_pipelined] = best_splits(results);
   const std::vector<BenchResult> versus = against_naive(request, results[best_pipelined], options);
   status.finish();
   results.push_back(versus[1]);
   print_table(results, best);
   print_verdicts(results, best, versus);
-  write_outputs(request, planning, results, versus);
+  if (drift) print_drift(*drift);
+  write_outputs(request, planning, results, versus, drift);
   return 0;
 }
 
