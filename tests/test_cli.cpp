@@ -190,7 +190,7 @@ TEST_CASE("a streamed run of the default model equals the unstreamed one") {
   const std::string streamed = dir.file("streamed.yaml", "- {device: cuda:0, layers: [embed, head], weights: cpu, optimizer: cpu}\n");
   const std::string resident = dir.file("resident.yaml", "- {device: cpu, layers: [embed, head]}\n");
   const std::string common = " --hardware rtx2070s-wsl --steps 4 --set train.schedule=layer-major --set train.checkpointing=true"
-                             " --set train.intra_op_threads=1";
+                             " --set train.intra_op_threads=1 --set train.eval_batches=2";
   const CommandResult a = pipetrain_run("train --stage-map " + streamed + " --gpu-stages-on-cpu --out " + dir.path() + "/s" + common);
   CAPTURE(a.output);
   REQUIRE(a.exit_code == 0);
@@ -219,10 +219,12 @@ TEST_CASE("a streamed run of the default model equals the unstreamed one") {
 
 // --auto --gpu-stages-on-cpu plans for the hardware's GPU and runs that choice here: with the GPU
 // held to a few MiB past its reserve, the default model's best plan streams it through the GPU,
-// and the run streams through standin:0. Without the flag --auto plans only what this machine has.
+// and the run streams through standin:0. (Without the flag --auto plans only what this machine
+// has: "train --auto, and a plan that does not fit".)
 TEST_CASE("train --auto chooses a streamed stage, run on the stand-in") {
   ScratchDir dir;
-  const std::string common = " --auto --hardware rtx2070s-wsl --vram-cap-gib 0.66 --steps 2 --set data.tokenizer=bytes";
+  const std::string common = " --auto --hardware rtx2070s-wsl --vram-cap-gib 0.66 --steps 2 --set data.tokenizer=bytes"
+                             " --set train.eval_batches=2";
   const CommandResult streamed = pipetrain_run("train --gpu-stages-on-cpu --out " + dir.path() + "/s" + common);
   CAPTURE(streamed.output);
   REQUIRE(streamed.exit_code == 0);
@@ -233,11 +235,6 @@ TEST_CASE("train --auto chooses a streamed stage, run on the stand-in") {
   const std::string recorded = read_file(dir.path() + "/s/config.yaml");
   CHECK(recorded.find("weights: cpu") != std::string::npos);
   CHECK(recorded.find("window_layers:") != std::string::npos);
-  const CommandResult here = pipetrain_run("train --out " + dir.path() + "/c" + common);
-  CAPTURE(here.output);
-  REQUIRE(here.exit_code == 0);
-  CHECK(here.output.find("standin") == std::string::npos);
-  CHECK(here.output.find("on cpu") != std::string::npos);
 }
 
 // --auto lets the planner choose; a plan that does not fit is refused with the planner's numbers

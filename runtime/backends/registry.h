@@ -56,8 +56,8 @@ std::optional<std::string> cannot_compute(DeviceId device, torch::Dtype dtype);
 std::unique_ptr<StageDevice> make_stage_device(DeviceId device, int micro_batches);
 
 // The copy calls of a stage whose weights stream into `device` (stages/weight_stream.h): a window
-// of `slots` slots of `slot_elements` in `compute`. The CPU stand-in (standin:N) has them; a GPU
-// not yet (InputError saying so).
+// of `slots` slots of `slot_elements` in `compute`: the CPU stand-in's (standin:N), or the GPU's
+// copy engine (cuda/cuda_weight_stream.cpp; on a build without CUDA an InputError saying so).
 std::unique_ptr<WeightStream> make_weight_stream(DeviceId device, int slots, int64_t slot_elements, torch::Dtype compute);
 
 // The transfer for a boundary from `from` to `to`. `producer` runs the sending stage's ops and
