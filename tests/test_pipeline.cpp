@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include <cmath>
+#include <memory>
 #include <limits>
 
 #include "memory/errors.h"
@@ -92,6 +93,16 @@ double follow_reference(PipelineTrainer& trainer, const Trajectory& reference) {
     worst = std::max(worst, relative_difference(params[i], reference.params[i]));
   }
   return worst;
+}
+
+// The tiny model as one CPU stage in two lanes on two cores, one step trained.
+std::unique_ptr<PipelineTrainer> two_lanes_one_step_in(testing::ScratchDir& dir) {
+  const std::string data = dir.file("text.txt", testing::sample_text(300));
+  RunConfig run = tiny_run(data, 4);
+  run.stages = make_stage_map({DeviceId::cpu()}, {4}, {}, {2});
+  auto trainer = std::make_unique<PipelineTrainer>(run, plan_of_run(run, host(2)), host(2), false);
+  trainer->train_step();
+  return trainer;
 }
 
 }  // namespace
@@ -322,11 +333,8 @@ TEST_CASE("stages with lanes equal the reference trainer") {
 // the op and the micro-batch; no optimizer steps and no micro-batch stays stashed.
 TEST_CASE("a failing lane cancels the step") {
   testing::ScratchDir dir;
-  const std::string data = dir.file("text.txt", testing::sample_text(300));
-  RunConfig run = tiny_run(data, 4);
-  run.stages = make_stage_map({DeviceId::cpu()}, {4}, {}, {2});
-  PipelineTrainer trainer(run, plan_of_run(run, host(2)), host(2), false);
-  trainer.train_step();
+  const std::unique_ptr<PipelineTrainer> laned = two_lanes_one_step_in(dir);
+  PipelineTrainer& trainer = *laned;
   {
     torch::NoGradGuard no_grad;
     trainer.stage(0).parameters().back().fill_(std::numeric_limits<float>::quiet_NaN());
@@ -347,11 +355,8 @@ TEST_CASE("a failing lane cancels the step") {
 // hanging; nothing steps and the next step runs clean.
 TEST_CASE("a backward that fails on one lane never leaves the others waiting") {
   testing::ScratchDir dir;
-  const std::string data = dir.file("text.txt", testing::sample_text(300));
-  RunConfig run = tiny_run(data, 4);
-  run.stages = make_stage_map({DeviceId::cpu()}, {4}, {}, {2});
-  PipelineTrainer trainer(run, plan_of_run(run, host(2)), host(2), false);
-  trainer.train_step();
+  const std::unique_ptr<PipelineTrainer> laned = two_lanes_one_step_in(dir);
+  PipelineTrainer& trainer = *laned;
   auto armed = std::make_shared<bool>(true);
   trainer.stage(0).parameters().front().register_hook([armed](const torch::Tensor& g) {
     if (*armed) {
