@@ -26,9 +26,10 @@ set(rules
   "runtime/backends/cpu|memory scheduler runtime/backends/backend.h"
   "runtime/backends|memory scheduler runtime/backends/cpu runtime/backends/cuda stages/weight_stream.h"
   "runtime/io|memory scheduler runtime/config runtime/data"
-  "runtime/train|memory scheduler stages runtime/config runtime/data runtime/backends runtime/backends/cpu runtime/io"
-  "runtime/tools|memory scheduler stages runtime/config runtime/data runtime/backends runtime/backends/cpu runtime/io runtime/train"
-  "runtime/cli|memory scheduler stages runtime/config runtime/data runtime/backends runtime/backends/cpu runtime/io runtime/train runtime/tools"
+  "runtime/dist|memory runtime/data"
+  "runtime/train|memory scheduler stages runtime/config runtime/data runtime/backends runtime/backends/cpu runtime/io runtime/dist"
+  "runtime/tools|memory scheduler stages runtime/config runtime/data runtime/backends runtime/backends/cpu runtime/io runtime/dist runtime/train"
+  "runtime/cli|memory scheduler stages runtime/config runtime/data runtime/backends runtime/backends/cpu runtime/io runtime/dist runtime/train runtime/tools"
 )
 # Rooms that compile without LibTorch (DESIGN.md: the pure core builds in seconds).
 set(no_libtorch memory scheduler runtime/config runtime/data)

@@ -5,6 +5,8 @@
 set -euo pipefail
 
 # libopenblas0-pthread: Debian's LibTorch uses the reference BLAS otherwise (15x slower here).
+# libgloo-dev: the headers of the Gloo that Debian's LibTorch links (its c10d ProcessGroupGloo.hpp
+#   includes them): several processes (replicas, stages on other hosts) exchange through it.
 # gnuplot-nox: `pipetrain bench` draws its throughput plot with it (without it, bench skips the plot).
 # python3: tests/write_safetensors.py, the independent safetensors writer the tests and the
 #   fuzz job's seed use (struct and json from the standard library only).
@@ -13,6 +15,7 @@ packages=(
   cmake ninja-build g++ pkg-config
   libtorch-dev libopenblas0-pthread
   libtbb-dev libcxxopts-dev doctest-dev libyaml-cpp-dev nlohmann-json3-dev libsentencepiece-dev
+  libgloo-dev
   gnuplot-nox python3
   clang libclang-rt-14-dev
 )

@@ -215,6 +215,15 @@ void Stage::zero_grad() {
 
 double Stage::grad_squared_norm() const { return pipetrain::grad_squared_norm(params_); }
 
+std::vector<torch::Tensor> Stage::gradients() {
+  std::vector<torch::Tensor> grads;
+  for (torch::Tensor& p : params_) {
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    grads.push_back(p.grad());
+  }
+  return grads;
+}
+
 std::optional<std::string> Stage::first_non_finite_gradient() const {
   if (auto where = pipetrain::first_non_finite_gradient(layers_, model_)) return where;
   for (const LayerRange& lane : other_lanes_) {

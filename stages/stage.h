@@ -89,6 +89,9 @@ class Stage {
   void zero_grad();
   int lanes() const { return options_.lanes; }
   double grad_squared_norm() const;  // Σ ||grad||² over this stage's parameters, in float64
+  // Where this stage's gradients accumulate, one per parameter (zeros where none has yet): what
+  // replicas sum (runtime/train/replica_sums.h).
+  std::vector<torch::Tensor> gradients();
   // The first of its parameters whose gradient is not finite: "block 3 (fc_in.weight)".
   std::optional<std::string> first_non_finite_gradient() const;
   // The optimizer's step with every gradient multiplied by `grad_scale` (clipping, a loss scale undone).

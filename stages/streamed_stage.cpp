@@ -240,6 +240,18 @@ double StreamedStage::grad_squared_norm() const {
   return total;
 }
 
+std::vector<torch::Tensor> StreamedStage::gradients() {
+  wait_for_gradients();
+  std::vector<torch::Tensor> grads;
+  for (Layer& layer : layers_) {
+    for (torch::Tensor& m : layer.masters) {
+      if (!m.grad().defined()) m.mutable_grad() = torch::zeros_like(m);
+      grads.push_back(m.grad());
+    }
+  }
+  return grads;
+}
+
 void StreamedStage::step(double lr, double grad_scale) {
   wait_for_gradients();
   for (Layer& layer : layers_) layer.optimizer->step(lr, grad_scale);

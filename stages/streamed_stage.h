@@ -110,6 +110,9 @@ class StreamedStage {
   // Over the masters' gradients, in float64; under a layerwise update, over the gradients the last
   // backward stepped and dropped (so the step's global norm is still reported, and an overflow seen).
   double grad_squared_norm() const;
+  // The masters' gradients in RAM, once every layer's has landed (zeros where none has yet): what
+  // replicas sum. Not under a layerwise update (its layers stepped already).
+  std::vector<torch::Tensor> gradients();
   void step(double lr, double grad_scale = 1.0);
 
   std::vector<std::pair<std::string, torch::Tensor>> layer_state(int64_t layer) const;

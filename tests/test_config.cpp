@@ -69,6 +69,8 @@ TEST_CASE("bad configs are refused with the key and value named") {
   check_rejected(data + "train:\n  micro_batches: 0\n", "train.micro_batches must be positive, got 0");
   check_rejected(data + "train:\n  window_layers: 0\n", "train.window_layers must be in [1, 64] (a streamed stage's GPU window, in layers), got 0");
   check_rejected(data + "train:\n  window_layers: 65\n", "got 65");
+  check_rejected(data + "train:\n  replicas: 0\n", "train.replicas must be in [1, 4096] (copies of the pipeline, one per group of processes), got 0");
+  check_rejected(data + "train:\n  replicas: 4000\n  micro_batches: 65536\n  micro_batch_size: 64\n", "the global batch of train.replicas = 4000 steps of");
   // Sizes that would overflow an int where micro-batches or a step's tokens are counted.
   check_rejected(data + "train:\n  micro_batches: 70000\n", "train.micro_batches = 70000 is larger than the limit 65536");
   check_rejected(data + "train:\n  micro_batch_size: 5000000\n", "train.micro_batch_size = 5000000 is larger than");

@@ -48,6 +48,9 @@ cxxopts::Options train_options() {
       ("init-from", "start from the weights in this safetensors file (`pipetrain export` writes them; names, shapes and "
                     "dtypes must match the model); the optimizer starts fresh", cxxopts::value<std::string>())
       ("overwrite", "allow --out to name a directory that already holds a run")
+      ("dist-timeout-s", "with several processes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT as torchrun sets them, or "
+                         "PIPETRAIN_STORE_FILE): how long a rank waits for the others at the rendezvous and in each "
+                         "exchange before it exits with an error", cxxopts::value<double>()->default_value("120"))
       ("print-config", "print the resolved config (with the stage map that would run) and exit")
       ("h,help", "show this help");
   return options;
@@ -76,6 +79,7 @@ int train_command(int argc, char** argv) {
   const std::optional<std::string> resume_dir =
       args.count("resume") ? std::optional<std::string>(args["resume"].as<std::string>()) : std::nullopt;
   TrainRequest request;
+  request.world = world_from_environment(args["dist-timeout-s"].as<double>());  // a bad variable first: nothing else is read
   if (resume_dir) {
     if (args.count("config") || args.count("out")) {
       throw InputError("--resume continues a run with its own config.yaml and directory; drop --config and --out");

@@ -67,6 +67,7 @@ constexpr int64_t kMaxLayers = 100000;
 constexpr int64_t kMaxMicroBatches = 1 << 16;
 // A deeper window than this holds more layers than any model here needs in flight on a copy engine.
 constexpr int64_t kMaxWindowLayers = 64;
+constexpr int64_t kMaxReplicas = 4096;
 constexpr int64_t kMaxStepTokens = (int64_t{1} << 31) - 1;
 
 void validate(const RunConfig& run) {
@@ -120,6 +121,14 @@ void validate(const RunConfig& run) {
                      " x train.micro_batch_size = " + std::to_string(t.micro_batch_size) + " windows of model.seq_len + 1 = " +
                      std::to_string(m.seq_len + 1) + " tokens is " + std::to_string(step_tokens) + " tokens, over the limit " +
                      std::to_string(kMaxStepTokens));
+  }
+  if (t.replicas < 1 || t.replicas > kMaxReplicas) {
+    throw InputError(src + ": train.replicas must be in [1, " + std::to_string(kMaxReplicas) +
+                     "] (copies of the pipeline, one per group of processes), got " + std::to_string(t.replicas));
+  }
+  if (step_tokens * t.replicas > kMaxStepTokens) {  // at most 2^31 x 2^12: fits int64
+    throw InputError(src + ": the global batch of train.replicas = " + std::to_string(t.replicas) + " steps of " +
+                     std::to_string(step_tokens) + " tokens is over the limit " + std::to_string(kMaxStepTokens));
   }
   require_positive(t.eval_interval, "train.eval_interval", src);
   require_positive(t.eval_batches, "train.eval_batches", src);
@@ -317,6 +326,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& sour
   train.read_bool("checkpointing", t.checkpointing);
   train.read_bool("layerwise_update", t.layerwise_update);
   train.read_int("window_layers", t.window_layers);
+  train.read_int("replicas", t.replicas);
   train.read_int("intra_op_threads", t.intra_op_threads);
   train.read_int("blas_threads", t.blas_threads);
   train.reject_unknown_keys();
@@ -416,6 +426,7 @@ std::string to_yaml(const RunConfig& run) {
   out << YAML::Key << "checkpointing" << YAML::Value << t.checkpointing;
   out << YAML::Key << "layerwise_update" << YAML::Value << t.layerwise_update;
   out << YAML::Key << "window_layers" << YAML::Value << t.window_layers;
+  out << YAML::Key << "replicas" << YAML::Value << t.replicas;
   out << YAML::Key << "intra_op_threads" << YAML::Value << t.intra_op_threads;
   out << YAML::Key << "blas_threads" << YAML::Value << t.blas_threads;
   out << YAML::EndMap;

@@ -50,6 +50,10 @@ struct TrainConfig {
   bool layerwise_update = false;
   // A streamed stage's GPU window in layers (--auto chooses it; 1 to 64).
   int64_t window_layers = 2;
+  // Data parallelism: copies of the whole pipeline, one per process group (runtime/dist/world.h),
+  // each training micro_batches x micro_batch_size windows of a global batch `replicas` times that.
+  // The learning rate is the config's, for the global batch (it is not scaled).
+  int64_t replicas = 1;
   int64_t intra_op_threads = 0;  // 0 = choose for this machine
   int64_t blas_threads = 0;      // 0 = choose for this machine
 };

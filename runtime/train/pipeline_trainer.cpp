@@ -4,6 +4,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -320,6 +321,27 @@ std::vector<torch::Tensor> PipelineTrainer::parameters() const {
   return all;
 }
 
+void PipelineTrainer::join_replicas(Group& replicas) {
+  if (replicas.size() != run_.train.replicas) {
+    throw InputError("train.replicas is " + std::to_string(run_.train.replicas) + " but the replica group holds " +
+                     std::to_string(replicas.size()) + " processes");
+  }
+  for (const auto& streamed : streamed_) {
+    if (streamed && plan_.options.layerwise_update) {
+      throw InputError("train.layerwise_update steps each streamed layer during the backward, before the replicas could sum "
+                       "its gradient: with train.replicas " + std::to_string(run_.train.replicas) + " set it to false");
+    }
+  }
+  replicas_ = &replicas;
+  replica_sums_ = std::make_unique<ReplicaSums>(replicas, num_stages());
+}
+
+std::vector<std::vector<torch::Tensor>> PipelineTrainer::stage_gradients() {
+  std::vector<std::vector<torch::Tensor>> all;
+  for (size_t s = 0; s < stages_.size(); ++s) all.push_back(stages_[s] ? stages_[s]->gradients() : streamed_[s]->gradients());
+  return all;
+}
+
 std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std::vector<double>& losses) {
   const int num = num_stages();
   const int m = static_cast<int>(run_.train.micro_batches);
@@ -338,6 +360,15 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
     } catch (const std::exception& e) {
       throw PipelineError(describe_stage(run_.model, plan_.map, s) + " failed in " + op + " of micro-batch " + std::to_string(k) +
                           " at step " + std::to_string(steps_done_ + 1) + ": " + error_text(e));
+    }
+  };
+
+  // Replicas: a stage's gradients are summed as soon as its last backward of the step has ended.
+  std::vector<std::atomic<int>> backwards_done(static_cast<size_t>(num));
+  auto backward_ended = [&](int s, int count) {
+    if (replica_sums_ && (backwards_done[static_cast<size_t>(s)] += count) == m) {
+      replica_sums_->stage_ready(s, stages_[static_cast<size_t>(s)] ? stages_[static_cast<size_t>(s)]->gradients()
+                                                                     : streamed_[static_cast<size_t>(s)]->gradients());
     }
   };
 
@@ -379,6 +410,7 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
                                          boundary_types_[static_cast<size_t>(s - 1)]);
           }
         });
+        backward_ended(s, m);
       };
       continue;
     }
@@ -414,6 +446,7 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
           grad_out[s][k] = to_boundary(*send_backward_[static_cast<size_t>(s - 1)], k, g, boundary_types_[static_cast<size_t>(s - 1)]);
         }
       }); });
+      backward_ended(s, 1);
     };
   }
   std::vector<BoundaryCallbacks> boundaries(static_cast<size_t>(num - 1));
@@ -468,7 +501,14 @@ StepRecord PipelineTrainer::train_step() {
   const TrainConfig& t = run_.train;
   const auto start = Clock::now();
   const int64_t rows = t.micro_batch_size * t.micro_batches;
-  const TokenBatch batch = to_token_batch(corpus_.next_train_batch(rows), rows, run_.model.seq_len, torch::kCPU);
+  // Every replica reads the global batch, so that all keep one data position, and trains on its share.
+  const int64_t replicas = replicas_ ? replicas_->size() : 1;
+  std::vector<int64_t> tokens = corpus_.next_train_batch(rows * replicas);
+  if (replicas_) {
+    const auto share = static_cast<std::ptrdiff_t>(rows * (run_.model.seq_len + 1));
+    tokens = std::vector<int64_t>(tokens.begin() + replicas_->rank() * share, tokens.begin() + (replicas_->rank() + 1) * share);
+  }
+  const TokenBatch batch = to_token_batch(tokens, rows, run_.model.seq_len, torch::kCPU);
 
   // Process-wide, so set every step: another trainer in this process may have changed it.
   set_blas_threads(run_.train.blas_threads > 0 ? static_cast<int>(run_.train.blas_threads) : plan_.cores.blas_threads);
@@ -493,8 +533,10 @@ StepRecord PipelineTrainer::train_step() {
   std::vector<SimEvent> timeline;
   try {
     timeline = run_step_ops(batch, losses);
+    if (replica_sums_) replica_sums_->finish(stage_gradients());
   } catch (...) {
     // No optimizer steps after a failed step; drop what the micro-batches left behind.
+    if (replica_sums_) replica_sums_->reset();
     clear_stashes();
     throw;
   }
@@ -553,11 +595,16 @@ StepRecord PipelineTrainer::train_step() {
   record.step = steps_done_;
   double loss_sum = 0.0;
   for (double l : losses) loss_sum += l;
-  record.loss = loss_sum / static_cast<double>(t.micro_batches);
+  if (replicas_) {  // the global batch's mean loss
+    const torch::Tensor sum = torch::full({1}, loss_sum, torch::kFloat64);
+    replicas_->sum(sum);
+    loss_sum = sum.item<double>();
+  }
+  record.loss = loss_sum / static_cast<double>(t.micro_batches * replicas);
   record.lr = lr;
   record.grad_norm = grad_norm;
   record.step_seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  record.tokens_per_s = static_cast<double>(rows * run_.model.seq_len) / record.step_seconds;
+  record.tokens_per_s = static_cast<double>(rows * replicas * run_.model.seq_len) / record.step_seconds;
   record.peak_rss_bytes = peak_rss_bytes();
   for (DeviceId gpu : gpus_) {
     record.peak_vram_bytes = std::max(record.peak_vram_bytes.value_or(0), device_memory_report(gpu).peak_reserved_bytes);

@@ -37,8 +37,10 @@
 #include "scheduler/schedule.h"
 #include "scheduler/timeline.h"
 #include "runtime/backends/registry.h"
+#include "runtime/dist/world.h"
 #include "runtime/io/checkpoint.h"
 #include "runtime/train/loss_scaler.h"
+#include "runtime/train/replica_sums.h"
 #include "runtime/train/trainer.h"
 #include "stages/stage.h"
 #include "stages/streamed_stage.h"
@@ -97,6 +99,12 @@ class PipelineTrainer : public Trainer, public LayerStates {
   void save_checkpoint_in_background(const std::string& run_dir, int64_t keep) const;
   // Waits for a background save; its path, or "" when none was pending. Rethrows its error.
   std::string finish_saves() const;
+  // Data parallelism: this trainer is replica replicas.rank() of run.train.replicas (the group's
+  // size). Each step reads the global batch (replicas x micro_batches x micro_batch_size windows)
+  // and trains on its own share, rows [rank * share, (rank + 1) * share); each stage's gradients are
+  // summed over the replicas as its backward ends (ReplicaSums) and divided by their count, so the
+  // step equals one process training the whole global batch. Losses are the global batch's.
+  void join_replicas(Group& replicas);
   // Continues from a verified checkpoint of this model, written under any stage map.
   void resume_from(const CheckpointInfo& checkpoint);
   std::vector<std::pair<std::string, torch::Tensor>> layer_state(int64_t layer) const override;
@@ -153,6 +161,7 @@ class PipelineTrainer : public Trainer, public LayerStates {
   [[noreturn]] void refuse_non_finite_gradient(const TokenBatch& batch, double grad_norm);
   std::optional<std::string> locate_non_finite_gradient(const TokenBatch& batch);
   void zero_grads();
+  std::vector<std::vector<torch::Tensor>> stage_gradients();  // per stage, where its gradients accumulate
   // Every stage's stash (or a streamed stage's checkpoints) dropped, and every gradient zeroed.
   void clear_stashes();
 
@@ -181,6 +190,8 @@ class PipelineTrainer : public Trainer, public LayerStates {
   std::vector<SimEvent> first_step_timeline_;
   std::deque<std::vector<SimEvent>> step_timelines_;
   std::vector<int> last_max_in_flight_;
+  Group* replicas_ = nullptr;
+  std::unique_ptr<ReplicaSums> replica_sums_;
 };
 
 }  // namespace pipetrain

@@ -88,6 +88,14 @@ std::vector<ResumeChange> resume_changes(const CheckpointInfo& checkpoint, const
 
 void check_resume(const CheckpointInfo& checkpoint, const RunConfig& now, const Corpus& corpus,
                   const std::vector<std::string>& allowed) {
+  // The world size is the global batch: another is another run's optimization, never allowed.
+  const int64_t was_replicas = saved_config(checkpoint).train.replicas;
+  if (was_replicas != now.train.replicas) {
+    throw InputError("--resume from '" + checkpoint.path + "': its run trained " + std::to_string(was_replicas) +
+                     " replica(s) of the pipeline, this one " + std::to_string(now.train.replicas) +
+                     " (train.replicas; one process each): the global batch would change. Start the same number of "
+                     "processes, or train a new run with --init-from an export of this checkpoint");
+  }
   std::string refused;
   std::vector<std::string> kinds;
   for (const ResumeChange& c : resume_changes(checkpoint, now, corpus)) {

@@ -141,12 +141,21 @@ void print_run_header(const TrainRequest& request, PipelineTrainer& trainer, con
     std::printf("  stage %d: %-20s on %-7s %s planned%s\n", s, describe_range(run.model, st.first, st.last).c_str(),
                 st.device.name().c_str(), format_gib(mem.total).c_str(), how.c_str());
   }
+  if (run.train.replicas > 1) {
+    std::printf("replicas: %lld processes, each this pipeline; global batch %lld x %lld x %lld = %lld windows per step; "
+                "learning rate as configured (not scaled)\n",
+                static_cast<long long>(run.train.replicas), static_cast<long long>(run.train.replicas),
+                static_cast<long long>(plan.options.micro_batches), static_cast<long long>(plan.options.micro_batch_size),
+                static_cast<long long>(run.train.replicas * plan.options.micro_batches * plan.options.micro_batch_size));
+  }
   std::printf("cores: %s\n", describe_cores(trainer.cores()).c_str());
   std::printf("plan times: %s\n", time_source(run.model, request.hardware, plan.options).c_str());
   for (const DeviceMemory& d : plan.memory.devices) {
     if (d.need_bytes > 0) {
-      std::printf("memory: %s needs %s of %s budget (hardware '%s')\n", d.name().c_str(), format_gib(d.need_bytes).c_str(),
-                  format_gib(d.budget_bytes).c_str(), request.hardware.name.c_str());
+      const bool shared = d.id.is_cpu() && request.world.local_size > 1;
+      std::printf("memory: %s needs %s of %s budget (hardware '%s'%s)\n", d.name().c_str(), format_gib(d.need_bytes).c_str(),
+                  format_gib(d.budget_bytes).c_str(), request.hardware.name.c_str(),
+                  shared ? (", its RAM shared by " + std::to_string(request.world.local_size) + " ranks on this host").c_str() : "");
     }
   }
   std::printf("metrics: %s/metrics.jsonl\n", request.run_dir.c_str());
@@ -186,16 +195,26 @@ bool memory_guard_stops(const PipelineTrainer& trainer, const HardwareSpec& hard
 
 // Trains to the configured step count, writing metrics and the progress line every step and a
 // checkpoint every checkpoint_interval; stops early on a signal or the memory guard.
-RunSummary train_steps(const TrainRequest& request, PipelineTrainer& trainer, MemoryStop& memory_stop) {
+// With several processes only rank 0 writes (the replicas hold the same state), and a stop is taken
+// by every rank at the same step boundary.
+RunSummary train_steps(const TrainRequest& request, PipelineTrainer& trainer, MemoryStop& memory_stop, World* world) {
   const RunConfig& run = trainer.config();
-  MetricsWriter metrics(request.run_dir + "/metrics.jsonl",
-                        request.resume ? std::optional<int64_t>(request.resume->step) : std::nullopt);
+  const bool writes = world == nullptr || world->rank() == 0;
+  std::optional<MetricsWriter> metrics;
+  if (writes) {
+    metrics.emplace(request.run_dir + "/metrics.jsonl", request.resume ? std::optional<int64_t>(request.resume->step) : std::nullopt);
+  }
   ProgressLine progress(stderr, run.train.steps, run.train.log_interval);
+  const auto stop_here = [&] {
+    const bool stop = StopSignals::requested() || memory_guard_stops(trainer, request.hardware, memory_stop);
+    return world ? world->all().any(stop) : stop;
+  };
   try {
     const RunSummary summary = run_training(
         trainer,
         [&](const StepRecord& record) {
-          metrics.write(record);
+          if (!writes) return;
+          metrics->write(record);
           progress.update(record);
           if (run.train.checkpoint_interval > 0 && record.step % run.train.checkpoint_interval == 0 &&
               record.step < run.train.steps) {
@@ -206,12 +225,12 @@ RunSummary train_steps(const TrainRequest& request, PipelineTrainer& trainer, Me
             }
           }
         },
-        [&] { return StopSignals::requested() || memory_guard_stops(trainer, request.hardware, memory_stop); });
+        stop_here);
     progress.finish();
     return summary;
   } catch (...) {
     progress.finish();
-    if (request.trace_path) write_chrome_trace(*request.trace_path, {{"measured", trainer.trace_events()}});
+    if (request.trace_path && writes) write_chrome_trace(*request.trace_path, {{"measured", trainer.trace_events()}});
     throw;
   }
 }
@@ -266,10 +285,12 @@ void print_run_summary(const TrainRequest& request, const PipelineTrainer& train
     }
   }
   // Every run: what it measured beside what the plan promised, from what.
-  std::printf("tokens/s: %.0f measured (median), %.0f predicted by the plan from %s; measured / predicted %.2f\n",
-              summary.median_tokens_per_s, plan.predicted.tokens_per_s,
-              time_source(run.model, request.hardware, plan.options).c_str(),
-              plan.predicted.tokens_per_s > 0 ? summary.median_tokens_per_s / plan.predicted.tokens_per_s : 0.0);
+  // With replicas, every process computes its share at once: the plan's rate times their count.
+  const double predicted = plan.predicted.tokens_per_s * static_cast<double>(run.train.replicas);
+  std::printf("tokens/s: %.0f measured (median), %.0f predicted by the plan from %s%s; measured / predicted %.2f\n",
+              summary.median_tokens_per_s, predicted, time_source(run.model, request.hardware, plan.options).c_str(),
+              run.train.replicas > 1 ? " (x replicas; the gradient sums not charged)" : "",
+              predicted > 0 ? summary.median_tokens_per_s / predicted : 0.0);
   for (const VramLine& v : trainer.vram()) {
     int64_t planned = 0;
     for (const DeviceMemory& d : plan.memory.devices) {
@@ -299,6 +320,38 @@ void print_run_summary(const TrainRequest& request, const PipelineTrainer& train
   std::printf("metrics written to %s/metrics.jsonl\n", request.run_dir.c_str());
 }
 
+// The processes the config asks for against those started: train.replicas copies of the pipeline,
+// one process each.
+void check_world(const TrainRequest& request) {
+  const int64_t replicas = request.run.train.replicas;
+  if (request.world.size == replicas) return;
+  if (!request.world.distributed()) {
+    throw InputError("train.replicas is " + std::to_string(replicas) + ": start " + std::to_string(replicas) +
+                     " processes (scripts/launch_local.sh " + std::to_string(replicas) +
+                     " pipetrain train ..., or set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT in each, as torchrun does)");
+  }
+  throw InputError(request.world.describe() + ": WORLD_SIZE=" + std::to_string(request.world.size) + " but train.replicas is " +
+                   std::to_string(replicas) + " (one process per replica of the pipeline): set --set train.replicas=" +
+                   std::to_string(request.world.size) + " (the global batch is replicas x micro_batches x micro_batch_size), "
+                   "or start " + std::to_string(replicas) + " processes");
+}
+
+// A rank other than 0: the same steps and stops, nothing written (rank 0 writes what they share).
+int train_as_other_rank(const TrainRequest& request, PipelineTrainer& trainer, World& world) {
+  MemoryStop memory_stop;
+  const RunSummary summary = train_steps(request, trainer, memory_stop, &world);
+  if (summary.stopped && memory_stop.device) {
+    std::fprintf(stderr, "error: %s: %s passed %.0f%% of its budget after step %lld (rank 0 keeps the checkpoint)\n",
+                 world.spec().describe().c_str(), memory_stop.device->name().c_str(), 100.0 * kMemoryWatermark,
+                 static_cast<long long>(summary.steps));
+    return 1;
+  }
+  if (summary.stopped) return StopSignals::requested() ? StopSignals::exit_status() : 1;
+  std::printf("%s: done, %lld steps, median %.0f tokens/s (all replicas)\n", world.spec().describe().c_str(),
+              static_cast<long long>(summary.steps), summary.median_tokens_per_s);
+  return 0;
+}
+
 }  // namespace
 
 int run_training_session(const TrainRequest& given) {
@@ -306,6 +359,12 @@ int run_training_session(const TrainRequest& given) {
   // with the GPU's budget (registry.h place_stages).
   TrainRequest request = given;
   if (request.gpu_stages_on_cpu) request.hardware = request.hardware.with_stand_ins();
+  if (request.world.local_size > 1) {
+    // The ranks on this host share its RAM: each plans with its share of the budget.
+    for (DeviceSpec& d : request.hardware.devices) {
+      if (d.id.is_cpu()) d.memory_bytes /= request.world.local_size;
+    }
+  }
   std::string schedule_note;
   if (request.resume) request.run = continue_schedule(*request.resume, request.run, schedule_note);
   std::vector<std::string> warnings;
@@ -314,23 +373,46 @@ int run_training_session(const TrainRequest& given) {
     std::printf("%s", to_yaml(recorded_config(request.run, plan)).c_str());
     return 0;
   }
-  // Everything that can be refused is checked before the output directory is touched.
-  check_run_dir(request);
+  check_world(request);
+  // The other ranks, joined and agreeing on what they run, before anything is allocated.
+  const std::unique_ptr<World> world = request.world.distributed() ? World::connect(request.world) : nullptr;
+  const bool writes = world == nullptr || world->rank() == 0;
+  if (world) {
+    world->agree("config and plan", to_yaml(recorded_config(request.run, plan)) + "resume step " +
+                                        (request.resume ? std::to_string(request.resume->step) : "none"));
+  }
+  // Everything that can be refused is checked before the output directory is touched; with
+  // several ranks, a refusal on one stops all.
+  std::string refusal;
+  try {
+    if (writes) check_run_dir(request);
+  } catch (const InputError& e) {
+    refusal = e.what();
+  }
+  if (world && world->all().any(!refusal.empty()) && refusal.empty()) {
+    throw InputError(request.world.describe() + ": another rank refused the run (its error says why)");
+  }
+  if (!refusal.empty()) throw InputError(refusal);
   if (request.resume && request.resume->step >= request.run.train.steps) {
     std::printf("nothing to do: %s is at step %lld of %lld (raise --steps to train on)\n", request.resume->path.c_str(),
                 static_cast<long long>(request.resume->step), static_cast<long long>(request.run.train.steps));
     return 0;
   }
-  keep_tokenizer(request);
-  PipelineTrainer trainer(request.run, plan, request.hardware, request.trace_path.has_value());
+  if (writes) keep_tokenizer(request);
+  PipelineTrainer trainer(request.run, plan, request.hardware, request.trace_path.has_value() && writes);
+  if (world) {
+    world->agree("training data (corpus fingerprint)", hex16(trainer.corpus().fingerprint()));
+    trainer.join_replicas(world->all());
+  }
   if (request.resume) {
     check_resume(*request.resume, request.run, trainer.corpus(), request.allowed_changes);
     trainer.resume_from(*request.resume);
   }
   if (!schedule_note.empty()) warnings.push_back(schedule_note);
   if (request.init_from) init_from_weights(*request.init_from, request.run.model, trainer);  // checked whole first
-  make_dirs(request.run_dir);
   const RunConfig& run = trainer.config();
+  if (!writes) return train_as_other_rank(request, trainer, *world);
+  make_dirs(request.run_dir);
   write_file_atomically(request.run_dir + "/config.yaml", "# resolved config of this run (" + run.source + ")\n" + to_yaml(run));
   const int64_t step_windows = request.run.train.micro_batch_size * request.run.train.micro_batches;
   if (trainer.corpus().num_train_windows() < step_windows) {
@@ -341,10 +423,16 @@ int run_training_session(const TrainRequest& given) {
   print_run_header(request, trainer, warnings);
 
   MemoryStop memory_stop;
-  const RunSummary summary = train_steps(request, trainer, memory_stop);
+  const RunSummary summary = train_steps(request, trainer, memory_stop, world.get());
   const std::string checkpoint = trainer.save_checkpoint(request.run_dir, run.train.keep_checkpoints);
   if (summary.stopped && memory_stop.device) {
     report_memory_stop(request, plan, summary, memory_stop, checkpoint);
+    return 1;
+  }
+  if (summary.stopped && !StopSignals::requested()) {
+    std::printf("stopped after step %lld with the other ranks (one was signalled or hit its memory guard); checkpoint "
+                "%s\nresume with the same command and --resume %s\n",
+                static_cast<long long>(summary.steps), checkpoint.c_str(), request.run_dir.c_str());
     return 1;
   }
   if (summary.stopped) {

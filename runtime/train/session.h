@@ -13,6 +13,7 @@
 #include "memory/hardware.h"
 #include "memory/stage_map.h"
 #include "runtime/config/run_config.h"
+#include "runtime/dist/world.h"
 #include "runtime/io/checkpoint.h"
 
 namespace pipetrain {
@@ -30,6 +31,10 @@ struct TrainRequest {
   bool overwrite = false;                // run_dir may already hold a run
   std::optional<std::string> trace_path;
   bool print_config = false;             // print the resolved config with the plan's decisions, and stop
+  // This process among the run's processes (runtime/dist/world.h): train.replicas of them, each a
+  // copy of the pipeline. Rank 0 writes the run directory (metrics, checkpoints, config); every rank
+  // agrees on the config and plan before anything is allocated.
+  WorldSpec world;
 };
 
 // Returns the exit status: 0 done, 1 stopped by the memory guard, 128 + signal when stopped by one.
