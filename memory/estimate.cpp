@@ -105,10 +105,11 @@ StageMemory estimate_stage(const RangeCosts& r, const ModelConfig& cfg, const De
   return m;
 }
 
-void tally_stage(DeviceTally& tally, const StageMemory& m, DeviceId device, DeviceId optimizer_home) {
-  tally.add(device, m.on_device);
-  if (m.on_optimizer_home > 0) tally.add(optimizer_home, m.on_optimizer_home);
-  if (m.on_host_pinned > 0) tally.add(DeviceId::cpu(), m.on_host_pinned);
+void tally_stage(DeviceTally& tally, const StageMemory& m, DeviceId device, DeviceId optimizer_home, int host) {
+  tally.add(device, m.on_device, host);
+  if (m.on_optimizer_home > 0) tally.add(optimizer_home, m.on_optimizer_home, host);
+  if (m.on_host_pinned > 0) tally.add(DeviceId::cpu(), m.on_host_pinned, host);
+  if (m.on_host > 0) tally.add(DeviceId::cpu(), m.on_host, host);
   tally.add_pinned(m.buffers);
 }
 
@@ -161,14 +162,16 @@ std::vector<BoundaryRings> stage_map_rings(PrefixByDtype& prefixes, const ModelC
   return rings;
 }
 
-DeviceTally::DeviceTally(const HardwareSpec& hardware)
-    : hardware_(hardware), need_(hardware.devices.size(), 0), used_(hardware.devices.size(), false) {}
+DeviceTally::DeviceTally(const HardwareSpec& hardware, int hosts)
+    : hardware_(hardware), hosts_(hosts), need_(hardware.devices.size() * static_cast<size_t>(hosts), 0),
+      used_(hardware.devices.size() * static_cast<size_t>(hosts), false) {}
 
-void DeviceTally::add(DeviceId device, int64_t bytes) {
+void DeviceTally::add(DeviceId device, int64_t bytes, int host) {
   for (size_t d = 0; d < hardware_.devices.size(); ++d) {
     if (hardware_.devices[d].id != device) continue;
-    need_[d] = checked_add(need_[d], bytes, "device need");
-    used_[d] = true;
+    const size_t i = static_cast<size_t>(host) * hardware_.devices.size() + d;
+    need_[i] = checked_add(need_[i], bytes, "device need");
+    used_[i] = true;
     return;
   }
   throw InputError("device '" + device.name() + "' is not in hardware '" + hardware_.name + "'");
@@ -178,16 +181,19 @@ void DeviceTally::add_pinned(int64_t bytes) { pinned_ = checked_add(pinned_, byt
 
 std::vector<DeviceMemory> DeviceTally::devices() const {
   std::vector<DeviceMemory> out;
-  for (size_t d = 0; d < hardware_.devices.size(); ++d) {
+  for (size_t i = 0; i < need_.size(); ++i) {
+    const size_t d = i % hardware_.devices.size();
     const DeviceSpec& spec = hardware_.devices[d];
     DeviceMemory dm;
     dm.id = spec.id;
+    dm.host = static_cast<int>(i / hardware_.devices.size());
+    dm.several_hosts = hosts_ > 1;
     dm.memory_bytes = spec.memory_bytes;
     dm.safety_margin = spec.safety_margin;
     dm.budget_bytes = spec.usable_bytes();
     dm.reserved_bytes = spec.reserved_bytes;
     // A device no stage uses needs nothing, except the CPU, whose reserve the process takes anyway.
-    dm.need_bytes = used_[d] || spec.id.is_cpu() ? checked_add(spec.reserved_bytes, need_[d], "device need") : 0;
+    dm.need_bytes = used_[i] || spec.id.is_cpu() ? checked_add(spec.reserved_bytes, need_[i], "device need") : 0;
     dm.fits = dm.need_bytes <= dm.budget_bytes;
     out.push_back(dm);
   }
@@ -196,9 +202,9 @@ std::vector<DeviceMemory> DeviceTally::devices() const {
 
 bool DeviceTally::fits() const {
   if (pinned_ > hardware_.pinned_bytes) return false;
-  for (size_t d = 0; d < hardware_.devices.size(); ++d) {
-    const DeviceSpec& spec = hardware_.devices[d];
-    if ((used_[d] || spec.id.is_cpu()) && spec.reserved_bytes + need_[d] > spec.usable_bytes()) return false;
+  for (size_t i = 0; i < need_.size(); ++i) {
+    const DeviceSpec& spec = hardware_.devices[i % hardware_.devices.size()];
+    if ((used_[i] || spec.id.is_cpu()) && spec.reserved_bytes + need_[i] > spec.usable_bytes()) return false;
   }
   return true;
 }
@@ -209,7 +215,9 @@ MemoryEstimate estimate_memory(const ModelDesc& model, const HardwareSpec& hw, c
   MemoryEstimate e;
   e.rings = stage_map_rings(prefixes, model.config, map, in_flight, options);
   e.pinned_budget_bytes = hw.pinned_bytes;
-  DeviceTally tally(hw);
+  DeviceTally tally(hw, map.num_hosts());
+  const int64_t tokens = checked_mul(options.micro_batch_size, model.config.seq_len, "tokens per micro-batch");
+  const std::vector<int64_t> per_token = boundary_bytes_per_token(prefixes, map, options.precision);
   for (int s = 0; s < map.num_stages(); ++s) {
     const StageSpec& st = map.stages[static_cast<size_t>(s)];
     int64_t pinned = 0;
@@ -218,10 +226,19 @@ MemoryEstimate estimate_memory(const ModelDesc& model, const HardwareSpec& hw, c
     }
     const Placement place = st.placement();
     const LayerPrefix& prefix = prefixes(options.precision.compute(place.compute));
-    const StageMemory m = estimate_stage(prefix.range(st.first, st.last), model.config, hw.device(place.compute),
-                                         hw.device(place.optimizer), place.streamed(), in_flight[static_cast<size_t>(s)],
-                                         pinned, options, st.lanes);
-    tally_stage(tally, m, place.compute, place.optimizer);
+    StageMemory m = estimate_stage(prefix.range(st.first, st.last), model.config, hw.device(place.compute),
+                                   hw.device(place.optimizer), place.streamed(), in_flight[static_cast<size_t>(s)],
+                                   pinned, options, st.lanes);
+    // What crosses to other hosts: replicas sum a float32 copy of the stage's gradients (runtime/
+    // train/replica_sums.h); a boundary to a stage on another host holds one tensor each way.
+    if (options.replicas > 1) m.network = checked_mul(prefix.range(st.first, st.last).params, 4, "gradient sum bytes");
+    for (int b : {s - 1, s}) {
+      if (b < 0 || b + 1 >= map.num_stages() || map.stages[static_cast<size_t>(b)].host == map.stages[static_cast<size_t>(b) + 1].host) continue;
+      m.network = checked_add(m.network, checked_mul(2 * tokens, per_token[static_cast<size_t>(b)], "network buffers"), "network buffers");
+    }
+    m.on_host = m.network;
+    m.total = checked_add(m.total, m.network, "stage total");
+    tally_stage(tally, m, place.compute, place.optimizer, st.host);
     e.stages.push_back(m);
   }
   e.devices = tally.devices();
@@ -259,6 +276,11 @@ std::string format_memory_table(const MemoryEstimate& e, const ModelConfig& mode
   }
   row("", names);
   row("device", devices);
+  if (map.num_hosts() > 1) {
+    std::vector<std::string> hosts;
+    for (const StageSpec& st : map.stages) hosts.push_back(std::to_string(st.host));
+    row("host", hosts);
+  }
   row("layers", ranges);
   // Rows that only a mixed-precision or optimizer-in-RAM plan needs.
   bool any_16_bit = false, any_elsewhere = false, any_master = false, any_streamed = false;
@@ -292,6 +314,9 @@ std::string format_memory_table(const MemoryEstimate& e, const ModelConfig& mode
   component("optimizer state", &StageMemory::optimizer);
   component("activations", &StageMemory::activations);
   component("pinned buffers", &StageMemory::buffers);
+  bool any_network = false;
+  for (const StageMemory& m : e.stages) any_network = any_network || m.network > 0;
+  if (any_network) component("network buffers", &StageMemory::network);
   component("allocator slack", &StageMemory::slack);
   out += std::string(kLabel + col * map.stages.size(), '-') + "\n";
   component("total", &StageMemory::total);

@@ -59,23 +59,29 @@ struct StageMemory {
   int64_t optimizer = 0;  // the optimizer's state
   int64_t activations = 0;
   int64_t buffers = 0;  // pinned
+  // On its host's CPU: a float32 copy of its gradients that replicas sum (train.replicas > 1), and
+  // the boundary tensors that cross to another host (one each way).
+  int64_t network = 0;
   int64_t slack = 0;
   int64_t total = 0;
   // The total, by where it lives (each with its share of the slack).
   int64_t on_device = 0;          // weights, gradients, activations
   int64_t on_optimizer_home = 0;  // master weights and optimizer state, where they are not on the device
   int64_t on_host_pinned = 0;     // buffers, where the stage is not on the CPU
+  int64_t on_host = 0;            // network, on its host's CPU
 };
 
 struct DeviceMemory {
   DeviceId id;
+  int host = 0;              // with stages on several hosts, each host's devices are its own
+  bool several_hosts = false;
   int64_t memory_bytes = 0;
   double safety_margin = 1.0;
   int64_t budget_bytes = 0;  // memory * safety margin
   int64_t reserved_bytes = 0;
   int64_t need_bytes = 0;    // reserved + Σ stages on it
   bool fits = false;
-  std::string name() const { return id.name(); }
+  std::string name() const { return several_hosts ? id.name() + "@host" + std::to_string(host) : id.name(); }
 };
 
 // The layer list's costs in each dtype the stages compute in, made once per dtype.
@@ -124,17 +130,19 @@ std::vector<BoundaryRings> stage_map_rings(PrefixByDtype& prefixes, const ModelC
 // always), and the pinned total: the one fit check, for the estimate and the planner alike.
 class DeviceTally {
  public:
-  explicit DeviceTally(const HardwareSpec& hardware);
-  void add(DeviceId device, int64_t bytes);
+  // `hosts` machines of this hardware, each with its own devices and budgets.
+  explicit DeviceTally(const HardwareSpec& hardware, int hosts = 1);
+  void add(DeviceId device, int64_t bytes, int host = 0);
   void add_pinned(int64_t bytes);
   bool fits() const;
-  // Every device of the hardware, in its order, with its need against its budget.
+  // Every device of the hardware, in its order (host by host), with its need against its budget.
   std::vector<DeviceMemory> devices() const;
   int64_t pinned_need_bytes() const { return pinned_; }
 
  private:
   const HardwareSpec& hardware_;
-  std::vector<int64_t> need_;
+  int hosts_;
+  std::vector<int64_t> need_;  // [host * devices + device]
   std::vector<bool> used_;
   int64_t pinned_ = 0;
 };
@@ -161,7 +169,7 @@ StageMemory estimate_stage(const RangeCosts& range, const ModelConfig& model, co
                            const MemoryOptions& options, int lanes = 1);
 
 // Adds a stage's memory to the tally: each part on the device that holds it.
-void tally_stage(DeviceTally& tally, const StageMemory& memory, DeviceId device, DeviceId optimizer_home);
+void tally_stage(DeviceTally& tally, const StageMemory& memory, DeviceId device, DeviceId optimizer_home, int host = 0);
 
 
 // Component rows, stage columns, then device totals against budgets; GiB with two decimals.

@@ -86,11 +86,21 @@ struct MeasuredTimes {
   const LayerTimes* find(DeviceId device, int cores) const;
 };
 
+// Between two machines of a run (stages on several hosts, replicas): each host's network interface,
+// as a copy engine of its own each way. Not described (0): cross-host copies and gradient sums are
+// not charged, and the plan says so.
+struct NetworkSpec {
+  double bytes_per_s = 0.0;
+  double latency_s = 0.0;
+  bool described() const { return bytes_per_s > 0.0; }
+};
+
 struct HardwareSpec {
   std::string name;
   std::string source;  // where it came from: a preset file, or "probed"
   std::vector<DeviceSpec> devices;
   std::vector<LinkSpec> links;
+  NetworkSpec network;       // to the run's other machines, each a copy of this hardware
   int64_t pinned_bytes = 0;  // page-locked host memory the OS lets us have (WSL2 limits it)
   MeasuredTimes measured;    // empty unless loaded from a profile
 

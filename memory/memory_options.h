@@ -23,6 +23,9 @@ struct MemoryOptions {
   // norm never exceeds grad_clip; train.layerwise_update).
   int window_layers = 2;
   bool layerwise_update = false;
+  // Copies of the pipeline, each summing its stages' gradients with the others' every step
+  // (train.replicas): a stage's host then holds a float32 buffer of its gradients for the sum.
+  int replicas = 1;
   OptimizerConfig optimizer;
   Precision precision;           // what each device computes in (the model's dtype is not used here)
 };

@@ -35,11 +35,16 @@ void validate_stage_map(const StageMap& map, const ModelConfig& model, const Har
   if (map.stages.empty()) throw InputError("the stage map has no stages");
   const int64_t n = model.num_model_layers();
   int64_t next = 0;  // the first layer not yet covered
-  int cpu_cores = 0;
-  int shared_cpu_stage = -1;  // the first cpu stage with cores: 0
+  // Per host: the cores its cpu stages own, and its first cpu stage with cores: 0.
+  const int hosts = map.num_hosts();
+  std::vector<int> cpu_cores(static_cast<size_t>(hosts), 0), shared_cpu_stage(static_cast<size_t>(hosts), -1);
+  std::vector<int> stages_on_host(static_cast<size_t>(hosts), 0);
   for (size_t s = 0; s < map.stages.size(); ++s) {
     const StageSpec& st = map.stages[s];
     const std::string where = "stage " + std::to_string(s);
+    if (st.host < 0 || st.host >= kMaxHosts) {
+      throw InputError(where + " has host = " + std::to_string(st.host) + "; hosts are 0.." + std::to_string(kMaxHosts - 1));
+    }
     if (!hardware.has_device(st.device)) {
       throw InputError(where + " names device '" + st.device.name() + "', which hardware '" + hardware.name +
                        "' does not have (it has: " + hardware.device_names() + ")");
@@ -97,20 +102,30 @@ void validate_stage_map(const StageMap& map, const ModelConfig& model, const Har
       throw InputError(where + " has lanes = " + std::to_string(st.lanes) + " on cores = " + std::to_string(st.cores) +
                        "; each lane gets an equal share, so lanes must divide cores");
     }
-    cpu_cores += st.cores;
-    if (st.cores == 0 && shared_cpu_stage < 0 && st.device.is_cpu()) {
-      shared_cpu_stage = static_cast<int>(s);
-    }
+    const size_t h = static_cast<size_t>(st.host);
+    ++stages_on_host[h];
+    cpu_cores[h] += st.cores;
+    if (st.cores == 0 && shared_cpu_stage[h] < 0 && st.device.is_cpu()) shared_cpu_stage[h] = static_cast<int>(s);
     next = st.last + 1;
   }
   if (next < n) {
     throw InputError("stage map covers " + describe_range(model, 0, next - 1) + " but the model also has " +
                      describe_range(model, next, n - 1) + " (missing)");
   }
+  for (int h = 0; h < hosts; ++h) {
+    if (stages_on_host[static_cast<size_t>(h)] == 0) {
+      throw InputError("the stage map names host " + std::to_string(hosts - 1) + " but no stage runs on host " +
+                       std::to_string(h) + "; hosts are numbered 0.." + std::to_string(hosts - 1) + " without gaps");
+    }
+  }
+  // Every host is a machine of this hardware: the cores of its stages are counted per host.
   const int available = hardware.cpu().cores;
-  if (cpu_cores > available) {
-    throw InputError("the stage map gives cpu stages " + std::to_string(cpu_cores) + " cores; hardware '" +
-                     hardware.name + "' has " + std::to_string(available));
+  for (int h = 0; h < hosts; ++h) {
+    const int owned = cpu_cores[static_cast<size_t>(h)];
+    if (owned > available) {
+      throw InputError("the stage map gives cpu stages " + (hosts > 1 ? "on host " + std::to_string(h) + " " : std::string()) +
+                       std::to_string(owned) + " cores; hardware '" + hardware.name + "' has " + std::to_string(available));
+    }
   }
   // Micro-batches move in groups of the largest lane count (scheduler/schedule.h); a stage's waves
   // line up with its lanes only when its count divides that.
@@ -123,15 +138,16 @@ void validate_stage_map(const StageMap& map, const ModelConfig& model, const Har
   }
   // A stage with lanes and no cores of its own splits the pool of the cores no stage owns: it must
   // be alone there, and the lanes must divide the pool.
-  int pool_stages = 0;
-  for (const StageSpec& st : map.stages) pool_stages += st.device.is_cpu() && st.cores == 0 ? 1 : 0;
+  std::vector<int> pool_stages(static_cast<size_t>(hosts), 0);
+  for (const StageSpec& st : map.stages) pool_stages[static_cast<size_t>(st.host)] += st.device.is_cpu() && st.cores == 0 ? 1 : 0;
   for (size_t s = 0; s < map.stages.size(); ++s) {
     const StageSpec& st = map.stages[s];
     if (st.lanes == 1 || st.cores > 0) continue;
-    const int pool = available - cpu_cores;
-    if (pool_stages > 1) {
+    const int pool = available - cpu_cores[static_cast<size_t>(st.host)];
+    const int pool_mates = pool_stages[static_cast<size_t>(st.host)];
+    if (pool_mates > 1) {
       throw InputError("stage " + std::to_string(s) + " has lanes = " + std::to_string(st.lanes) + " but shares its cores with " +
-                       std::to_string(pool_stages - 1) + " other cpu stage(s); give it cores of its own to split into lanes");
+                       std::to_string(pool_mates - 1) + " other cpu stage(s); give it cores of its own to split into lanes");
     }
     if (pool > 0 && pool % st.lanes != 0) {
       throw InputError("stage " + std::to_string(s) + " has lanes = " + std::to_string(st.lanes) + " on the " +
@@ -139,11 +155,15 @@ void validate_stage_map(const StageMap& map, const ModelConfig& model, const Har
                        std::to_string(pool));
     }
   }
-  if (shared_cpu_stage >= 0 && cpu_cores == available) {
-    throw InputError("stage " + std::to_string(shared_cpu_stage) +
-                     " has cores: 0 (it shares the cores no stage owns), but the other cpu stages own all " +
-                     std::to_string(available) + " cores of hardware '" + hardware.name +
-                     "'; give it cores, or take some from the others");
+  for (int h = 0; h < hosts; ++h) {
+    const int shared = shared_cpu_stage[static_cast<size_t>(h)];
+    if (shared >= 0 && cpu_cores[static_cast<size_t>(h)] == available) {
+      throw InputError("stage " + std::to_string(shared) +
+                       " has cores: 0 (it shares the cores no stage owns), but the other cpu stages " +
+                       (hosts > 1 ? "on host " + std::to_string(h) + " " : std::string()) + "own all " +
+                       std::to_string(available) + " cores of hardware '" + hardware.name +
+                       "'; give it cores, or take some from the others");
+    }
   }
 }
 

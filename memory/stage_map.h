@@ -51,17 +51,29 @@ struct StageSpec {
   // (micro-batch k on lane k mod lanes, with its own gradient buffers, summed in lane order after
   // the backward). 1: one micro-batch at a time on all of them.
   int lanes = 1;
+  // The machine of the run that computes it (the stage map's `host:`; runtime/dist: process rank =
+  // replica x hosts + host). Its device is that machine's; activations cross hosts over the network.
+  int host = 0;
 
   Placement placement() const { return {device, weights.value_or(device), optimizer.value_or(device)}; }
   bool operator==(const StageSpec& o) const {
     return device == o.device && first == o.first && last == o.last && cores == o.cores && lanes == o.lanes &&
-           placement() == o.placement();
+           host == o.host && placement() == o.placement();
   }
 };
+
+// Hosts a stage map may name: 0 .. kMaxHosts - 1.
+inline constexpr int kMaxHosts = 4096;
 
 struct StageMap {
   std::vector<StageSpec> stages;
   int num_stages() const { return static_cast<int>(stages.size()); }
+  // The machines the stages run on: 1 + the largest host (validate_stage_map: each holds a stage).
+  int num_hosts() const {
+    int hosts = 1;
+    for (const StageSpec& st : stages) hosts = st.host + 1 > hosts ? st.host + 1 : hosts;
+    return hosts;
+  }
   bool operator==(const StageMap& o) const { return stages == o.stages; }
 };
 

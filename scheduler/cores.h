@@ -28,10 +28,12 @@ namespace pipetrain {
 
 // The simulator's and the executor's names for what runs one op at a time, made here and nowhere
 // else: the shared CPU pool "cpu", a CPU stage's own cores "cpu[s]", a GPU "cuda:0", and the copy
-// engine of a link "cpu->cuda:0".
+// engine of a link "cpu->cuda:0"; on a host other than 0, "cpu@host1" and "cuda:0@host1"; the
+// network from one host to another "host0->host1".
 inline const std::string kSharedCpuPool = "cpu";
 std::string compute_resource(const StageSpec& stage, int index);
 std::string link_resource(DeviceId from, DeviceId to);
+std::string network_resource(int from_host, int to_host);
 
 struct CoreGroup {
   std::string resource;   // "cpu" (the shared pool) or "cpu[s]" (stage s's own cores)

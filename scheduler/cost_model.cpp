@@ -1,5 +1,7 @@
 #include "scheduler/cost_model.h"
 
+#include "memory/param_count.h"
+
 #include <algorithm>
 
 #include "memory/errors.h"
@@ -223,6 +225,30 @@ void charge_staging_writes(const HardwareSpec& hw, const StageMap& map, const st
   }
 }
 
+double network_seconds(const HardwareSpec& hw, double bytes) {
+  if (!hw.network.described()) return 0.0;
+  return bytes / hw.network.bytes_per_s + hw.network.latency_s;
+}
+
+double replica_sum_seconds(const HardwareSpec& hw, int64_t params, int64_t replicas) {
+  if (replicas <= 1) return 0.0;
+  const double bytes = 4.0 * static_cast<double>(params);  // float32 (runtime/train/replica_sums.h)
+  const double r = static_cast<double>(replicas);
+  // Gathered into one buffer and written back: read and written once each way in host memory.
+  const DeviceSpec& cpu = hw.cpu();
+  const double host = cpu.memory_bytes_per_s > 0.0 ? 4.0 * bytes / cpu.memory_bytes_per_s : 0.0;
+  if (!hw.network.described()) return host;
+  // A ring all-reduce: every replica sends and receives 2 (R - 1) / R of the buffer, in 2 (R - 1)
+  // rounds.
+  return host + 2.0 * (r - 1.0) / r * bytes / hw.network.bytes_per_s + 2.0 * (r - 1.0) * hw.network.latency_s;
+}
+
+int64_t range_param_count(const ModelConfig& model, int64_t first, int64_t last) {
+  int64_t params = 0;
+  for (int64_t i = first; i <= last; ++i) params += layer_param_count(model, i);
+  return params;
+}
+
 TransferTiming transfer_timing(int64_t boundary_bytes_per_token, const ModelConfig& model, const HardwareSpec& hw,
                                DeviceId from, DeviceId to, const PlanOptions& options) {
   TransferTiming t;
@@ -241,18 +267,22 @@ TransferTiming transfer_timing(int64_t boundary_bytes_per_token, const ModelConf
 
 std::vector<StageTiming> stage_timings(const ModelConfig& model, const HardwareSpec& hw, const StageMap& map,
                                        const PlanOptions& options) {
-  // Stages with cores: 0 share the cores no stage owns (scheduler/cores.h).
-  int owned = 0;
-  for (const StageSpec& st : map.stages) owned += st.cores;
-  const int pool = hw.cpu().cores - owned;
+  // Stages with cores: 0 share the cores no stage of their host owns (scheduler/cores.h).
+  std::vector<int> owned(static_cast<size_t>(map.num_hosts()), 0);
+  for (const StageSpec& st : map.stages) owned[static_cast<size_t>(st.host)] += st.cores;
   const StageTimer timer(model, hw, options);
   std::vector<StageTiming> out;
   for (int s = 0; s < map.num_stages(); ++s) {
     const StageSpec& st = map.stages[static_cast<size_t>(s)];
+    const int pool = hw.cpu().cores - owned[static_cast<size_t>(st.host)];
     const int cores = st.device.is_cpu() && st.cores == 0 ? pool : st.cores;
     out.push_back(timer.time(st.placement(), st.lanes > 1 ? std::max(1, cores / st.lanes) : cores, st.first, st.last,
                              options.checkpointing, /*per_layer=*/true));
     out.back().resource = compute_resource(st, s);
+    if (options.replicas > 1) {
+      out.back().sum_seconds = replica_sum_seconds(hw, range_param_count(model, st.first, st.last), options.replicas);
+      out.back().sum_resource = "gradient sums" + (st.host > 0 ? "@host" + std::to_string(st.host) : std::string());
+    }
     if (st.lanes > 1) {
       out.back().lanes = st.lanes;
       out.back().backward_seconds += static_cast<double>(st.lanes - 1) * timer.lane_add_seconds(st.first, st.last);
@@ -265,6 +295,17 @@ std::vector<TransferTiming> transfer_timings(const std::vector<int64_t>& boundar
                                              const HardwareSpec& hw, const StageMap& map, const PlanOptions& options) {
   std::vector<TransferTiming> out;
   for (int s = 0; s + 1 < map.num_stages(); ++s) {
+    const int from = map.stages[static_cast<size_t>(s)].host, to = map.stages[static_cast<size_t>(s + 1)].host;
+    if (from != to) {  // over the network, each way on the sending host's interface
+      const double bytes = static_cast<double>(boundary_bytes_per_token[static_cast<size_t>(s)]) *
+                           static_cast<double>(options.micro_batch_size * model.seq_len);
+      TransferTiming t;
+      t.forward_resource = network_resource(from, to);
+      t.backward_resource = network_resource(to, from);
+      t.forward_seconds = t.backward_seconds = network_seconds(hw, bytes);
+      out.push_back(t);
+      continue;
+    }
     out.push_back(transfer_timing(boundary_bytes_per_token[static_cast<size_t>(s)], model, hw,
                                   map.stages[static_cast<size_t>(s)].device, map.stages[static_cast<size_t>(s + 1)].device,
                                   options));

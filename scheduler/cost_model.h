@@ -133,6 +133,14 @@ double staging_write_seconds(const HardwareSpec& hardware, DeviceId from, Device
 void charge_staging_writes(const HardwareSpec& hardware, const StageMap& map, const std::vector<double>& boundary_bytes,
                            std::vector<StageTiming>& stages);
 
+// A boundary's tensor to a stage on another host: bytes over the network plus its latency (0 when
+// the hardware does not describe its network).
+double network_seconds(const HardwareSpec& hardware, double bytes);
+// A stage of `params` parameters summing its float32 gradients over `replicas` (a ring all-reduce
+// on the network, plus gathering and writing back the buffer in host memory); 0 for one replica.
+double replica_sum_seconds(const HardwareSpec& hardware, int64_t params, int64_t replicas);
+int64_t range_param_count(const ModelConfig& model, int64_t first, int64_t last);
+
 TransferTiming transfer_timing(int64_t boundary_bytes_per_token, const ModelConfig& model, const HardwareSpec& hardware,
                                DeviceId from, DeviceId to, const PlanOptions& options);
 

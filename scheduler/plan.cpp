@@ -9,8 +9,9 @@
 namespace pipetrain {
 
 int64_t tokens_per_step(const ModelConfig& model, const PlanOptions& options) {
-  return checked_mul(checked_mul(options.micro_batch_size, model.seq_len, "tokens per micro-batch"),
-                     options.micro_batches, "tokens per step");
+  return checked_mul(checked_mul(checked_mul(options.micro_batch_size, model.seq_len, "tokens per micro-batch"),
+                                 options.micro_batches, "tokens per step"),
+                     options.replicas, "tokens per step over the replicas");
 }
 
 double peak_memory_share(const Plan& plan) {

@@ -59,7 +59,7 @@ double peak_memory_share(const Plan& plan);
 // stages.
 bool better_plan(const Plan& a, const Plan& b);
 
-// Tokens one optimizer step processes.
+// Tokens one optimizer step processes, over every replica (each computes its share at once).
 int64_t tokens_per_step(const ModelConfig& model, const PlanOptions& options);
 
 }  // namespace pipetrain

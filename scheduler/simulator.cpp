@@ -16,6 +16,7 @@ std::string event_kind_name(EventKind kind) {
     case EventKind::kGradNorm: return "gradient norm";
     case EventKind::kLoadWeights: return "load weights";
     case EventKind::kWeightGradients: return "weight gradients";
+    case EventKind::kGradientSum: return "gradient sum";
   }
   return "?";
 }
@@ -245,8 +246,25 @@ SimResult simulate(const Schedule& schedule, const std::vector<StageTiming>& sta
     }
     result.pipeline_seconds = std::max(result.pipeline_seconds, e.end);
   }
-  // The optimizer phase: the norm over every stage, then each stage's step, one after another.
+  // Replicas: each stage's gradient sum once its last backward (or backward block) has ended, the
+  // last stage first, each on its host's network; the norm waits for every sum.
   double now = result.pipeline_seconds;
+  std::vector<double> last_backward(static_cast<size_t>(num_stages), 0.0);
+  for (const SimEvent& e : result.events) {
+    if (e.kind == EventKind::kBackward) last_backward[static_cast<size_t>(e.stage)] = std::max(last_backward[static_cast<size_t>(e.stage)], e.end);
+  }
+  std::map<std::string, double> network_free;
+  double sums_end = 0.0;
+  for (int s = num_stages - 1; s >= 0; --s) {
+    const StageTiming& t = stages[static_cast<size_t>(s)];
+    if (t.sum_seconds <= 0.0) continue;
+    const double start = std::max(last_backward[static_cast<size_t>(s)], network_free[t.sum_resource]);
+    record(EventKind::kGradientSum, s, -1, t.sum_resource, start, start + t.sum_seconds);
+    network_free[t.sum_resource] = start + t.sum_seconds;
+    sums_end = std::max(sums_end, start + t.sum_seconds);
+  }
+  now = std::max(now, sums_end);
+  // The optimizer phase: the norm over every stage, then each stage's step, one after another.
   for (const auto& [kind, seconds] : {std::pair{EventKind::kGradNorm, &StageTiming::norm_seconds},
                                       std::pair{EventKind::kOptimizer, &StageTiming::optimizer_seconds}}) {
     for (int s = 0; s < num_stages; ++s) {

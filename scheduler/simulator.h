@@ -63,6 +63,11 @@ struct StageTiming {
   // alone_ratio of that (LayerTimes::alone_ratio). 1: no difference known.
   double alone_ratio = 1.0;
   StreamedTiming streamed;        // layers empty: the stage's weights are resident
+  // Replicas (train.replicas > 1): once per step, its gradients summed with the other replicas'
+  // over the network, as soon as its last backward has ended (stages in turn, last first, on
+  // sum_resource); the gradient norm waits for every sum.
+  double sum_seconds = 0.0;
+  std::string sum_resource;       // "gradient sums", "gradient sums@host1"
   bool is_streamed() const { return !streamed.layers.empty(); }
 };
 
@@ -93,7 +98,8 @@ struct TransferTiming {
 enum class EventKind {
   kForward, kBackward, kSendActivation, kSendGradient, kOptimizer, kGradNorm,
   kLoadWeights,     // a streamed layer's weights into the GPU window
-  kWeightGradients  // a streamed layer's gradients out to RAM
+  kWeightGradients, // a streamed layer's gradients out to RAM
+  kGradientSum      // a stage's gradients summed over the replicas
 };
 
 struct SimEvent {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -93,13 +94,61 @@ TEST_CASE("two replicas equal one process with twice the micro-batches") {
   const CommandResult two = run_command("bash " + kLauncher + " 2 " +
                                         s.train("--stage-map " + map + " --steps 4 --set train.replicas=2 --out " + s.dir.path() + "/two"));
   REQUIRE_MESSAGE(two.exit_code == 0, two.output);
-  CHECK_MESSAGE(two.output.find("replicas: 2 processes") != std::string::npos, two.output);
+  CHECK_MESSAGE(two.output.find("replicas: 2 copies of this pipeline") != std::string::npos, two.output);
   CHECK_MESSAGE(two.output.find("[rank 1] rank 1 of 2") != std::string::npos, "rank 1 says it is done: " << two.output);
   check_same_training(s.dir.path() + "/one", s.dir.path() + "/two", 1e-6);
 
   const CommandResult resume = run_command(kBinary + " train --resume " + s.dir.path() + "/two --steps 6 --set train.replicas=1");
   CHECK(resume.exit_code == 2);
   CHECK_MESSAGE(resume.output.find("trained 2 replica(s) of the pipeline, this one 1") != std::string::npos, resume.output);
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// A pipeline whose second stage runs on host 1 (another process) equals the same two stages in one
+// process (1e-6, and the same checkpoint to the byte: host 0 writes host 1's layers as it sends
+// them), and a resume by both processes from that checkpoint goes on equal to the one process's.
+TEST_CASE("a pipeline across two processes equals one process, and resumes across them") {
+  Setup s;
+  const std::string one_host = s.dir.file("one.yaml", "stages:\n  - {device: cpu, layers: [embed, 0]}\n  - {device: cpu, layers: [1, head]}\n");
+  const std::string two_hosts =
+      s.dir.file("two.yaml", "stages:\n  - {device: cpu, layers: [embed, 0]}\n  - {device: cpu, layers: [1, head], host: 1}\n");
+  const std::string one = s.dir.path() + "/one", two = s.dir.path() + "/two";
+  CommandResult r = run_command(s.train("--stage-map " + one_host + " --steps 4 --out " + one));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  r = run_command("bash " + kLauncher + " 2 " + s.train("--stage-map " + two_hosts + " --steps 4 --out " + two));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  CHECK_MESSAGE(r.output.find("stage 1: block 1..head        on cpu     ") != std::string::npos, r.output);
+  CHECK_MESSAGE(r.output.find("host 1") != std::string::npos, r.output);
+  check_same_training(one, two, 1e-6);
+  for (const char* layer : {"layer-0000", "layer-0001", "layer-0002", "layer-0003"}) {
+    const std::string file = std::string("/checkpoints/step-00000004/") + layer + ".safetensors";
+    CHECK_MESSAGE(read_bytes(one + file) == read_bytes(two + file), layer << " differs");
+  }
+  r = run_command(kBinary + " train --hardware rtx2070s-wsl --resume " + one + " --steps 6");
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  r = run_command("bash " + kLauncher + " 2 " + kBinary + " train --hardware rtx2070s-wsl --resume " + two + " --steps 6");
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  check_same_training(one, two, 1e-6);
+}
+
+// Two hosts x two replicas: four processes (rank = replica x hosts + host) equal one process with
+// twice the micro-batches (1e-6).
+TEST_CASE("two hosts x two replicas equal one process with twice the micro-batches") {
+  Setup s;
+  const std::string one_host = s.dir.file("one.yaml", "stages:\n  - {device: cpu, layers: [embed, 0]}\n  - {device: cpu, layers: [1, head]}\n");
+  const std::string two_hosts =
+      s.dir.file("two.yaml", "stages:\n  - {device: cpu, layers: [embed, 0]}\n  - {device: cpu, layers: [1, head], host: 1}\n");
+  CommandResult r = run_command(s.train("--stage-map " + one_host + " --steps 3 --set train.micro_batches=4 --out " + s.dir.path() + "/one"));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  r = run_command("bash " + kLauncher + " 4 " +
+                  s.train("--stage-map " + two_hosts + " --steps 3 --set train.replicas=2 --out " + s.dir.path() + "/four"));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  CHECK_MESSAGE(r.output.find("[rank 3] rank 3 of 4") != std::string::npos, r.output);
+  check_same_training(s.dir.path() + "/one", s.dir.path() + "/four", 1e-6);
 }
 
 // Three processes meeting through a file store (no address) equal one process with three times the
@@ -155,13 +204,17 @@ TEST_CASE("ranks that cannot train together are refused with the values named") 
   const std::string out = " --steps 2 --out " + s.dir.path() + "/run";
   CommandResult r = run_command(rank_env(0, 2, port) + s.train(out));
   CHECK(r.exit_code == 2);
-  CHECK_MESSAGE(r.output.find("WORLD_SIZE=2 but train.replicas is 1") != std::string::npos, r.output);
+  CHECK_MESSAGE(r.output.find("WORLD_SIZE=2 but this run needs 1 host(s) in the stage map x train.replicas 1 = 1 processes") !=
+                    std::string::npos,
+                r.output);
   r = run_command(rank_env(2, 2, port) + s.train(out));
   CHECK(r.exit_code == 2);
   CHECK_MESSAGE(r.output.find("RANK=2 is not below WORLD_SIZE=2") != std::string::npos, r.output);
   r = run_command(s.train("--set train.replicas=2" + out));
   CHECK(r.exit_code == 2);
-  CHECK_MESSAGE(r.output.find("train.replicas is 2: start 2 processes") != std::string::npos, r.output);
+  CHECK_MESSAGE(r.output.find("this run needs 1 host(s) in the stage map x train.replicas 2 = 2 processes: start them") !=
+                    std::string::npos,
+                r.output);
   r = run_command("WORLD_SIZE=2 RANK=1 " + s.train("--set train.replicas=2" + out));
   CHECK(r.exit_code == 2);
   CHECK_MESSAGE(r.output.find("needs a rendezvous: MASTER_ADDR and MASTER_PORT") != std::string::npos, r.output);

@@ -294,3 +294,34 @@ TEST_CASE("overflow is an input error") {
   CHECK_THROWS_WITH_AS(estimate(describe_model(m), hw, make_stage_map({kCpu}, {2}), o),
                        doctest::Contains("overflows 64 bits"), InputError);
 }
+
+// Stages on two hosts: each host's devices have their own need and budget; a boundary between
+// hosts holds one tensor each way on both, and replicas hold a float32 copy of each stage's
+// gradients for their sum.
+TEST_CASE("stages on several hosts: each host's devices, and the network's buffers") {
+  const ModelConfig m = small_model(4);
+  const HardwareSpec hw = cpu_only_box(2);
+  StageMap map = make_stage_map({kCpu, kCpu}, {2, 5}, {2, 2});  // each owns all of its host's cores
+  map.stages[1].host = 1;
+  validate_stage_map(map, m, hw);
+  PlanOptions o;
+  o.micro_batch_size = 2;
+  o.replicas = 2;
+  const MemoryEstimate e = estimate(describe_model(m), hw, map, o);
+  const int64_t boundary = 2 * 32 * 64 * 4;  // tokens x hidden x float32
+  CHECK(e.stages[0].network == 4 * (embed_param_count(m) + 2 * block_param_count(m)) + 2 * boundary);
+  CHECK(e.stages[1].network == 4 * (2 * block_param_count(m) + head_param_count(m)) + 2 * boundary);
+  REQUIRE(e.devices.size() == 2);
+  CHECK(e.devices[0].name() == "cpu@host0");
+  CHECK(e.devices[1].name() == "cpu@host1");
+  CHECK(e.devices[0].need_bytes == e.stages[0].total);
+  CHECK(e.devices[1].need_bytes == e.stages[1].total);
+  CHECK(format_memory_table(e, m, map).find("network buffers") != std::string::npos);
+  // Hosts are numbered without gaps.
+  map.stages[1].host = 2;
+  CHECK_THROWS_WITH_AS(validate_stage_map(map, m, hw), doctest::Contains("names host 2 but no stage runs on host 1"), InputError);
+  // On one host the same cores would be counted twice.
+  map.stages[1].host = 0;
+  CHECK_THROWS_WITH_AS(validate_stage_map(map, m, hw), doctest::Contains("gives cpu stages 4 cores; hardware 'test-box' has 2"),
+                       InputError);
+}

@@ -110,6 +110,14 @@ TEST_CASE("bad hardware files") {
            "needs links cpu->cuda:0 and cuda:0->cpu");
   rejected(good + "links:\n  - {from: cpu, to: cuda:3, bandwidth_gb_per_s: 10, latency_us: 5}\n",
            "names a device that is not listed");
+  rejected(good + "network: {bandwidth_gb_per_s: 0, latency_us: 5}\n", "network needs bandwidth_gb_per_s > 0 and latency_us >= 0");
+  rejected(good + "network: {bandwidth_gb_per_s: 1, delay_us: 5}\n", "unknown key 'network.delay_us'");
+  // The network to the run's other hosts, as written back.
+  const HardwareSpec networked = parse_hardware(good + "network: {bandwidth_gb_per_s: 1.25, latency_us: 50}\n", "box.yaml");
+  CHECK(networked.network.bytes_per_s == doctest::Approx(1.25e9));
+  CHECK(networked.network.latency_s == doctest::Approx(50e-6));
+  CHECK(parse_hardware(hardware_to_yaml(networked), "again.yaml").network.bytes_per_s == doctest::Approx(1.25e9));
+  CHECK_FALSE(parse_hardware(good, "box.yaml").network.described());
   rejected("devices: [\n", "not valid YAML");
 }
 
@@ -128,6 +136,11 @@ TEST_CASE("stage maps from YAML") {
   CHECK(map.stages[2].cores == 2);
   CHECK(map.stages[2].lanes == 2);
   CHECK(map.stages[0].lanes == 1);
+  CHECK(map.stages[0].host == 0);
+  CHECK(parse_stage_map(YAML::Load("- {device: cpu, layers: [embed, 4]}\n- {device: cpu, layers: [5, head], host: 1}\n"), m, "map.yaml")
+            .stages[1].host == 1);
+  CHECK_THROWS_WITH_AS(parse_stage_map(YAML::Load("- {device: cpu, layers: [embed, head], host: -1}\n"), m, "map.yaml"),
+                       doctest::Contains("map.yaml: stages[0].host = -1 is not a host (0..4095)"), InputError);
   CHECK_THROWS_WITH_AS(parse_stage_map(YAML::Load("- {device: cpu, layers: [embed, head], lanes: 0}\n"), m, "map.yaml"),
                        doctest::Contains("map.yaml: stages[0].lanes = 0 is not a lane count"), InputError);
   CHECK_THROWS_WITH_AS(parse_stage_map(YAML::Load("- {device: cpu, layers: [embed]}\n"), m, "map.yaml"),

@@ -11,6 +11,7 @@
 #include "scheduler/cores.h"
 #include "scheduler/cost_model.h"
 #include "memory/layer_prefix.h"
+#include "memory/param_count.h"
 #include "scheduler/planner.h"
 #include "scheduler/schedule.h"
 #include "scheduler/simulator.h"
@@ -758,4 +759,82 @@ TEST_CASE("the planner sizes a streamed stage's window") {
   CHECK(seconds[window] < seconds[2] * 0.98);
   CHECK(chosen.plans.front().predicted.step_seconds == doctest::Approx(seconds[window]).epsilon(1e-12));
   for (const auto& [w, t] : seconds) CHECK((t > seconds[window] || w >= window));
+}
+
+// Replicas: each stage's gradient sum starts when its last backward ends, the last stage first, on
+// its host's network; the gradient norm waits for every sum. GPipe, S = 2, M = 2, f = b = 1: stage 1's
+// backwards end at 4 and 5, stage 0's at 5 and 6.
+TEST_CASE("the replicas' gradient sums start as each stage's backward ends, and the norm waits") {
+  std::vector<StageTiming> stages = equal_stages(2, 1.0, 1.0);
+  stages[0].sum_seconds = 1.0;
+  stages[1].sum_seconds = 2.0;
+  stages[0].norm_seconds = stages[1].norm_seconds = 0.5;
+  stages[0].sum_resource = stages[1].sum_resource = "gradient sums";
+  const Schedule gpipe = make_schedule(ScheduleKind::named("gpipe"), 2, 2);
+  SimResult r = simulate(gpipe, stages, {TransferTiming{}}, 1);
+  CHECK(r.pipeline_seconds == doctest::Approx(6.0));
+  // Stage 1's sum 5..7, then stage 0's on the same network 7..8; the norms 8..9.
+  std::vector<std::pair<double, double>> sums;
+  for (const SimEvent& e : r.events) {
+    if (e.kind == EventKind::kGradientSum) sums.emplace_back(e.start, e.end);
+  }
+  CHECK(sums == std::vector<std::pair<double, double>>{{5.0, 7.0}, {7.0, 8.0}});
+  CHECK(r.step_seconds == doctest::Approx(9.0));
+  // On two hosts' networks the sums overlap: stage 0's runs 6..7, the norms start at 7.
+  stages[0].sum_resource = "gradient sums@host1";
+  r = simulate(gpipe, stages, {TransferTiming{}}, 1);
+  CHECK(r.step_seconds == doctest::Approx(8.0));
+}
+
+// Copies between hosts cost bytes over the network's bandwidth plus its latency, on a resource per
+// direction; a replica's sum is a ring all-reduce of its float32 gradients plus gathering them; a
+// hardware without a network charges the network nothing.
+TEST_CASE("the cost model charges the network: copies between hosts and the replicas' sums") {
+  const ModelConfig model = small_model(4);
+  HardwareSpec hw = cpu_only_box(2);
+  hw.network = {1e9, 100e-6};
+  CHECK(network_seconds(hw, 2e6) == doctest::Approx(2e-3 + 100e-6));
+  const int64_t params = range_param_count(model, 0, 2);
+  CHECK(params == embed_param_count(model) + 2 * block_param_count(model));
+  const double bytes = 4.0 * static_cast<double>(params);
+  CHECK(replica_sum_seconds(hw, params, 3) ==
+        doctest::Approx(4.0 * bytes / 20e9 + 2.0 * 2.0 / 3.0 * bytes / 1e9 + 4.0 * 100e-6));
+  CHECK(replica_sum_seconds(hw, params, 1) == 0.0);
+
+  StageMap map = make_stage_map({kCpu, kCpu}, {2, 5});
+  map.stages[1].host = 1;
+  PlanOptions o;
+  o.micro_batch_size = 2;
+  o.replicas = 3;
+  const std::vector<TransferTiming> t = transfer_timings({64 * 4, 64 * 4}, model, hw, map, o);
+  REQUIRE(t.size() == 1);
+  CHECK(t[0].forward_resource == "host0->host1");
+  CHECK(t[0].backward_resource == "host1->host0");
+  CHECK(t[0].forward_seconds == doctest::Approx(2.0 * 32 * 256 / 1e9 + 100e-6));
+  const std::vector<StageTiming> st = stage_timings(model, hw, map, o);
+  CHECK(st[0].sum_seconds == doctest::Approx(replica_sum_seconds(hw, params, 3)));
+  CHECK(st[0].sum_resource == "gradient sums");
+  CHECK(st[1].sum_resource == "gradient sums@host1");
+  CHECK(st[1].resource == "cpu@host1");
+  // A stage that shares its host's pool has every core its host's other stages do not own.
+  map.stages[0].cores = 2;
+  const std::vector<StageTiming> owned = stage_timings(model, hw, map, o);
+  CHECK(std::isfinite(owned[1].forward_seconds));
+  CHECK(owned[1].forward_seconds == doctest::Approx(st[1].forward_seconds));
+  hw.network = {};
+  CHECK(transfer_timings({64 * 4, 64 * 4}, model, hw, map, o)[0].forward_seconds == 0.0);
+}
+
+// Each host is a machine of the hardware: its stages' cores are numbered from 0 on it, and its
+// shared pool is its own resource.
+TEST_CASE("assign_cores: each host's cores are its own") {
+  const HardwareSpec hw = cpu_only_box(2);
+  StageMap map = make_stage_map({kCpu, kCpu, kCpu}, {1, 3, 5}, {2, 0, 0});
+  map.stages[1].host = map.stages[2].host = 1;
+  const CoreAssignment cores = assign_cores(map, hw);
+  REQUIRE(cores.groups.size() == 2);
+  CHECK(cores.groups[0].cpus == std::vector<int>{0, 1});
+  CHECK(cores.groups[1].resource == "cpu@host1");
+  CHECK(cores.groups[1].cpus == std::vector<int>{0, 1});
+  CHECK(cores.groups[1].stages == std::vector<int>{1, 2});
 }

@@ -166,6 +166,11 @@ std::string hardware_to_yaml(const HardwareSpec& hw) {
         << YAML::Key << "latency_us" << YAML::Value << l.latency_s * 1e6 << YAML::EndMap;
   }
   out << YAML::EndSeq;
+  if (hw.network.described()) {
+    out << YAML::Key << "network" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "bandwidth_gb_per_s"
+        << YAML::Value << hw.network.bytes_per_s / 1e9 << YAML::Key << "latency_us" << YAML::Value << hw.network.latency_s * 1e6
+        << YAML::EndMap;
+  }
   if (!hw.measured.entries.empty()) {
     out << YAML::Key << "measured" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "model" << YAML::Value << hw.measured.model_key;
@@ -210,6 +215,7 @@ HardwareSpec parse_hardware(const std::string& yaml_text, const std::string& sou
   hw.pinned_bytes = gib_to_bytes(pinned_gib, "pinned_memory_gib", source);
   top.read_node("devices");
   top.read_node("links");
+  top.read_node("network");
   top.read_node("measured");
   top.reject_unknown_keys();
   if (hw.name.empty()) throw InputError(source + ": hardware needs a name");
@@ -267,6 +273,18 @@ HardwareSpec parse_hardware(const std::string& yaml_text, const std::string& sou
       hw.links.push_back(link);
     }
   }
+  if (const YAML::Node network = root["network"]; network && !network.IsNull()) {
+    Section n(network, "network", source);
+    double gb_per_s = 0.0, latency_us = 0.0;
+    n.read_number("bandwidth_gb_per_s", gb_per_s);
+    n.read_number("latency_us", latency_us);
+    n.reject_unknown_keys();
+    if (!(gb_per_s > 0.0) || !(latency_us >= 0.0)) {
+      throw InputError(source + ": network needs bandwidth_gb_per_s > 0 and latency_us >= 0, got " + std::to_string(gb_per_s) +
+                       " and " + std::to_string(latency_us));
+    }
+    hw.network = {gb_per_s * 1e9, latency_us * 1e-6};
+  }
   if (const YAML::Node measured = root["measured"]) hw.measured = parse_measured(measured, source);
   validate_hardware(hw);
   return hw;
@@ -308,6 +326,12 @@ StageMap parse_stage_map(const YAML::Node& node, const ModelConfig& model, const
     s.read_int("lanes", lanes);
     if (lanes < 1 || lanes > 100000) throw InputError(source + ": " + where + ".lanes = " + std::to_string(lanes) + " is not a lane count (1 or more)");
     spec.lanes = static_cast<int>(lanes);
+    int64_t host = 0;
+    s.read_int("host", host);
+    if (host < 0 || host >= kMaxHosts) {
+      throw InputError(source + ": " + where + ".host = " + std::to_string(host) + " is not a host (0.." + std::to_string(kMaxHosts - 1) + ")");
+    }
+    spec.host = static_cast<int>(host);
     s.read_node("layers");
     s.read_string("weights", weights);
     s.read_string("optimizer", optimizer);

@@ -452,6 +452,7 @@ std::string to_yaml(const RunConfig& run) {
           << layer_ref(run.model, st.last) << YAML::EndSeq;
       if (st.cores > 0) out << YAML::Key << "cores" << YAML::Value << st.cores;
       if (st.lanes > 1) out << YAML::Key << "lanes" << YAML::Value << st.lanes;
+      if (st.host > 0) out << YAML::Key << "host" << YAML::Value << st.host;
       if (st.weights) out << YAML::Key << "weights" << YAML::Value << st.weights->name();
       if (st.optimizer) out << YAML::Key << "optimizer" << YAML::Value << st.optimizer->name();
       out << YAML::EndMap;

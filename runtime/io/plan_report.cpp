@@ -40,7 +40,8 @@ std::string map_line(const ModelConfig& model, const StageMap& map) {
   std::string text;
   for (const StageSpec& st : map.stages) {
     text += (text.empty() ? "" : " | ") + st.device.name() + (st.cores > 0 ? "(" + std::to_string(st.cores) + "c)" : "") +
-            (st.lanes > 1 ? "(" + std::to_string(st.lanes) + " lanes)" : "") + " " + describe_range(model, st.first, st.last);
+            (st.lanes > 1 ? "(" + std::to_string(st.lanes) + " lanes)" : "") + (st.host > 0 ? "@host" + std::to_string(st.host) : "") +
+            " " + describe_range(model, st.first, st.last);
   }
   return text;
 }
@@ -56,6 +57,18 @@ std::string time_source(const ModelConfig& model, const HardwareSpec& hardware, 
     text += " (its measured times are for " + hardware.measured.model_key + ", not " +
             profile_key(model, options.micro_batch_size) + ": run `pipetrain profile` for this model)";
   }
+  return text;
+}
+
+std::string network_note(const HardwareSpec& hardware, const Plan& plan) {
+  if (plan.map.num_hosts() == 1 && plan.options.replicas == 1) return "";
+  if (!hardware.network.described()) {
+    return "; hardware '" + hardware.name + "' describes no network, so copies between hosts and the replicas' gradient "
+           "sums cost nothing here (add network: {bandwidth_gb_per_s, latency_us} to it)";
+  }
+  char text[160];
+  std::snprintf(text, sizeof(text), "; network %.3g GB/s, %.0f us each way (hardware '%s')", hardware.network.bytes_per_s / 1e9,
+                hardware.network.latency_s * 1e6, hardware.name.c_str());
   return text;
 }
 
@@ -77,7 +90,12 @@ std::string format_plan_text(const PlanRequest& request, const PlanOutcome& outc
   out += "options: " + options_line(plan) + "\n\n";
   out += format_memory_table(plan.memory, m, plan.map);
   out += "\npredicted: " + prediction_line(plan) + "\n";
-  out += "times: " + time_source(m, request.hardware, request.options) + "\n";
+  out += "times: " + time_source(m, request.hardware, request.options) + network_note(request.hardware, plan) + "\n";
+  if (plan.map.num_hosts() > 1 || plan.options.replicas > 1) {
+    std::snprintf(line, sizeof(line), "processes: %d host(s) x %d replica(s) = %d (rank = replica x hosts + host)\n",
+                  plan.map.num_hosts(), plan.options.replicas, plan.map.num_hosts() * plan.options.replicas);
+    out += line;
+  }
   if (outcome.fits && outcome.plans.size() > 1) {
     out += "\nrunners-up:\n";
     for (size_t i = 1; i < outcome.plans.size(); ++i) {
@@ -117,6 +135,7 @@ nlohmann::ordered_json stage_json(const ModelConfig& model, const Plan& p, size_
   return {{"device", st.device.name()},
           {"cores", st.cores},
           {"lanes", st.lanes},
+          {"host", st.host},
           {"weights", place.weights.name()},
           {"optimizer_state", place.optimizer.name()},
           {"layers", {{"first", st.first}, {"last", st.last}, {"first_name", layer_name(model, st.first)},
@@ -154,6 +173,8 @@ nlohmann::ordered_json plan_json(const ModelConfig& model, const Plan& p) {
   j["window_layers"] = p.options.window_layers;        // streamed stages' GPU window
   j["layerwise_update"] = p.options.layerwise_update;
   j["optimizer"] = p.options.optimizer.kind.name();
+  j["replicas"] = p.options.replicas;
+  j["hosts"] = p.map.num_hosts();
   j["stages"] = nlohmann::ordered_json::array();
   for (size_t s = 0; s < p.map.stages.size(); ++s) j["stages"].push_back(stage_json(model, p, s));
   j["boundaries"] = nlohmann::ordered_json::array();

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <tuple>
@@ -20,6 +21,7 @@
 #include "runtime/backends/cpu/threads.h"
 #include "runtime/backends/registry.h"
 #include "runtime/train/lr_schedule.h"
+#include "runtime/train/network_transfer.h"
 #include "runtime/train/run_plan.h"
 #include "scheduler/executor.h"
 #include "scheduler/statistics.h"
@@ -83,7 +85,8 @@ class PipelineTrainer::OpScope {
   std::optional<PinToCores> pin_;
 };
 
-PipelineTrainer::PipelineTrainer(const RunConfig& run, const Plan& plan, const HardwareSpec& hardware, bool keep_trace)
+PipelineTrainer::PipelineTrainer(const RunConfig& run, const Plan& plan, const HardwareSpec& hardware, bool keep_trace,
+                                 const ProcessGroups& groups)
     : run_(recorded_config(run, plan)),
       plan_(plan),
       hardware_(hardware),
@@ -91,8 +94,18 @@ PipelineTrainer::PipelineTrainer(const RunConfig& run, const Plan& plan, const H
       corpus_(run.data.files, run.model.seq_len, run.data.val_fraction, static_cast<uint64_t>(run.train.seed),
               corpus_tokenizer(run.data.tokenizer, run.data.files)),
       keep_trace_(keep_trace),
-      created_(Clock::now()) {
+      created_(Clock::now()),
+      groups_(groups) {
   validate_stage_map(plan_.map, run_.model, hardware_);
+  const int hosts = plan_.map.num_hosts();
+  if ((hosts > 1) != (groups_.pipeline != nullptr) || (groups_.pipeline && groups_.pipeline->size() != hosts)) {
+    throw InputError("the stage map runs on " + std::to_string(hosts) + " host(s) but this process's pipeline group holds " +
+                     std::to_string(groups_.pipeline ? groups_.pipeline->size() : 1));
+  }
+  if ((run_.train.replicas > 1) != (groups_.replicas != nullptr) || (groups_.replicas && groups_.replicas->size() != run_.train.replicas)) {
+    throw InputError("train.replicas is " + std::to_string(run_.train.replicas) + " but the replica group holds " +
+                     std::to_string(groups_.replicas ? groups_.replicas->size() : 1) + " processes");
+  }
   for (const StageSpec& st : plan_.map.stages) {
     const Dtype compute = plan_.options.precision.compute(st.device);
     if (const auto why = cannot_compute(st.device, to_torch_dtype(compute))) {
@@ -117,6 +130,15 @@ PipelineTrainer::PipelineTrainer(const RunConfig& run, const Plan& plan, const H
   hold_devices_to_the_plan();
   build_stages();
   build_transfers();
+  if (groups_.replicas) {
+    if (plan_.options.layerwise_update) {
+      throw InputError("train.layerwise_update steps each streamed layer during the backward, before the replicas could sum "
+                       "its gradient: with train.replicas " + std::to_string(run_.train.replicas) + " set it to false");
+    }
+    std::vector<bool> here;
+    for (int s = 0; s < num_stages(); ++s) here.push_back(!remote(s));
+    replica_sums_ = std::make_unique<ReplicaSums>(*groups_.replicas, here);
+  }
 }
 
 // Each device with memory of its own gets its caching allocator held to the memory the plan was
@@ -125,6 +147,7 @@ PipelineTrainer::PipelineTrainer(const RunConfig& run, const Plan& plan, const H
 void PipelineTrainer::hold_devices_to_the_plan() {
   for (const StageSpec& st : plan_.map.stages) {
     // A stand-in's memory is host memory, held to its budget by the plan alone.
+    if (st.host != groups_.host) continue;
     if (st.device.kind != DeviceKind::kCuda || std::find(gpus_.begin(), gpus_.end(), st.device) != gpus_.end()) continue;
     gpus_.push_back(st.device);
     cap_device_memory(st.device, hardware_.device(st.device).allocator_bytes());
@@ -143,6 +166,12 @@ void PipelineTrainer::build_stages() {
   for (const StageSpec& st : plan_.map.stages) {
     const Placement place = st.placement();
     const uint64_t seed = static_cast<uint64_t>(run_.train.seed);
+    if (st.host != groups_.host) {  // another host computes it: nothing here, its ops are no-ops
+      stages_.push_back(nullptr);
+      streamed_.push_back(nullptr);
+      devices_.push_back(make_stage_device(DeviceId::cpu(), plan_.options.micro_batches));
+      continue;
+    }
     if (place.streamed()) {
       StreamedStageOptions streamed;
       streamed.compute = plan_.options.precision.compute(place.compute);
@@ -183,13 +212,33 @@ Stage& PipelineTrainer::stage(int s) {
 // Per boundary and direction, the transfer the plan sized: its staging ring's slots and bytes
 // (memory/estimate.h counted the same), with the op that makes what crosses.
 void PipelineTrainer::build_transfers() {
+  const int m = plan_.options.micro_batches;
   for (size_t b = 0; b < plan_.boundaries.size(); ++b) {
     const BoundaryPlan& boundary = plan_.boundaries[b];
     boundary_types_.push_back(to_torch_dtype(boundary.dtype));
-    const RingSpec forward{boundary.rings.forward_slots, boundary.rings.slot_bytes, plan_.options.micro_batches};
-    const RingSpec backward{boundary.rings.backward_slots, boundary.rings.slot_bytes, plan_.options.micro_batches};
-    send_forward_.push_back(make_transfer(boundary.from, boundary.to, forward, devices_[b].get(), EventKind::kForward));
-    send_backward_.push_back(make_transfer(boundary.to, boundary.from, backward, devices_[b + 1].get(), EventKind::kBackward));
+    const int from = static_cast<int>(b), to = from + 1;
+    if (remote(from) || remote(to)) {
+      // A boundary across hosts moves over the network; one of two other hosts moves nothing here.
+      using Side = NetworkTransfer::Side;
+      const int from_host = plan_.map.stages[b].host, to_host = plan_.map.stages[b + 1].host;
+      const std::vector<int64_t> sizes = {plan_.options.micro_batch_size, run_.model.seq_len, run_.model.hidden_dim};
+      const torch::Device on_from = remote(from) ? torch::Device(torch::kCPU) : torch_device(boundary.from);
+      const torch::Device on_to = remote(to) ? torch::Device(torch::kCPU) : torch_device(boundary.to);
+      const Side forward_side = !remote(from) ? Side::kSender : !remote(to) ? Side::kReceiver : Side::kNeither;
+      const Side backward_side = !remote(to) ? Side::kSender : !remote(from) ? Side::kReceiver : Side::kNeither;
+      const int tag = 2 * from * m;  // micro-batch k: forward tag + k, backward tag + m + k
+      send_forward_.push_back(std::make_unique<NetworkTransfer>(*groups_.pipeline, forward_side, to_host == groups_.host ? from_host : to_host,
+                                                                tag, sizes, boundary_types_.back(), on_to,
+                                                                network_resource(from_host, to_host)));
+      send_backward_.push_back(std::make_unique<NetworkTransfer>(*groups_.pipeline, backward_side, from_host == groups_.host ? to_host : from_host,
+                                                                 tag + m, sizes, boundary_types_.back(), on_from,
+                                                                 network_resource(to_host, from_host)));
+    } else {
+      const RingSpec forward{boundary.rings.forward_slots, boundary.rings.slot_bytes, m};
+      const RingSpec backward{boundary.rings.backward_slots, boundary.rings.slot_bytes, m};
+      send_forward_.push_back(make_transfer(boundary.from, boundary.to, forward, devices_[b].get(), EventKind::kForward));
+      send_backward_.push_back(make_transfer(boundary.to, boundary.from, backward, devices_[b + 1].get(), EventKind::kBackward));
+    }
     forward_resources_.push_back(send_forward_.back()->resource().empty() ? "send " + std::to_string(b) + "->" + std::to_string(b + 1)
                                                                           : send_forward_.back()->resource());
     backward_resources_.push_back(send_backward_.back()->resource().empty() ? "send " + std::to_string(b + 1) + "->" + std::to_string(b)
@@ -256,6 +305,13 @@ std::string PipelineTrainer::finish_saves() const {
 
 void PipelineTrainer::save_checkpoint_in_background(const std::string& run_dir, int64_t keep) const {
   finish_saves();
+  if (groups_.host != 0) {  // host 0 writes; this host's layers go to it
+    pending_save_ = std::async(std::launch::async, [this] {
+      send_layer_states();
+      return std::string();
+    });
+    return;
+  }
   const LossScaler::State scale = scaler_.state();
   const std::map<std::string, double> scalars = {{"loss_scale", scale.scale},
                                                  {"loss_scale_clean_steps", static_cast<double>(scale.clean_steps)},
@@ -289,6 +345,7 @@ void PipelineTrainer::resume_from(const CheckpointInfo& checkpoint) {
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> PipelineTrainer::layer_state(int64_t layer) const {
+  if (host_of_layer(layer) != groups_.host) return fetch_layer_state(layer);
   for (size_t s = 0; s < stages_.size(); ++s) {
     const StageSpec& st = plan_.map.stages[s];
     if (layer < st.first || layer > st.last) continue;
@@ -298,6 +355,7 @@ std::vector<std::pair<std::string, torch::Tensor>> PipelineTrainer::layer_state(
 }
 
 void PipelineTrainer::set_layer_state(int64_t layer, const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
+  if (host_of_layer(layer) != groups_.host) return;  // its host restores it from the same file
   for (size_t s = 0; s < stages_.size(); ++s) {
     const StageSpec& st = plan_.map.stages[s];
     if (layer < st.first || layer > st.last) continue;
@@ -316,29 +374,18 @@ void PipelineTrainer::set_layer_state(int64_t layer, const std::vector<std::pair
 std::vector<torch::Tensor> PipelineTrainer::parameters() const {
   std::vector<torch::Tensor> all;
   for (size_t s = 0; s < stages_.size(); ++s) {
+    if (remote(static_cast<int>(s))) continue;
     for (const torch::Tensor& p : stages_[s] ? stages_[s]->parameters() : streamed_[s]->parameters()) all.push_back(p);
   }
   return all;
 }
 
-void PipelineTrainer::join_replicas(Group& replicas) {
-  if (replicas.size() != run_.train.replicas) {
-    throw InputError("train.replicas is " + std::to_string(run_.train.replicas) + " but the replica group holds " +
-                     std::to_string(replicas.size()) + " processes");
-  }
-  for (const auto& streamed : streamed_) {
-    if (streamed && plan_.options.layerwise_update) {
-      throw InputError("train.layerwise_update steps each streamed layer during the backward, before the replicas could sum "
-                       "its gradient: with train.replicas " + std::to_string(run_.train.replicas) + " set it to false");
-    }
-  }
-  replicas_ = &replicas;
-  replica_sums_ = std::make_unique<ReplicaSums>(replicas, num_stages());
-}
-
 std::vector<std::vector<torch::Tensor>> PipelineTrainer::stage_gradients() {
   std::vector<std::vector<torch::Tensor>> all;
-  for (size_t s = 0; s < stages_.size(); ++s) all.push_back(stages_[s] ? stages_[s]->gradients() : streamed_[s]->gradients());
+  for (size_t s = 0; s < stages_.size(); ++s) {
+    if (remote(static_cast<int>(s))) all.emplace_back();
+    else all.push_back(stages_[s] ? stages_[s]->gradients() : streamed_[s]->gradients());
+  }
   return all;
 }
 
@@ -374,6 +421,16 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
 
   std::vector<StageCallbacks> callbacks(static_cast<size_t>(num));
   for (int s = 0; s < num; ++s) {
+    if (remote(s)) {  // computed on another host: here its ops only keep the schedule's order
+      if (plan_.map.stages[static_cast<size_t>(s)].placement().streamed()) {
+        callbacks[static_cast<size_t>(s)].forward_block = [] {};
+        callbacks[static_cast<size_t>(s)].backward_block = [] {};
+      } else {
+        callbacks[static_cast<size_t>(s)].forward = [](int) {};
+        callbacks[static_cast<size_t>(s)].backward = [](int) {};
+      }
+      continue;
+    }
     if (StreamedStage* streamed = streamed_[static_cast<size_t>(s)].get()) {
       // Layer-major: every micro-batch at once, each way (scheduler/executor.h forward_block).
       callbacks[static_cast<size_t>(s)].forward_block = [&, s, streamed] {
@@ -467,6 +524,9 @@ std::vector<SimEvent> PipelineTrainer::run_step_ops(const TokenBatch& batch, std
   options.stage_resources = stage_resources();
   options.stage_groups = one_op_at_a_time_ ? std::vector<int>(static_cast<size_t>(num), 0) : plan_.cores.group_of_stage;
   if (!one_op_at_a_time_) options.stage_lanes = stage_lanes();
+  for (int s = 0; s < num; ++s) {
+    if (remote(s)) options.stage_groups[static_cast<size_t>(s)] = -1;  // a no-op waits for no one's cores
+  }
   options.forward_resources = forward_resources_;
   options.backward_resources = backward_resources_;
   for (auto& d : devices_) d->begin_step();
@@ -502,11 +562,12 @@ StepRecord PipelineTrainer::train_step() {
   const auto start = Clock::now();
   const int64_t rows = t.micro_batch_size * t.micro_batches;
   // Every replica reads the global batch, so that all keep one data position, and trains on its share.
-  const int64_t replicas = replicas_ ? replicas_->size() : 1;
+  const int64_t replicas = run_.train.replicas;
   std::vector<int64_t> tokens = corpus_.next_train_batch(rows * replicas);
-  if (replicas_) {
+  if (groups_.replicas) {
     const auto share = static_cast<std::ptrdiff_t>(rows * (run_.model.seq_len + 1));
-    tokens = std::vector<int64_t>(tokens.begin() + replicas_->rank() * share, tokens.begin() + (replicas_->rank() + 1) * share);
+    const int replica = groups_.replicas->rank();
+    tokens = std::vector<int64_t>(tokens.begin() + replica * share, tokens.begin() + (replica + 1) * share);
   }
   const TokenBatch batch = to_token_batch(tokens, rows, run_.model.seq_len, torch::kCPU);
 
@@ -548,11 +609,13 @@ StepRecord PipelineTrainer::train_step() {
   const std::vector<std::string> resources = stage_resources();
   double squared = 0.0;
   for (int s = 0; s < num_stages(); ++s) {
+    if (remote(s)) continue;
     const double begin = now();
     const size_t i = static_cast<size_t>(s);
     squared += stages_[i] ? stages_[i]->grad_squared_norm() : streamed_[i]->grad_squared_norm();
     timeline.push_back({EventKind::kGradNorm, s, -1, resources[static_cast<size_t>(s)], begin, now()});
   }
+  squared = sum_over_processes(squared, false);  // the replicas' gradients are equal by now
   const double scaled_norm = std::sqrt(squared);
   const bool clean = scaler_.step_is_clean(scaled_norm);  // an overflow under loss scaling: skip
   if (!std::isfinite(scaled_norm) && clean) refuse_non_finite_gradient(batch, scaled_norm);
@@ -560,6 +623,7 @@ StepRecord PipelineTrainer::train_step() {
   if (clean) {
     const double grad_scale = clip_scale(grad_norm, t.grad_clip) / scaler_.taken_scale();
     for (int s = 0; s < num_stages(); ++s) {
+      if (remote(s)) continue;
       const double begin = now();
       {
         OpScope scope(*this, s);
@@ -595,11 +659,7 @@ StepRecord PipelineTrainer::train_step() {
   record.step = steps_done_;
   double loss_sum = 0.0;
   for (double l : losses) loss_sum += l;
-  if (replicas_) {  // the global batch's mean loss
-    const torch::Tensor sum = torch::full({1}, loss_sum, torch::kFloat64);
-    replicas_->sum(sum);
-    loss_sum = sum.item<double>();
-  }
+  loss_sum = sum_over_processes(loss_sum, true);  // the global batch's: its last stage's hosts hold it
   record.loss = loss_sum / static_cast<double>(t.micro_batches * replicas);
   record.lr = lr;
   record.grad_norm = grad_norm;
@@ -626,6 +686,7 @@ std::optional<std::string> PipelineTrainer::locate_non_finite_gradient(const Tok
   clear_stashes();
   for (size_t s = 0; s < streamed_.size(); ++s) {
     if (streamed_[s]) return "(not located: stage " + std::to_string(s) + " streams its weights and runs every micro-batch at once)";
+    if (remote(static_cast<int>(s))) return "(not located: stage " + std::to_string(s) + " runs on host " + std::to_string(plan_.map.stages[s].host) + ")";
   }
   for (int k = 0; k < m; ++k) {
     torch::Tensor x = batch.inputs.narrow(0, k * mbs, mbs);
@@ -667,11 +728,25 @@ void PipelineTrainer::refuse_non_finite_gradient(const TokenBatch& batch, double
 
 double PipelineTrainer::validation_loss() {
   const int64_t rows = run_.train.micro_batch_size;
+  // Tags above any a step's boundaries use (2 * boundaries * micro-batches of them).
+  const int validation_tag = 2 * num_stages() * plan_.options.micro_batches;
   double total = 0.0;
   for (int64_t k = 0; k < run_.train.eval_batches; ++k) {
     const TokenBatch batch = to_token_batch(corpus_.val_batch(k, rows), rows, run_.model.seq_len, torch::kCPU);
     torch::Tensor x = batch.inputs;
+    bool here = true;  // x is this host's: the batch, or what its last stage computed
     for (int s = 0; s < num_stages(); ++s) {
+      const StageSpec& st = plan_.map.stages[static_cast<size_t>(s)];
+      if (remote(s)) {  // hand x on to the host that computes stage s
+        if (here && s > 0) groups_.pipeline->send(x.to(torch::kCPU, boundary_types_[static_cast<size_t>(s - 1)]), st.host, validation_tag + s);
+        here = false;
+        continue;
+      }
+      if (!here) {
+        x = torch::empty({rows, run_.model.seq_len, run_.model.hidden_dim}, torch::TensorOptions().dtype(boundary_types_[static_cast<size_t>(s - 1)]));
+        groups_.pipeline->recv(x, plan_.map.stages[static_cast<size_t>(s - 1)].host, validation_tag + s);
+        here = true;
+      }
       OpScope scope(*this, s);
       if (StreamedStage* streamed = streamed_[static_cast<size_t>(s)].get()) {
         x = streamed->infer(x.to(streamed->device()));  // the model has no dropout: eval and train agree
@@ -682,22 +757,102 @@ double PipelineTrainer::validation_loss() {
       x = stage.infer(x.to(stage.device()));
       stage.layers()->train();
     }
-    total += lm_loss(x, batch.targets.to(x.device())).item<double>();
+    if (here) total += lm_loss(x, batch.targets.to(x.device())).item<double>();  // the last stage is this host's
   }
-  return total / static_cast<double>(run_.train.eval_batches);
+  return sum_over_processes(total, false) / static_cast<double>(run_.train.eval_batches);
+}
+
+double PipelineTrainer::sum_over_processes(double value, bool replicas) const {
+  const auto sum = [&](Group* group) {
+    if (group == nullptr) return;
+    const torch::Tensor t = torch::full({1}, value, torch::kFloat64);
+    group->sum(t);
+    value = t.item<double>();
+  };
+  sum(groups_.pipeline);
+  if (replicas) sum(groups_.replicas);
+  return value;
+}
+
+int PipelineTrainer::host_of_layer(int64_t layer) const {
+  for (const StageSpec& st : plan_.map.stages) {
+    if (layer >= st.first && layer <= st.last) return st.host;
+  }
+  throw std::logic_error("no stage holds layer " + std::to_string(layer));
+}
+
+namespace {
+
+// A layer's state crosses hosts as a header (one line per tensor: name, dtype, sizes) and then its
+// tensors in that order, every message tagged with the layer.
+std::string state_header(const std::vector<std::pair<std::string, torch::Tensor>>& state) {
+  std::string header;
+  for (const auto& [name, t] : state) {
+    header += name + "\t" + std::to_string(static_cast<int>(t.scalar_type())) + "\t";
+    for (int64_t d : t.sizes()) header += std::to_string(d) + ",";
+    header += "\n";
+  }
+  return header;
+}
+
+}  // namespace
+
+void PipelineTrainer::send_layer_states() const {
+  if (groups_.saves == nullptr) throw std::logic_error("host " + std::to_string(groups_.host) + " has no checkpoint group");
+  for (int64_t layer = 0; layer < run_.model.num_model_layers(); ++layer) {
+    if (host_of_layer(layer) != groups_.host) continue;
+    const auto state = layer_state(layer);
+    const std::string header = state_header(state);
+    const int tag = static_cast<int>(layer);
+    groups_.saves->send(torch::full({1}, static_cast<int64_t>(header.size()), torch::kInt64), 0, tag);
+    torch::Tensor bytes = torch::empty({static_cast<int64_t>(header.size())}, torch::kUInt8);
+    std::memcpy(bytes.data_ptr(), header.data(), header.size());
+    groups_.saves->send(bytes, 0, tag);
+    for (const auto& [name, t] : state) groups_.saves->send(t.detach().to(torch::kCPU).contiguous(), 0, tag);
+  }
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> PipelineTrainer::fetch_layer_state(int64_t layer) const {
+  if (groups_.saves == nullptr) throw std::logic_error("host " + std::to_string(groups_.host) + " has no checkpoint group");
+  const int from = host_of_layer(layer);
+  const int tag = static_cast<int>(layer);
+  const torch::Tensor length = torch::zeros({1}, torch::kInt64);
+  groups_.saves->recv(length, from, tag);
+  const torch::Tensor bytes = torch::empty({length.item<int64_t>()}, torch::kUInt8);
+  groups_.saves->recv(bytes, from, tag);
+  const std::string header(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
+  std::vector<std::pair<std::string, torch::Tensor>> state;
+  size_t at = 0;
+  while (at < header.size()) {
+    const size_t end = header.find('\n', at);
+    const std::string line = header.substr(at, end - at);
+    at = end + 1;
+    const size_t tab1 = line.find('\t'), tab2 = line.find('\t', tab1 + 1);
+    std::vector<int64_t> sizes;
+    for (size_t p = tab2 + 1; p < line.size();) {
+      const size_t comma = line.find(',', p);
+      sizes.push_back(std::stoll(line.substr(p, comma - p)));
+      p = comma + 1;
+    }
+    const auto dtype = static_cast<torch::ScalarType>(std::stoi(line.substr(tab1 + 1, tab2 - tab1 - 1)));
+    torch::Tensor t = torch::empty(sizes, torch::TensorOptions().dtype(dtype));
+    groups_.saves->recv(t, from, tag);
+    state.emplace_back(line.substr(0, tab1), t);
+  }
+  return state;
 }
 
 void PipelineTrainer::zero_grads() {
   for (size_t s = 0; s < stages_.size(); ++s) {
     if (stages_[s]) stages_[s]->zero_grad();
-    else streamed_[s]->zero_grad();
+    else if (streamed_[s]) streamed_[s]->zero_grad();
   }
 }
 
 void PipelineTrainer::clear_stashes() {
   for (size_t s = 0; s < stages_.size(); ++s) {
     if (stages_[s]) stages_[s]->clear_stash();
-    else streamed_[s]->clear_checkpoints();
+    else if (streamed_[s]) streamed_[s]->clear_checkpoints();
   }
   zero_grads();
 }

@@ -72,11 +72,30 @@ struct VramLine {
   DeviceMemoryReport report;
 };
 
+// Where this process stands among the run's processes (runtime/dist/world.h); the default is a run
+// of one process.
+struct ProcessGroups {
+  int host = 0;               // this process computes the stages whose `host` this is
+  Group* pipeline = nullptr;  // this replica's hosts, group rank = host (null with one host)
+  Group* replicas = nullptr;  // this host's stages in every replica, group rank = replica (null with one)
+  Group* saves = nullptr;     // replica 0's hosts, group rank = host: its checkpoints (null otherwise)
+};
+
 class PipelineTrainer : public Trainer, public LayerStates {
  public:
   // `plan` was made for run.model on `hardware`, with devices this build and machine have
   // (runtime/backends/registry.h place_stages). config() is `run` with the plan's decisions in it.
-  PipelineTrainer(const RunConfig& run, const Plan& plan, const HardwareSpec& hardware, bool keep_trace);
+  //
+  // With several processes (`groups`): this one builds only its host's stages and runs the whole
+  // schedule, the other hosts' ops as no-ops, with NetworkTransfers where a boundary crosses hosts.
+  // Losses, the gradient norm and validation are summed over the pipeline's hosts. Replicas
+  // (run.train.replicas, the replicas group's size): each step reads the global batch
+  // (replicas x micro_batches x micro_batch_size windows) and trains on its own share, rows
+  // [replica * share, (replica + 1) * share); each stage's gradients are summed over the replicas
+  // as its backward ends (ReplicaSums) and divided by their count, so the step equals one process
+  // training the whole global batch.
+  PipelineTrainer(const RunConfig& run, const Plan& plan, const HardwareSpec& hardware, bool keep_trace,
+                  const ProcessGroups& groups = {});
   ~PipelineTrainer() override;
 
   StepRecord train_step() override;
@@ -87,7 +106,8 @@ class PipelineTrainer : public Trainer, public LayerStates {
   const Corpus& corpus() const { return corpus_; }
 
   // A checkpoint of the state after the last step under run_dir/checkpoints (runtime/io/checkpoint.h),
-  // keeping the newest `keep`; returns its path. Waits for a background save first.
+  // keeping the newest `keep`; returns its path. Waits for a background save first. With stages on
+  // several hosts, host 0 writes it and the others send it their layers (they return "").
   std::string save_checkpoint(const std::string& run_dir, int64_t keep) const;
   // The same checkpoint, written on a thread of its own while training goes on
   // (train.background_checkpoints). It is exactly this step's state: the step, data position and
@@ -99,12 +119,6 @@ class PipelineTrainer : public Trainer, public LayerStates {
   void save_checkpoint_in_background(const std::string& run_dir, int64_t keep) const;
   // Waits for a background save; its path, or "" when none was pending. Rethrows its error.
   std::string finish_saves() const;
-  // Data parallelism: this trainer is replica replicas.rank() of run.train.replicas (the group's
-  // size). Each step reads the global batch (replicas x micro_batches x micro_batch_size windows)
-  // and trains on its own share, rows [rank * share, (rank + 1) * share); each stage's gradients are
-  // summed over the replicas as its backward ends (ReplicaSums) and divided by their count, so the
-  // step equals one process training the whole global batch. Losses are the global batch's.
-  void join_replicas(Group& replicas);
   // Continues from a verified checkpoint of this model, written under any stage map.
   void resume_from(const CheckpointInfo& checkpoint);
   std::vector<std::pair<std::string, torch::Tensor>> layer_state(int64_t layer) const override;
@@ -190,8 +204,17 @@ class PipelineTrainer : public Trainer, public LayerStates {
   std::vector<SimEvent> first_step_timeline_;
   std::deque<std::vector<SimEvent>> step_timelines_;
   std::vector<int> last_max_in_flight_;
-  Group* replicas_ = nullptr;
+  ProcessGroups groups_;
   std::unique_ptr<ReplicaSums> replica_sums_;
+  // Stage s runs on another host: no Stage here, its ops are no-ops.
+  bool remote(int s) const { return plan_.map.stages[static_cast<size_t>(s)].host != groups_.host; }
+  int host_of_layer(int64_t layer) const;
+  // Host 0's side of a checkpoint: layer `layer`'s state, sent by the host that computes it.
+  std::vector<std::pair<std::string, torch::Tensor>> fetch_layer_state(int64_t layer) const;
+  // Another host's side: its layers' states to host 0, in layer order.
+  void send_layer_states() const;
+  // Σ over the pipeline's hosts (and then the replicas, when `replicas`) of a value each holds part of.
+  double sum_over_processes(double value, bool replicas) const;
 };
 
 }  // namespace pipetrain

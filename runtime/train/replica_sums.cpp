@@ -16,7 +16,18 @@ torch::Tensor flatten(const std::vector<torch::Tensor>& grads) {
 
 }  // namespace
 
-ReplicaSums::ReplicaSums(Group& replicas, int num_stages) : replicas_(replicas), stages_(static_cast<size_t>(num_stages)) {}
+ReplicaSums::ReplicaSums(Group& replicas, std::vector<bool> here)
+    : replicas_(replicas), here_(std::move(here)), stages_(here_.size()) {
+  clear();
+}
+
+void ReplicaSums::clear() {
+  for (size_t s = 0; s < stages_.size(); ++s) {
+    stages_[s] = Pending();
+    stages_[s].ready = !here_[s];  // nothing to sum: never waited for
+  }
+  next_ = 0;
+}
 
 void ReplicaSums::stage_ready(int s, std::vector<torch::Tensor> grads) {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -31,8 +42,10 @@ void ReplicaSums::start_due() {
   while (next_ < num) {
     Pending& p = stages_[static_cast<size_t>(num - 1 - next_)];
     if (!p.ready) return;
-    p.flat = flatten(p.grads);
-    p.sum = replicas_.sum_async(p.flat);
+    if (here_[static_cast<size_t>(num - 1 - next_)]) {
+      p.flat = flatten(p.grads);
+      p.sum = replicas_.sum_async(p.flat);
+    }
     p.started = true;
     ++next_;
   }
@@ -42,7 +55,7 @@ void ReplicaSums::finish(const std::vector<std::vector<torch::Tensor>>& all_grad
   {
     std::lock_guard<std::mutex> lock(mutex_);
     for (size_t s = 0; s < stages_.size(); ++s) {
-      if (!stages_[s].ready) {
+      if (!stages_[s].ready) {  // (a stage of this process whose backward never reported)
         stages_[s].grads = all_grads[s];
         stages_[s].ready = true;
       }
@@ -52,6 +65,7 @@ void ReplicaSums::finish(const std::vector<std::vector<torch::Tensor>>& all_grad
   const double replicas = static_cast<double>(replicas_.size());
   torch::NoGradGuard no_grad;
   for (Pending& p : stages_) {
+    if (!p.flat.defined()) continue;  // a stage of another host
     p.sum.wait();
     p.flat.div_(replicas);
     int64_t offset = 0;
@@ -66,8 +80,7 @@ void ReplicaSums::finish(const std::vector<std::vector<torch::Tensor>>& all_grad
 
 void ReplicaSums::reset() {
   std::lock_guard<std::mutex> lock(mutex_);
-  for (Pending& p : stages_) p = Pending();
-  next_ = 0;
+  clear();
 }
 
 }  // namespace pipetrain

@@ -6,7 +6,7 @@
 // from the last to the first, each once it and every stage after it are ready, whatever order the
 // stages' threads report in.
 //
-//   ReplicaSums sums(replica_group, num_stages);
+//   ReplicaSums sums(replica_group, here);   // here[s]: this process computes stage s
 //   ...in the executor's callbacks: sums.stage_ready(s, stage.gradients());   // after its last backward
 //   sums.finish();   // waits, and leaves every gradient as the replicas' mean
 #pragma once
@@ -22,7 +22,8 @@ namespace pipetrain {
 
 class ReplicaSums {
  public:
-  ReplicaSums(Group& replicas, int num_stages);
+  // here[s]: this process computes stage s (a stage of another host has nothing to sum here).
+  ReplicaSums(Group& replicas, std::vector<bool> here);
   // Stage s's gradients are final for this step (on its thread). Starts every sum now due.
   void stage_ready(int s, std::vector<torch::Tensor> grads);
   // Waits for every stage's sum (a stage not reported yet is started first, in order) and writes
@@ -40,9 +41,11 @@ class ReplicaSums {
     bool ready = false;
     bool started = false;
   };
+  void clear();  // under mutex_: every stage of this process pending again
   void start_due();  // under mutex_
 
   Group& replicas_;
+  std::vector<bool> here_;
   std::mutex mutex_;
   std::vector<Pending> stages_;
   int next_ = 0;  // stages start in the order num_stages-1 .. 0: next_ counts those started

@@ -12,6 +12,7 @@ PlanRequest plan_request_for(const RunConfig& run, const HardwareSpec& hardware)
   request.options.checkpointing = run.train.checkpointing;
   request.options.layerwise_update = run.train.layerwise_update;
   request.options.window_layers = static_cast<int>(run.train.window_layers);
+  request.options.replicas = static_cast<int>(run.train.replicas);
   request.options.optimizer = run.train.optimizer;
   request.options.precision = run.precision;
   return request;

@@ -138,11 +138,12 @@ void print_run_header(const TrainRequest& request, PipelineTrainer& trainer, con
     std::string how;
     if (mem.compute != run.model.dtype) how += ", computes in " + dtype_name(mem.compute);
     if (st.placement().optimizer != st.device) how += ", optimizer on " + st.placement().optimizer.name();
+    if (plan.map.num_hosts() > 1) how += ", host " + std::to_string(st.host);
     std::printf("  stage %d: %-20s on %-7s %s planned%s\n", s, describe_range(run.model, st.first, st.last).c_str(),
                 st.device.name().c_str(), format_gib(mem.total).c_str(), how.c_str());
   }
   if (run.train.replicas > 1) {
-    std::printf("replicas: %lld processes, each this pipeline; global batch %lld x %lld x %lld = %lld windows per step; "
+    std::printf("replicas: %lld copies of this pipeline, one process per host each; global batch %lld x %lld x %lld = %lld windows per step; "
                 "learning rate as configured (not scaled)\n",
                 static_cast<long long>(run.train.replicas), static_cast<long long>(run.train.replicas),
                 static_cast<long long>(plan.options.micro_batches), static_cast<long long>(plan.options.micro_batch_size),
@@ -200,6 +201,8 @@ bool memory_guard_stops(const PipelineTrainer& trainer, const HardwareSpec& hard
 RunSummary train_steps(const TrainRequest& request, PipelineTrainer& trainer, MemoryStop& memory_stop, World* world) {
   const RunConfig& run = trainer.config();
   const bool writes = world == nullptr || world->rank() == 0;
+  // Replica 0's hosts take part in its checkpoints (host 0 writes them; the replicas hold the same).
+  const bool saves = world == nullptr || world->rank() < trainer.plan().map.num_hosts();
   std::optional<MetricsWriter> metrics;
   if (writes) {
     metrics.emplace(request.run_dir + "/metrics.jsonl", request.resume ? std::optional<int64_t>(request.resume->step) : std::nullopt);
@@ -213,10 +216,11 @@ RunSummary train_steps(const TrainRequest& request, PipelineTrainer& trainer, Me
     const RunSummary summary = run_training(
         trainer,
         [&](const StepRecord& record) {
-          if (!writes) return;
-          metrics->write(record);
-          progress.update(record);
-          if (run.train.checkpoint_interval > 0 && record.step % run.train.checkpoint_interval == 0 &&
+          if (writes) {
+            metrics->write(record);
+            progress.update(record);
+          }
+          if (saves && run.train.checkpoint_interval > 0 && record.step % run.train.checkpoint_interval == 0 &&
               record.step < run.train.steps) {
             if (run.train.background_checkpoints) {
               trainer.save_checkpoint_in_background(request.run_dir, run.train.keep_checkpoints);
@@ -278,6 +282,10 @@ void print_run_summary(const TrainRequest& request, const PipelineTrainer& train
                 ms(pipe.measured_pipeline_seconds).c_str(), ms(pipe.predicted_pipeline_seconds).c_str());
     for (int s = 0; s < trainer.num_stages(); ++s) {
       const StageTiming& t = pipe.op_times.stages[static_cast<size_t>(s)];
+      if (const int host = plan.map.stages[static_cast<size_t>(s)].host; host != 0) {
+        std::printf("  stage %d on %-7s computed by host %d (its times are not gathered here)\n", s, t.resource.c_str(), host);
+        continue;
+      }
       std::printf("  stage %d on %-7s forward %s, backward %s, optimizer %s; busy %.0f%% of the span%s\n", s,
                   t.resource.c_str(), ms(t.forward_seconds).c_str(), ms(t.backward_seconds).c_str(),
                   ms(t.optimizer_seconds).c_str(), 100.0 * pipe.stage_busy[static_cast<size_t>(s)],
@@ -285,12 +293,10 @@ void print_run_summary(const TrainRequest& request, const PipelineTrainer& train
     }
   }
   // Every run: what it measured beside what the plan promised, from what.
-  // With replicas, every process computes its share at once: the plan's rate times their count.
-  const double predicted = plan.predicted.tokens_per_s * static_cast<double>(run.train.replicas);
+  const double predicted = plan.predicted.tokens_per_s;  // over every replica, their gradient sums charged
   std::printf("tokens/s: %.0f measured (median), %.0f predicted by the plan from %s%s; measured / predicted %.2f\n",
               summary.median_tokens_per_s, predicted, time_source(run.model, request.hardware, plan.options).c_str(),
-              run.train.replicas > 1 ? " (x replicas; the gradient sums not charged)" : "",
-              predicted > 0 ? summary.median_tokens_per_s / predicted : 0.0);
+              network_note(request.hardware, plan).c_str(), predicted > 0 ? summary.median_tokens_per_s / predicted : 0.0);
   for (const VramLine& v : trainer.vram()) {
     int64_t planned = 0;
     for (const DeviceMemory& d : plan.memory.devices) {
@@ -320,26 +326,55 @@ void print_run_summary(const TrainRequest& request, const PipelineTrainer& train
   std::printf("metrics written to %s/metrics.jsonl\n", request.run_dir.c_str());
 }
 
-// The processes the config asks for against those started: train.replicas copies of the pipeline,
-// one process each.
-void check_world(const TrainRequest& request) {
-  const int64_t replicas = request.run.train.replicas;
-  if (request.world.size == replicas) return;
+// The processes the plan asks for against those started: one per host of the stage map in each of
+// train.replicas copies of the pipeline.
+void check_world(const TrainRequest& request, const Plan& plan) {
+  const int64_t replicas = request.run.train.replicas, hosts = plan.map.num_hosts();
+  const int64_t needed = replicas * hosts;
+  if (request.world.size == needed) return;
+  const std::string what = std::to_string(hosts) + " host(s) in the stage map x train.replicas " + std::to_string(replicas) + " = " +
+                           std::to_string(needed) + " processes";
   if (!request.world.distributed()) {
-    throw InputError("train.replicas is " + std::to_string(replicas) + ": start " + std::to_string(replicas) +
-                     " processes (scripts/launch_local.sh " + std::to_string(replicas) +
-                     " pipetrain train ..., or set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT in each, as torchrun does)");
+    throw InputError("this run needs " + what + ": start them with scripts/launch_local.sh " + std::to_string(needed) +
+                     " pipetrain train ..., or set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT in each, as torchrun does");
   }
-  throw InputError(request.world.describe() + ": WORLD_SIZE=" + std::to_string(request.world.size) + " but train.replicas is " +
-                   std::to_string(replicas) + " (one process per replica of the pipeline): set --set train.replicas=" +
-                   std::to_string(request.world.size) + " (the global batch is replicas x micro_batches x micro_batch_size), "
-                   "or start " + std::to_string(replicas) + " processes");
+  throw InputError(request.world.describe() + ": WORLD_SIZE=" + std::to_string(request.world.size) + " but this run needs " + what +
+                   " (rank = replica x hosts + host; the global batch is replicas x micro_batches x micro_batch_size)");
+}
+
+// This process's groups: its replica's hosts (the pipeline), its host in every replica, and replica
+// 0's hosts for checkpoints. Every rank makes them in this order.
+struct WorldGroups {
+  std::unique_ptr<Group> pipeline, replicas;
+  ProcessGroups groups;
+};
+WorldGroups make_groups(World& world, const Plan& plan, int64_t replicas) {
+  WorldGroups out;
+  const int hosts = plan.map.num_hosts();
+  const int host = world.rank() % hosts, replica = world.rank() / hosts;
+  out.groups.host = host;
+  if (hosts > 1) {
+    std::vector<int> ranks;
+    for (int h = 0; h < hosts; ++h) ranks.push_back(replica * hosts + h);
+    out.pipeline = replicas == 1 ? nullptr : world.group(ranks, "pipeline" + std::to_string(replica));
+    out.groups.pipeline = out.pipeline ? out.pipeline.get() : &world.all();
+    if (replica == 0) out.groups.saves = out.groups.pipeline;
+  }
+  if (replicas > 1) {
+    std::vector<int> ranks;
+    for (int r = 0; r < replicas; ++r) ranks.push_back(r * hosts + host);
+    out.replicas = hosts == 1 ? nullptr : world.group(ranks, "replicas" + std::to_string(host));
+    out.groups.replicas = out.replicas ? out.replicas.get() : &world.all();
+  }
+  return out;
 }
 
 // A rank other than 0: the same steps and stops, nothing written (rank 0 writes what they share).
 int train_as_other_rank(const TrainRequest& request, PipelineTrainer& trainer, World& world) {
   MemoryStop memory_stop;
   const RunSummary summary = train_steps(request, trainer, memory_stop, &world);
+  // Replica 0's other hosts send host 0 their layers for the final checkpoint.
+  if (world.rank() < trainer.plan().map.num_hosts()) trainer.save_checkpoint(request.run_dir, request.run.train.keep_checkpoints);
   if (summary.stopped && memory_stop.device) {
     std::fprintf(stderr, "error: %s: %s passed %.0f%% of its budget after step %lld (rank 0 keeps the checkpoint)\n",
                  world.spec().describe().c_str(), memory_stop.device->name().c_str(), 100.0 * kMemoryWatermark,
@@ -347,7 +382,7 @@ int train_as_other_rank(const TrainRequest& request, PipelineTrainer& trainer, W
     return 1;
   }
   if (summary.stopped) return StopSignals::requested() ? StopSignals::exit_status() : 1;
-  std::printf("%s: done, %lld steps, median %.0f tokens/s (all replicas)\n", world.spec().describe().c_str(),
+  std::printf("%s: done, %lld steps, median %.0f tokens/s (all processes)\n", world.spec().describe().c_str(),
               static_cast<long long>(summary.steps), summary.median_tokens_per_s);
   return 0;
 }
@@ -373,9 +408,10 @@ int run_training_session(const TrainRequest& given) {
     std::printf("%s", to_yaml(recorded_config(request.run, plan)).c_str());
     return 0;
   }
-  check_world(request);
+  check_world(request, plan);
   // The other ranks, joined and agreeing on what they run, before anything is allocated.
   const std::unique_ptr<World> world = request.world.distributed() ? World::connect(request.world) : nullptr;
+  WorldGroups groups;
   const bool writes = world == nullptr || world->rank() == 0;
   if (world) {
     world->agree("config and plan", to_yaml(recorded_config(request.run, plan)) + "resume step " +
@@ -393,17 +429,15 @@ int run_training_session(const TrainRequest& given) {
     throw InputError(request.world.describe() + ": another rank refused the run (its error says why)");
   }
   if (!refusal.empty()) throw InputError(refusal);
+  if (world) groups = make_groups(*world, plan, request.run.train.replicas);
   if (request.resume && request.resume->step >= request.run.train.steps) {
     std::printf("nothing to do: %s is at step %lld of %lld (raise --steps to train on)\n", request.resume->path.c_str(),
                 static_cast<long long>(request.resume->step), static_cast<long long>(request.run.train.steps));
     return 0;
   }
   if (writes) keep_tokenizer(request);
-  PipelineTrainer trainer(request.run, plan, request.hardware, request.trace_path.has_value() && writes);
-  if (world) {
-    world->agree("training data (corpus fingerprint)", hex16(trainer.corpus().fingerprint()));
-    trainer.join_replicas(world->all());
-  }
+  PipelineTrainer trainer(request.run, plan, request.hardware, request.trace_path.has_value() && writes, groups.groups);
+  if (world) world->agree("training data (corpus fingerprint)", hex16(trainer.corpus().fingerprint()));
   if (request.resume) {
     check_resume(*request.resume, request.run, trainer.corpus(), request.allowed_changes);
     trainer.resume_from(*request.resume);
