@@ -233,3 +233,16 @@ TEST_CASE("ranks that cannot train together are refused with the values named") 
                 r.output);
   CHECK_MESSAGE(!std::ifstream(s.dir.path() + "/run0/metrics.jsonl").good(), "nothing trained or written");
 }
+
+// scripts/launch_local.sh exits with the first failing rank's status and stops the others at once
+// (rank 0 here would sleep 30 s).
+TEST_CASE("the local launcher stops the other ranks when one fails") {
+  const auto start = std::chrono::steady_clock::now();
+  const CommandResult r =
+      run_command("bash " + kLauncher + " 2 bash -c 'if [ \"$RANK\" = 1 ]; then exit 3; fi; sleep 30'");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK(r.exit_code == 3);
+  CHECK_MESSAGE(r.output.find("launch_local: rank 1 exited with 3; stopping the others") != std::string::npos, r.output);
+  CHECK_MESSAGE(seconds < 20.0, "the launcher took " << seconds << " s: rank 0 was not stopped");
+  CHECK(run_command("bash " + kLauncher + " zero true").exit_code == 2);
+}

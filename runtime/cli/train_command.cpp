@@ -50,7 +50,8 @@ cxxopts::Options train_options() {
       ("overwrite", "allow --out to name a directory that already holds a run")
       ("dist-timeout-s", "with several processes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT as torchrun sets them, or "
                          "PIPETRAIN_STORE_FILE): how long a rank waits for the others at the rendezvous and in each "
-                         "exchange before it exits with an error", cxxopts::value<double>()->default_value("120"))
+                         "exchange before it exits with an error (torch.distributed's default; an exchange may wait "
+                         "for another rank's whole step or checkpoint save)", cxxopts::value<double>()->default_value("1800"))
       ("print-config", "print the resolved config (with the stage map that would run) and exit")
       ("h,help", "show this help");
   return options;

@@ -8,7 +8,7 @@
 // Every collective waits at most `timeout_seconds`: a rank that died makes the others fail at their
 // next collective (Gloo sees the connection close), one that hangs makes them fail at the timeout.
 //
-//   WorldSpec spec = world_from_environment(120.0);   // InputError naming a bad variable
+//   WorldSpec spec = world_from_environment(1800.0);   // InputError naming a bad variable
 //   std::unique_ptr<World> world = World::connect(spec); // waits for every rank (the timeout)
 //   world->agree("the config and plan", to_yaml(config));  // DistError naming the ranks that differ
 //   std::unique_ptr<Group> replicas = world->group({0, 1}, "replicas");
@@ -36,7 +36,7 @@ struct WorldSpec {
   std::string master_addr;  // TCP rendezvous: rank 0 serves the store on master_port
   int master_port = 0;
   std::string store_file;   // or a file store every rank reaches (a shared filesystem)
-  double timeout_seconds = 120.0;
+  double timeout_seconds = 1800.0;  // torch.distributed's default: an exchange may wait out a step or a save
   int local_size = 1;       // LOCAL_WORLD_SIZE: ranks on this host, which share its RAM
   bool distributed() const { return size > 1; }
   // "rank 1 of 2 (127.0.0.1:29500)"
