@@ -345,7 +345,7 @@ void check_world(const TrainRequest& request, const Plan& plan) {
 // This process's groups: its replica's hosts (the pipeline), its host in every replica, and replica
 // 0's hosts for checkpoints. Every rank makes them in this order.
 struct WorldGroups {
-  std::unique_ptr<Group> pipeline, replicas;
+  std::unique_ptr<Group> pipeline, saves, replicas;
   ProcessGroups groups;
 };
 WorldGroups make_groups(World& world, const Plan& plan, int64_t replicas) {
@@ -358,7 +358,12 @@ WorldGroups make_groups(World& world, const Plan& plan, int64_t replicas) {
     for (int h = 0; h < hosts; ++h) ranks.push_back(replica * hosts + h);
     out.pipeline = replicas == 1 ? nullptr : world.group(ranks, "pipeline" + std::to_string(replica));
     out.groups.pipeline = out.pipeline ? out.pipeline.get() : &world.all();
-    if (replica == 0) out.groups.saves = out.groups.pipeline;
+    // Checkpoints have a group of their own: a background save exchanges while the step's
+    // activations do, and c10d pairs point-to-point messages within a group by tag.
+    if (replica == 0) {
+      out.saves = world.group(ranks, "saves");
+      out.groups.saves = out.saves.get();
+    }
   }
   if (replicas > 1) {
     std::vector<int> ranks;
