@@ -16,7 +16,8 @@ torch::Tensor NetworkTransfer::send(int k, const torch::Tensor& tensor) {
     case Side::kSender: {
       const torch::Tensor host = tensor.detach().to(torch::kCPU, dtype_).contiguous();
       if (host.sizes().vec() != sizes_) {
-        throw std::logic_error("micro-batch " + std::to_string(k) + " sends a tensor of another shape than the boundary's");
+        throw std::logic_error("micro-batch " + std::to_string(k) + " sends a tensor of shape " + c10::str(host.sizes()) +
+                               " across " + resource_ + ", whose boundary carries " + c10::str(c10::IntArrayRef(sizes_)));
       }
       pipeline_.send(host, peer_, tag_base_ + k);
       return {};
