@@ -1,5 +1,6 @@
 #include "memory/hardware.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 
@@ -29,6 +30,12 @@ std::string DeviceSpec::flops_source(Dtype dtype) const {
     return text;
   }
   return dtype_name(dtype) + " at float32's rate (no " + dtype_name(dtype) + " figure)";
+}
+
+double CpuCalibration::core_spread() const {
+  if (core_seconds.size() < 2) return 0.0;
+  const auto [fastest, slowest] = std::minmax_element(core_seconds.begin(), core_seconds.end());
+  return *slowest / *fastest - 1.0;
 }
 
 const LayerTimes* MeasuredTimes::find(DeviceId device, int cores) const {
@@ -170,6 +177,8 @@ HardwareSpec with_cpu_slower_by(HardwareSpec hw, double time_scale) {
       for (double& x : *times) x *= time_scale;
     }
   }
+  hw.measured.calibration.all_cores_seconds *= time_scale;
+  for (double& x : hw.measured.calibration.core_seconds) x *= time_scale;
   for (DeviceSpec& d : hw.devices) {
     if (!d.id.is_cpu()) continue;
     d.flops_per_s /= time_scale;

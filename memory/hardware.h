@@ -79,9 +79,27 @@ struct LayerTimes {
   double alone_ratio = 1.0;
 };
 
+// A fixed training-like workload (one transformer block's forward and backward at one small shape,
+// whatever the profiled model; runtime/tools/calibration.h) timed when the profile was taken: on
+// all cores as a stage on the whole CPU computes, and alone on each core as a one-core stage does.
+// Timed again later, it says whether the machine still runs as profiled, and whether its cores run
+// at one speed (a one-core entry averages them). Empty in profiles written before it existed.
+struct CpuCalibration {
+  double all_cores_seconds = 0.0;
+  std::vector<double> core_seconds;  // per logical core 0, 1, ...
+  // The widest (slowest - fastest) / median of one core's repetitions: how unsteady the machine was
+  // while measured (another virtual machine's work on the same physical core shows here). Not
+  // written to hardware files: it describes the moment.
+  double unsteadiness = 0.0;
+  bool measured() const { return all_cores_seconds > 0.0; }
+  // How far apart the cores' times are: slowest / fastest - 1 (0 with fewer than two).
+  double core_spread() const;
+};
+
 struct MeasuredTimes {
   std::string model_key;  // profile_key() of the model and micro-batch size they were measured for
   std::vector<LayerTimes> entries;
+  CpuCalibration calibration;
   // nullptr when there is no entry for that device and core count.
   const LayerTimes* find(DeviceId device, int cores) const;
 };

@@ -291,7 +291,8 @@ TEST_CASE("doctor reports the machine") {
   const CommandResult r = pipetrain_run("doctor");
   CAPTURE(r.output);
   CHECK(r.exit_code == 0);
-  for (const char* field : {"LibTorch", "BLAS", "matmul check", "memory triad", "threads", "RAM", "cgroup limit"}) {
+  for (const char* field :
+       {"LibTorch", "BLAS", "matmul check", "memory triad", "training block", "threads", "RAM", "cgroup limit"}) {
     CHECK_MESSAGE(r.output.find(field) != std::string::npos, field);
   }
 }

@@ -12,6 +12,7 @@
 #include "memory/errors.h"
 #include "runtime/config/run_config.h"
 #include "runtime/config/hardware_file.h"
+#include "runtime/tools/calibration.h"
 #include "runtime/tools/profile.h"
 #include "scheduler/cost_model.h"
 #include "scheduler/planner.h"
@@ -68,6 +69,11 @@ TEST_CASE("a measured profile round-trips through its YAML") {
     CHECK(e.optimizer_seconds[i] > 0.0);
   }
   CHECK(hw.measured.model_key == profile_key(model, 2));
+  // The calibration workload: on all cores, and alone on each core.
+  const CpuCalibration& calibration = hw.measured.calibration;
+  CHECK(calibration.all_cores_seconds > 0.0);
+  REQUIRE(calibration.core_seconds.size() == static_cast<size_t>(hw.cpu().cores));
+  for (double t : calibration.core_seconds) CHECK(t > 0.0);
   // Rounds repeat until two agree within 3% (at most 3); the spread of their totals is recorded.
   CHECK(e.rounds >= 2);
   CHECK(e.rounds <= 3);
@@ -84,6 +90,11 @@ TEST_CASE("a measured profile round-trips through its YAML") {
   CHECK(back.measured.entries[0].spread == doctest::Approx(e.spread).epsilon(1e-5));
   CHECK(back.measured.entries[0].rounds == e.rounds);
   CHECK(back.measured.entries[0].alone_ratio == doctest::Approx(e.alone_ratio).epsilon(1e-5));
+  CHECK(back.measured.calibration.all_cores_seconds == doctest::Approx(calibration.all_cores_seconds).epsilon(1e-5));
+  REQUIRE(back.measured.calibration.core_seconds.size() == calibration.core_seconds.size());
+  for (size_t c = 0; c < calibration.core_seconds.size(); ++c) {
+    CHECK(back.measured.calibration.core_seconds[c] == doctest::Approx(calibration.core_seconds[c]).epsilon(1e-5));
+  }
   for (size_t i = 0; i < e.forward_seconds.size(); ++i) {
     CHECK(back.measured.entries[0].forward_seconds[i] == doctest::Approx(e.forward_seconds[i]).epsilon(1e-5));
     CHECK(back.measured.entries[0].backward_seconds[i] == doctest::Approx(e.backward_seconds[i]).epsilon(1e-5));
@@ -118,6 +129,18 @@ TEST_CASE("a malformed profile is refused") {
        "measured.times[0].rounds must be between 1 and 1000, got 0"},
       {"    - {device: cpu, cores: 1, forward_ms: [1], backward_ms: [1], optimizer_ms: [1], alone_ratio: 0}\n",
        "measured.cpu[cores 1].alone_ratio must be in (0, 2]"},
+      {"    - {device: cpu, cores: 1, forward_ms: [1], backward_ms: [1], optimizer_ms: [1]}\n"
+       "  calibration: {all_cores_ms: 0, core_ms: [1, 2]}\n",
+       "measured.calibration.all_cores_ms must be a time in milliseconds above 0 and at most 1e6, got 0"},
+      {"    - {device: cpu, cores: 1, forward_ms: [1], backward_ms: [1], optimizer_ms: [1]}\n"
+       "  calibration: {all_cores_ms: 20, core_ms: [40, -1]}\n",
+       "measured.calibration.core_ms[1] must be a time in milliseconds above 0 and at most 1e6, got -1"},
+      {"    - {device: cpu, cores: 1, forward_ms: [1], backward_ms: [1], optimizer_ms: [1]}\n"
+       "  calibration: {all_cores_ms: 20, core_ms: 40}\n",
+       "measured.calibration.core_ms must be a list of milliseconds"},
+      {"    - {device: cpu, cores: 1, forward_ms: [1], backward_ms: [1], optimizer_ms: [1]}\n"
+       "  calibration: {all_cores_ms: 20, core_ms: [40], gemm: 3}\n",
+       "unknown key"},
   };
   for (const auto& [times, message] : cases) {
     CAPTURE(times);
@@ -144,34 +167,91 @@ TEST_CASE("pipetrain profile writes a hardware file plan can use") {
   CHECK(bad.output.find("cannot profile with 0 cores") != std::string::npos);
 }
 
-// A profile is checked against the machine before it is used: one that recorded a GEMM rate four
-// times this machine's is called stale with both figures; --rescale-profile multiplies its CPU
-// times by the ratio, and the prediction falls by about that factor. --rescale-profile on hardware
-// without measured times is refused.
+// The calibration's arithmetic: the workload on all cores decides when the profile recorded it, the
+// GEMM rate otherwise; the cores differ when one's time is more than 10% above another's.
+TEST_CASE("a calibration compares by the workload when the profile has it") {
+  Calibration c;
+  c.recorded_flops_per_s = 100e9;
+  c.measured_flops_per_s = 98e9;
+  CHECK_FALSE(c.by_workload());
+  CHECK(c.change() == doctest::Approx(-0.02));
+  CHECK_FALSE(c.stale());
+  c.recorded.all_cores_seconds = 0.020;
+  c.recorded.core_seconds = {0.040, 0.041};
+  c.measured.all_cores_seconds = 0.025;  // the step's work 25% slower while the GEMM moved 2%
+  c.measured.core_seconds = {0.040, 0.052};
+  CHECK(c.by_workload());
+  CHECK(c.change() == doctest::Approx(0.020 / 0.025 - 1.0));
+  CHECK(c.stale());
+  CHECK(c.time_scale() == doctest::Approx(1.25));
+  CHECK(c.gemm_change() == doctest::Approx(-0.02));
+  CHECK(c.recorded.core_spread() == doctest::Approx(0.041 / 0.040 - 1.0));
+  CHECK(c.measured.core_spread() == doctest::Approx(0.3));
+  CHECK(c.cores_differ());
+  CHECK(cores_message(c).find("core 0 40.00 ms, core 1 52.00 ms (30% apart; when profiled: core 0 40.00 ms, core 1 "
+                              "41.00 ms, 2% apart)") != std::string::npos);
+  c.measured.core_seconds = {0.040, 0.043};
+  CHECK_FALSE(c.cores_differ());
+  CHECK_FALSE(c.unsteady());
+  CHECK(unsteadiness_message(c.measured).empty());
+  c.measured.unsteadiness = 0.5;
+  CHECK(c.unsteady());
+  CHECK(unsteadiness_message(c.measured).find("50% of their median apart") != std::string::npos);
+  // A profile rescaled to the machine now carries the workload's times rescaled too.
+  HardwareSpec hw = parse_hardware(profile_yaml("    - {device: cpu, cores: 1, forward_ms: [1, 1, 1, 1], backward_ms: [1, "
+                                                "1, 1, 1], optimizer_ms: [1, 1, 1, 1]}\n"
+                                                "  calibration: {all_cores_ms: 20, core_ms: [40, 41]}\n"),
+                                   "box.yaml");
+  const HardwareSpec slower = with_cpu_slower_by(hw, c.time_scale());
+  CHECK(slower.measured.calibration.all_cores_seconds == doctest::Approx(0.025));
+  CHECK(slower.measured.calibration.core_seconds[1] == doctest::Approx(0.05125));
+  CHECK(slower.measured.entries[0].forward_seconds[0] == doctest::Approx(0.00125));
+}
+
+// A profile is checked against the machine before it is used: one that recorded the calibration
+// workload four times as fast as this machine runs it is called stale with both figures; without
+// the workload (profiles written before it), by a GEMM rate four times this machine's;
+// --rescale-profile multiplies its CPU times by the ratio, and the prediction falls by about that
+// factor. --rescale-profile on hardware without measured times is refused.
 TEST_CASE("a stale profile is named, and --rescale-profile rescales it") {
   testing::ScratchDir dir;
   const std::string measured = dir.path() + "/profile.yaml";
   const std::string model = " --set model.hidden_dim=32 --set model.num_layers=2 --set model.num_heads=2"
                             " --set model.intermediate_size=64 --set model.seq_len=16 --set stages=none";
   REQUIRE(testing::run_command(kBinary + " profile --repeats 2 --cores 1 --out " + measured + model).exit_code == 0);
-  // The same profile, as if taken on a machine with four times this one's GEMM rate.
   std::ifstream in(measured);
   std::stringstream text;
   text << in.rdbuf();
-  std::smatch rate;
   const std::string yaml = text.str();
-  REQUIRE(std::regex_search(yaml, rate, std::regex("\n    flops_per_s: ([0-9.e+]+)\n")));
-  const double recorded = std::stod(rate[1]) * 4.0;
-  const std::string faster = dir.file("faster.yaml", rate.prefix().str() + "\n    flops_per_s: " + std::to_string(recorded) + "\n" +
-                                                         rate.suffix().str());
+  // The same profile, as if taken on a machine that ran the calibration workload four times as fast.
+  std::smatch workload;
+  REQUIRE(std::regex_search(yaml, workload, std::regex(R"(calibration: \{all_cores_ms: ([0-9.e+-]+),)")));
+  const double recorded_ms = std::stod(workload[1]) / 4.0;
+  const std::string faster = dir.file("faster.yaml", workload.prefix().str() + "calibration: {all_cores_ms: " +
+                                                         std::to_string(recorded_ms) + "," + workload.suffix().str());
   const auto stale = testing::run_command(kBinary + " plan --auto --hardware " + faster + model);
   CAPTURE(stale.output);
   REQUIRE(stale.exit_code == 0);
-  CHECK(stale.output.find("calibration: this machine multiplies at ") != std::string::npos);
+  CHECK(stale.output.find("calibration: a training block (forward and backward, fixed shape) takes ") != std::string::npos);
   std::smatch figures;
-  REQUIRE(std::regex_search(stale.output, figures, std::regex(R"(recorded ([0-9.]+) \((-[0-9]+)%\))")));
+  REQUIRE(std::regex_search(stale.output, figures, std::regex(R"(recorded ([0-9.]+) ms \(speed (-[0-9]+)%)")));
+  CHECK(std::stod(figures[1]) == doctest::Approx(recorded_ms).epsilon(0.01));
+  CHECK(std::stoi(figures[2]) <= -50);  // a quarter of the speed, give or take this machine's noise
+
+  // Without the workload, by the GEMM rate: as if taken on a machine with four times this one's.
+  std::smatch rate;
+  const std::string old_yaml = std::regex_replace(yaml, std::regex("\n  calibration: [^\n]*"), "");
+  REQUIRE(std::regex_search(old_yaml, rate, std::regex("\n    flops_per_s: ([0-9.e+]+)\n")));
+  const double recorded = std::stod(rate[1]) * 4.0;
+  const std::string faster_gemm = dir.file("faster_gemm.yaml", rate.prefix().str() + "\n    flops_per_s: " +
+                                                                   std::to_string(recorded) + "\n" + rate.suffix().str());
+  const auto stale_gemm = testing::run_command(kBinary + " plan --auto --hardware " + faster_gemm + model);
+  CAPTURE(stale_gemm.output);
+  REQUIRE(stale_gemm.exit_code == 0);
+  CHECK(stale_gemm.output.find("calibration: this machine multiplies at ") != std::string::npos);
+  REQUIRE(std::regex_search(stale_gemm.output, figures, std::regex(R"(recorded ([0-9.]+) \((-[0-9]+)%\))")));
   CHECK(std::stod(figures[1]) == doctest::Approx(recorded / 1e9).epsilon(0.001));
-  CHECK(std::stoi(figures[2]) <= -50);  // a quarter of the rate, give or take this machine's noise
+  CHECK(std::stoi(figures[2]) <= -50);
 
   const auto rescaled = testing::run_command(kBinary + " plan --auto --rescale-profile --hardware " + faster + model);
   CAPTURE(rescaled.output);
@@ -204,6 +284,11 @@ TEST_CASE("a stale profile is named, and --rescale-profile rescales it") {
   CHECK(gemm["profile"].get<double>() == doctest::Approx(std::stod(rate[1])));
   CHECK(gemm["before"].get<double>() > 0.0);
   CHECK(gemm["moved"].get<double>() == doctest::Approx(gemm["after"].get<double>() / gemm["before"].get<double>() - 1.0));
+  const auto& block = document["machine_calibration_ms"];
+  CHECK(block["profile"]["all_cores"].get<double>() == doctest::Approx(std::stod(workload[1])).epsilon(1e-4));
+  CHECK(block["before"]["alone_per_core"].size() == block["profile"]["alone_per_core"].size());
+  CHECK(block["moved"].get<double>() == doctest::Approx(block["before"]["all_cores"].get<double>() /
+                                                            block["after"]["all_cores"].get<double>() - 1.0));
 
   const auto preset = testing::run_command(kBinary + " plan --rescale-profile --hardware rtx2070s-wsl" + model);
   CHECK(preset.exit_code == 2);

@@ -86,6 +86,8 @@ HardwareSpec hardware_from_args(const cxxopts::ParseResult& args, const std::str
     return hardware;
   }
   const Calibration calibration = calibrate_cpu(hardware);
+  if (calibration.cores_differ()) std::fprintf(stderr, "%s\n", cores_message(calibration).c_str());
+  if (calibration.unsteady()) std::fprintf(stderr, "%s\n", unsteadiness_message(calibration.measured).c_str());
   if (rescale) {
     std::fprintf(stderr, "%s\n", calibration_message(calibration, hardware.name, true).c_str());
     HardwareSpec rescaled = with_cpu_slower_by(std::move(hardware), calibration.time_scale());

@@ -9,6 +9,7 @@
 #include "runtime/cli/commands.h"
 #include "runtime/config/run_config.h"
 #include "runtime/config/hardware_file.h"
+#include "runtime/tools/calibration.h"
 #include "runtime/tools/profile.h"
 #include "scheduler/cost_model.h"
 
@@ -77,6 +78,15 @@ int profile_command(int argc, char** argv) {
                 100.0 * e.spread,
                 e.spread > profile.stable_within ? " (more than 3% apart: a busy or noisy machine; the times are the rounds' medians)"
                                                  : "");
+  }
+  const CpuCalibration& calibration = hw.measured.calibration;
+  std::printf("calibration: a training block (forward and backward, fixed shape) %.2f ms on all cores; alone on one core: "
+              "%s (%.0f%% apart)\n",
+              calibration.all_cores_seconds * 1e3, core_times(calibration).c_str(), 100.0 * calibration.core_spread());
+  if (calibration.unsteadiness > kUnsteadyFraction) std::printf("  %s\n", unsteadiness_message(calibration).c_str());
+  if (calibration.core_spread() > kCoresDifferFraction) {
+    std::printf("  this machine's cores do not run at one speed: a one-core stage's time depends on which core it gets; "
+                "the one-core times above average them (plan, bench and train check again before they use this file)\n");
   }
   std::printf("GPUs: not profiled (%s)\n", hw.first_gpu() ? "the CUDA stage is the next issue" : "none here");
   std::printf("wrote %s; use it with `pipetrain plan --auto --hardware %s` or `pipetrain train --auto --hardware %s`\n",

@@ -26,7 +26,8 @@ cxxopts::Options train_options() {
                            "licence texts every Debian system ships.");
   options.add_options()
       ("c,config", "YAML config with sections model, train, data, hardware, stages", cxxopts::value<std::string>())
-      ("stage-map", "YAML stage map file; overrides the config's stages", cxxopts::value<std::string>())
+      ("stage-map", "YAML stage map file; overrides the config's stages (each stage: device, layers, and optionally "
+                    "cores, lanes, weights, optimizer, host: README.md, config reference)", cxxopts::value<std::string>())
       ("auto", "let the planner choose the stage boundaries, schedule, checkpointing and core split")
       ("vram-cap-gib", kVramCapHelp, cxxopts::value<double>())
       ("rescale-profile", kRescaleProfileHelp)
@@ -48,8 +49,9 @@ cxxopts::Options train_options() {
       ("init-from", "start from the weights in this safetensors file (`pipetrain export` writes them; names, shapes and "
                     "dtypes must match the model); the optimizer starts fresh", cxxopts::value<std::string>())
       ("overwrite", "allow --out to name a directory that already holds a run")
-      ("dist-timeout-s", "with several processes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT as torchrun sets them, or "
-                         "PIPETRAIN_STORE_FILE): how long a rank waits for the others at the rendezvous and in each "
+      ("dist-timeout-s", "with several processes (a stage map's host: N, or train.replicas; RANK, WORLD_SIZE, "
+                         "MASTER_ADDR, MASTER_PORT as torchrun sets them, or PIPETRAIN_STORE_FILE; "
+                         "scripts/launch_local.sh starts them on one machine): how long a rank waits for the others at the rendezvous and in each "
                          "exchange before it exits with an error (torch.distributed's default; an exchange may wait "
                          "for another rank's whole step or checkpoint save)", cxxopts::value<double>()->default_value("1800"))
       ("print-config", "print the resolved config (with the stage map that would run) and exit")

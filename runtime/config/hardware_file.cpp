@@ -53,14 +53,46 @@ std::vector<double> read_milliseconds(const YAML::Node& node, const std::string&
   return seconds;
 }
 
+double positive_milliseconds(double ms, const std::string& key, const std::string& source) {
+  if (!(ms > 0.0 && ms <= 1e6)) {
+    std::ostringstream text;
+    text << source << ": " << key << " must be a time in milliseconds above 0 and at most 1e6, got " << ms;
+    throw InputError(text.str());
+  }
+  return ms * 1e-3;
+}
+
+// calibration: {all_cores_ms: 23.1, core_ms: [41.0, 40.2]}
+CpuCalibration parse_calibration(const YAML::Node& node, const std::string& source) {
+  Section c(node, "measured.calibration", source);
+  double all_cores_ms = 0.0;
+  c.read_number("all_cores_ms", all_cores_ms);
+  c.read_node("core_ms");
+  c.reject_unknown_keys();
+  CpuCalibration out;
+  out.all_cores_seconds = positive_milliseconds(all_cores_ms, "measured.calibration.all_cores_ms", source);
+  const std::vector<double> cores = read_milliseconds(node["core_ms"], "measured.calibration.core_ms", source);
+  if (cores.size() > (1u << 16)) {
+    throw InputError(source + ": measured.calibration.core_ms lists " + std::to_string(cores.size()) +
+                     " cores; at most 65536");
+  }
+  for (size_t i = 0; i < cores.size(); ++i) {
+    out.core_seconds.push_back(
+        positive_milliseconds(cores[i] * 1e3, "measured.calibration.core_ms[" + std::to_string(i) + "]", source));
+  }
+  return out;
+}
+
 // measured: {model: KEY, times: [{device, cores, forward_ms: [...], backward_ms: [...], optimizer_ms: [...],
-//                                 spread (optional, 0), rounds (optional, 1)}]}
+//                                 spread (optional, 0), rounds (optional, 1)}], calibration (optional)}
 MeasuredTimes parse_measured(const YAML::Node& node, const std::string& source) {
   Section m(node, "measured", source);
   MeasuredTimes out;
   m.read_string("model", out.model_key);
   m.read_node("times");
+  m.read_node("calibration");
   m.reject_unknown_keys();
+  if (const YAML::Node calibration = node["calibration"]) out.calibration = parse_calibration(calibration, source);
   const YAML::Node times = node["times"];
   if (!times || !times.IsSequence()) throw InputError(source + ": measured.times must be a list");
   for (size_t i = 0; i < times.size(); ++i) {
@@ -190,7 +222,15 @@ std::string hardware_to_yaml(const HardwareSpec& hw) {
       if (e.alone_ratio != 1.0) out << YAML::Key << "alone_ratio" << YAML::Value << e.alone_ratio;
       out << YAML::EndMap;
     }
-    out << YAML::EndSeq << YAML::EndMap;
+    out << YAML::EndSeq;
+    const CpuCalibration& c = hw.measured.calibration;
+    if (c.measured()) {
+      std::vector<double> core_ms;
+      for (double t : c.core_seconds) core_ms.push_back(t * 1e3);
+      out << YAML::Key << "calibration" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "all_cores_ms"
+          << YAML::Value << c.all_cores_seconds * 1e3 << YAML::Key << "core_ms" << YAML::Value << core_ms << YAML::EndMap;
+    }
+    out << YAML::EndMap;
   }
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";

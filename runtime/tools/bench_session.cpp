@@ -169,24 +169,47 @@ void print_verdicts(const std::vector<BenchResult>& results, size_t best, const 
               versus[0].stats.median_tokens_per_s / versus[1].stats.median_tokens_per_s);
 }
 
-// How far the machine itself moved while the splits ran, by its GEMM rate on all cores measured
-// before and after (with a measured profile only: the rate it recorded is the reference). Every
+// How far the machine itself moved while the splits ran, by the calibration (runtime/tools/
+// calibration.h: the profile's training block when it recorded one, and the GEMM rate) measured
+// before and after (with a measured profile only: what it recorded is the reference). Every
 // prediction error includes that drift; past the 5% a prediction is judged by, the bench says so.
 struct MachineDrift {
-  double profile_flops_per_s = 0.0;
-  double before_flops_per_s = 0.0;
-  double after_flops_per_s = 0.0;
-  double moved() const { return after_flops_per_s / before_flops_per_s - 1.0; }
+  Calibration before, after;
+  bool by_workload() const { return before.by_workload() && after.by_workload(); }
+  // Speed after over speed before, minus 1: negative when the machine slowed down.
+  double moved() const {
+    return by_workload() ? before.measured.all_cores_seconds / after.measured.all_cores_seconds - 1.0 : gemm_moved();
+  }
+  double gemm_moved() const { return after.measured_flops_per_s / before.measured_flops_per_s - 1.0; }
 };
 constexpr double kDriftWarning = 0.05;
 
 void print_drift(const MachineDrift& d) {
+  const char* advice = std::abs(d.moved()) > kDriftWarning
+                           ? "; the errors above include that much of the machine's own change: bench again when it is quieter"
+                           : "";
+  if (d.by_workload()) {
+    std::printf("machine: a training block took %.2f ms on all cores before the bench, %.2f after (the profile recorded "
+                "%.2f): its speed moved %+.1f%% while the splits ran%s\n",
+                d.before.measured.all_cores_seconds * 1e3, d.after.measured.all_cores_seconds * 1e3,
+                d.before.recorded.all_cores_seconds * 1e3, 100.0 * d.moved(), advice);
+    std::printf("machine: alone on one core: %s before; %s after; %s profiled; GEMM %.1f GFLOP/s before, %.1f after "
+                "(%+.1f%%)\n",
+                core_times(d.before.measured).c_str(), core_times(d.after.measured).c_str(),
+                core_times(d.before.recorded).c_str(), d.before.measured_flops_per_s / 1e9,
+                d.after.measured_flops_per_s / 1e9, 100.0 * d.gemm_moved());
+    return;
+  }
   std::printf("machine: GEMM %.1f GFLOP/s before the bench, %.1f after (the profile recorded %.1f): it moved %+.1f%% while "
               "the splits ran%s\n",
-              d.before_flops_per_s / 1e9, d.after_flops_per_s / 1e9, d.profile_flops_per_s / 1e9, 100.0 * d.moved(),
-              std::abs(d.moved()) > kDriftWarning
-                  ? "; the errors above include that much of the machine's own change: bench again when it is quieter"
-                  : "");
+              d.before.measured_flops_per_s / 1e9, d.after.measured_flops_per_s / 1e9, d.before.recorded_flops_per_s / 1e9,
+              100.0 * d.moved(), advice);
+}
+
+nlohmann::json milliseconds(const std::vector<double>& seconds) {
+  nlohmann::json out = nlohmann::json::array();
+  for (double t : seconds) out.push_back(t * 1e3);
+  return out;
 }
 
 void write_outputs(const BenchRequest& request, const PlanRequest& planning, const std::vector<BenchResult>& results,
@@ -217,10 +240,19 @@ void write_outputs(const BenchRequest& request, const PlanRequest& planning, con
   document["pipelined_split"] = versus[0].bench.label;
   document["pipelined_over_naive"] = versus[0].stats.median_tokens_per_s / versus[1].stats.median_tokens_per_s;
   if (drift) {
-    document["machine_gemm_flops_per_s"] = {{"profile", drift->profile_flops_per_s},
-                                            {"before", drift->before_flops_per_s},
-                                            {"after", drift->after_flops_per_s},
+    document["machine_gemm_flops_per_s"] = {{"profile", drift->before.recorded_flops_per_s},
+                                            {"before", drift->before.measured_flops_per_s},
+                                            {"after", drift->after.measured_flops_per_s},
+                                            {"moved", drift->gemm_moved()}};
+    if (drift->by_workload()) {
+      const auto ms = [](const CpuCalibration& c) {
+        return nlohmann::json{{"all_cores", c.all_cores_seconds * 1e3}, {"alone_per_core", milliseconds(c.core_seconds)}};
+      };
+      document["machine_calibration_ms"] = {{"profile", ms(drift->before.recorded)},
+                                            {"before", ms(drift->before.measured)},
+                                            {"after", ms(drift->after.measured)},
                                             {"moved", drift->moved()}};
+    }
   }
   write_file_atomically(out + "/bench.json", document.dump(2) + "\n");
   write_file_atomically(out + "/bench.gp",
@@ -253,11 +285,10 @@ int run_bench_session(const BenchRequest& request) {
   options.progress = [&status](const std::string& line) { status.show(line); };
   std::optional<MachineDrift> drift;
   if (is_measured_profile(request.hardware)) {
-    const Calibration before = calibrate_cpu(request.hardware);
-    drift = MachineDrift{before.recorded_flops_per_s, before.measured_flops_per_s, 0.0};
+    drift = MachineDrift{calibrate_cpu(request.hardware), {}};
   }
   std::vector<BenchResult> results = run_bench(request.run, request.hardware, cases, options);
-  if (drift) drift->after_flops_per_s = calibrate_cpu(request.hardware).measured_flops_per_s;
+  if (drift) drift->after = calibrate_cpu(request.hardware);
   const auto [best, best_pipelined] = best_splits(results);
   const std::vector<BenchResult> versus = against_naive(request, results[best_pipelined], options);
   status.finish();

@@ -2,6 +2,8 @@
 
 #include "memory/units.h"
 #include "runtime/backends/cpu/memory_bandwidth.h"
+#include "runtime/tools/calibration.h"
+#include "runtime/tools/profile.h"
 
 #include <torch/cuda.h>
 #include <torch/version.h>
@@ -89,7 +91,17 @@ DoctorReport examine_machine(const ThreadChoice& threads) {
   r.memory = probe_machine_memory();
   // The triad before the matmul: after one, OpenBLAS's idle threads spin for a while and take cores.
   r.triad_gb_per_s = measure_triad_bytes_per_s(r.usable_cores, 0.3) / 1e9;
+  r.calibration = measure_cpu_calibration(r.usable_cores, kProfileCalibrationSeconds);
   r.matmul_gflops = measure_matmul_gflops(threads, 1.0);
+  if (r.calibration.unsteadiness > kUnsteadyFraction) {
+    r.warnings.push_back(unsteadiness_message(r.calibration).substr(std::string("calibration: ").size()));
+  }
+  if (r.calibration.core_spread() > kCoresDifferFraction) {
+    r.warnings.push_back("the cores do not run at one speed: a training block alone on one core took " +
+                         core_times(r.calibration) +
+                         ". A one-core stage's time depends on which core it gets; predictions of one-core stages are off "
+                         "by up to the difference (a virtual machine's vCPUs can share physical cores with other work)");
+  }
 
   if (!r.gpus.empty() && !r.libtorch_has_cuda) {
     r.warnings.push_back("the driver shows " + std::to_string(r.gpus.size()) +
@@ -144,6 +156,9 @@ void print_report(const DoctorReport& r, std::FILE* out) {
                r.matmul_gflops);
   std::fprintf(out, "memory triad    %.1f GB/s (STREAM's a = b + s c over 3 x 64 MiB, all usable cores)\n",
                r.triad_gb_per_s);
+  std::fprintf(out, "training block  %.2f ms on all cores; alone on one core: %s, repetitions up to %.0f%% apart (forward "
+               "and backward, the profile's calibration)\n", r.calibration.all_cores_seconds * 1e3,
+               core_times(r.calibration).c_str(), 100.0 * r.calibration.unsteadiness);
   std::fprintf(out, "cores           %d usable\n", r.usable_cores);
   std::fprintf(out, "threads         %d intra-op, %d BLAS: %s\n", r.intra_op_threads_in_effect,
                r.blas_threads_in_effect, r.threads.reason.c_str());

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "memory/hardware.h"
 #include "memory/machine_probe.h"
 #include "runtime/backends/cpu/threads.h"
 
@@ -27,6 +28,7 @@ struct DoctorReport {
   BlasInfo blas;
   double matmul_gflops = 0.0;       // 1024^3 float32 matmuls for about a second
   double triad_gb_per_s = 0.0;      // STREAM's triad over the usable cores (memory-bound work's ceiling)
+  CpuCalibration calibration;       // profile's calibration workload: all cores, alone on each core
   int usable_cores = 0;
   ThreadChoice threads;
   int blas_threads_in_effect = -1;

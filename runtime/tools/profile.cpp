@@ -250,6 +250,81 @@ LayerTimes measure_layer_times(const ModelConfig& model, int64_t micro_batch_siz
   return out;
 }
 
+namespace {
+
+// The calibration's workload: one block of a fixed small model (hidden 192, 6 heads, ff 768, 96
+// positions, micro-batch 4: a GEMM-bound and a memory-bound half, as a training step has),
+// forward and backward, with the calling thread's pinning and thread counts.
+class CalibrationBlock {
+ public:
+  CalibrationBlock() {
+    ModelConfig shape;
+    shape.hidden_dim = 192;
+    shape.num_heads = 6;
+    shape.intermediate_size = 768;
+    shape.seq_len = 96;
+    shape.num_layers = 1;
+    torch::manual_seed(7);
+    block_ = build_layer(shape, block_layer(0), /*seed=*/1234);
+    block_->train();
+    input_ = torch::randn({4, shape.seq_len, shape.hidden_dim});
+    grad_ = torch::randn({4, shape.seq_len, shape.hidden_dim});
+  }
+  // Seconds for one forward and backward.
+  double once() {
+    block_->zero_grad();
+    const auto start = Clock::now();
+    block_->forward(input_.detach().requires_grad_(true)).backward(grad_);
+    return seconds_since(start);
+  }
+
+ private:
+  std::shared_ptr<LayerImpl> block_;
+  torch::Tensor input_, grad_;
+};
+
+}  // namespace
+
+CpuCalibration measure_cpu_calibration(int cores, double seconds) {
+  const int previous_threads = at::get_num_threads();
+  CalibrationBlock block;
+  CpuCalibration out;
+  at::set_num_threads(1);
+  // One core at a time first: after work on several threads, OpenBLAS's idle threads spin for a
+  // while and would take the cores measured next. The cores take turns, one repetition each, so
+  // that a passing disturbance is not blamed on one of them; each core's median (at least 3).
+  set_blas_threads(1);
+  std::vector<std::vector<double>> per_core(static_cast<size_t>(cores));
+  const auto start = Clock::now();
+  for (int round = 0; round < 4 || seconds_since(start) < seconds / 2; ++round) {
+    for (int c = 0; c < cores; ++c) {
+      PinToCores pin({c});  // as a one-core stage, alone
+      const double t = block.once();
+      if (round > 0) per_core[static_cast<size_t>(c)].push_back(t);  // the first of each core warms it
+    }
+  }
+  for (const std::vector<double>& times : per_core) {
+    const double mid = median(times);
+    out.core_seconds.push_back(mid);
+    const auto [fastest, slowest] = std::minmax_element(times.begin(), times.end());
+    out.unsteadiness = std::max(out.unsteadiness, (*slowest - *fastest) / mid);
+  }
+  std::vector<int> all(static_cast<size_t>(cores));
+  for (int c = 0; c < cores; ++c) all[static_cast<size_t>(c)] = c;
+  {
+    PinToCores pin(all);  // as a stage on the whole CPU: one intra-op thread, OpenBLAS on every core
+    set_blas_threads(cores);
+    block.once();
+    std::vector<double> times;
+    const auto all_start = Clock::now();
+    while (times.size() < 3 || seconds_since(all_start) < seconds / 2) times.push_back(block.once());
+    out.all_cores_seconds = median(times);
+  }
+  at::set_num_threads(previous_threads);
+  apply_threads(choose_threads(0, 0, cores));
+  return out;
+}
+
 HardwareSpec profile_this_machine(const ModelConfig& model, int64_t micro_batch_size, const OptimizerConfig& optimizer,
                                   const ProfileOptions& options) {
   HardwareSpec hw = probe_this_machine();  // memory, cores, GPUs, measured GEMM rates
@@ -266,7 +341,7 @@ HardwareSpec profile_this_machine(const ModelConfig& model, int64_t micro_batch_
     }
     hw.measured.entries.push_back(measure_layer_times(model, micro_batch_size, optimizer, cores, total, options));
   }
-  apply_threads(choose_threads(0, 0, total));
+  hw.measured.calibration = measure_cpu_calibration(total, kProfileCalibrationSeconds);
   validate_hardware(hw);
   return hw;
 }
