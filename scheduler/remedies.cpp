@@ -96,10 +96,12 @@ std::string needs_line(const MemoryEstimate& e) {
 }
 
 // Each device kind in the 16-bit dtype the hardware rates faster (bfloat16 on a tie: it needs no
-// loss scale), with dynamic loss scaling when that is float16.
+// loss scale), with dynamic loss scaling when that is float16. float16 only where the hardware
+// gives it a rate of its own: an unrated dtype is costed at float32's rate, which would beat a rated
+// bfloat16 on every CPU preset (and LibTorch's CPU float16 kernels are slow).
 Precision sixteen_bit_precision(const HardwareSpec& hw, Precision p) {
   auto faster = [](const DeviceSpec* d) {
-    if (d == nullptr) return Dtype::kBFloat16;
+    if (d == nullptr || d->flops_per_s_by_dtype.count(Dtype::kFloat16) == 0) return Dtype::kBFloat16;
     return d->flops_per_s_for(Dtype::kFloat16, d->cores) > d->flops_per_s_for(Dtype::kBFloat16, d->cores) ? Dtype::kFloat16
                                                                                                           : Dtype::kBFloat16;
   };

@@ -250,6 +250,9 @@ TEST_CASE("every remedy agrees with an independent plan of the config it describ
     std::smatch dtypes;
     if (std::regex_search(remedy.change, dtypes, std::regex(R"(^16-bit compute \(cpu (\w+), cuda (\w+))"))) {
       sixteen = " --set precision.cpu=" + dtypes[1].str() + " --set precision.cuda=" + dtypes[2].str();
+      // The reference box rates its CPU in bfloat16 only and its GPU faster in float16.
+      CHECK(dtypes[1].str() == "bfloat16");
+      CHECK(dtypes[2].str() == "float16");
     }
   }
   REQUIRE_FALSE(sixteen.empty());

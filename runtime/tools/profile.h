@@ -43,9 +43,10 @@ struct ProfileOptions {
 LayerTimes measure_layer_times(const ModelConfig& model, int64_t micro_batch_size, const OptimizerConfig& optimizer,
                                int cores, int total_cores, const ProfileOptions& options);
 
-// The calibration (memory/hardware.h CpuCalibration): its workload on all `cores` for half of
-// `seconds`, then alone on each core for an equal share of the other half. The profile spends
-// kProfileCalibrationSeconds on it; a later check (runtime/tools/calibration.h) less.
+// The calibration (memory/hardware.h CpuCalibration): its workload alone on each of `cores`, the
+// cores taking turns a repetition at a time, for half of `seconds` (at least three repetitions
+// each), then on all of them for the other half. The profile spends kProfileCalibrationSeconds on
+// it; a later check (runtime/tools/calibration.h) less.
 constexpr double kProfileCalibrationSeconds = 1.2;
 CpuCalibration measure_cpu_calibration(int cores, double seconds);
 
