@@ -89,8 +89,8 @@ std::vector<OptimizerConfig> optimizer_settings(const OptimizerConfig& base) {
     if (!kind.def().uses_momentum) c.momentum = 0.0;
     for (const OptimizerConfig& s : kind.def().settings(c)) {
       out.push_back(s);
-      // The same setting with bfloat16 state, which halves it.
-      if (s.state_dtype == Dtype::kFloat32 && kind.def().state_tensors(s) > 0) {
+      // The same setting with bfloat16 state, which halves it: the fused AdamW's only (optimizer_method).
+      if (s.state_dtype == Dtype::kFloat32 && kind.def().state_tensors(s) > 0 && kind == OptimizerKind::adamw()) {
         OptimizerConfig half = s;
         half.state_dtype = Dtype::kBFloat16;
         out.push_back(half);

@@ -143,6 +143,9 @@ TEST_CASE("the precision section") {
   check_rejected(data + "precision:\n  cuda: float16\n  loss_scaling: none\n", "float16 with loss_scaling: none");
   check_rejected(data + "precision:\n  cpu: int4\n", "precision.cpu is 'int4'");
   check_rejected(data + "precision:\n  moments: float16\n", "moments");
+  // SGD's momentum stays float32: bfloat16 moments with it would be a setting that does nothing.
+  check_rejected(data + "train:\n  optimizer: sgd\nprecision:\n  moments: bfloat16\n",
+                 "precision.moments is bfloat16, but train.optimizer is sgd: only AdamW keeps its state in bfloat16");
   check_rejected(data + "precision:\n  loss_scaling: static\n", "loss_scaling");
   check_rejected(data + "precision:\n  initial_loss_scale: 0.5\n", "precision.initial_loss_scale must be in [1, 1e30], got 0.5");
   check_rejected(data + "precision:\n  loss_scale_growth_interval: 0\n",

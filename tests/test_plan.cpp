@@ -259,8 +259,6 @@ TEST_CASE("every remedy agrees with an independent plan of the config it describ
   // Most specific first: a label's first match wins.
   const std::vector<std::pair<std::string, std::string>> settings = {
       {"AdamW with bfloat16 state instead of", " --set precision.moments=bfloat16"},
-      {"SGD with momentum with bfloat16 state instead of",
-       " --set train.optimizer=sgd --set train.momentum=0.9 --set precision.moments=bfloat16"},
       {"SGD with momentum instead of", " --set train.optimizer=sgd --set train.momentum=0.9"},
       {"SGD without momentum instead of", " --set train.optimizer=sgd"},
       {"16-bit compute (", sixteen},

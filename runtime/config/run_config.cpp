@@ -103,6 +103,13 @@ void validate(const RunConfig& run) {
   }
 
   const TrainConfig& t = run.train;
+  // bfloat16 state is the fused CPU AdamW's (memory/optimizer_config.h optimizer_method); any other
+  // optimizer would keep float32 state under a setting that says otherwise.
+  if (t.optimizer.state_dtype != Dtype::kFloat32 && !(t.optimizer.kind == OptimizerKind::adamw())) {
+    throw InputError(src + ": precision.moments is " + dtype_name(t.optimizer.state_dtype) + ", but train.optimizer is " +
+                     t.optimizer.kind.name() + ": only AdamW keeps its state in " + dtype_name(t.optimizer.state_dtype) +
+                     " (" + t.optimizer.kind.name() + "'s stays float32); drop precision.moments or use adamw");
+  }
   require_positive(t.steps, "train.steps", src);
   require_positive(t.micro_batch_size, "train.micro_batch_size", src);
   require_positive(t.micro_batches, "train.micro_batches", src);
