@@ -87,6 +87,7 @@ std::vector<OptimizerConfig> optimizer_settings(const OptimizerConfig& base) {
     OptimizerConfig c = base;
     c.kind = kind;
     if (!kind.def().uses_momentum) c.momentum = 0.0;
+    if (!(kind == OptimizerKind::adamw())) c.state_dtype = Dtype::kFloat32;  // bfloat16 state is the fused AdamW's
     for (const OptimizerConfig& s : kind.def().settings(c)) {
       out.push_back(s);
       // The same setting with bfloat16 state, which halves it: the fused AdamW's only (optimizer_method).

@@ -94,6 +94,11 @@ TEST_CASE("optimizer state bytes per parameter") {
   for (const OptimizerConfig& o : optimizer_settings(adamw)) labels.push_back(optimizer_label(o));
   CHECK(labels == std::vector<std::string>{"AdamW", "AdamW with bfloat16 state", "SGD with momentum",
                                            "SGD without momentum"});
+  OptimizerConfig adamw_half = adamw;
+  adamw_half.state_dtype = Dtype::kBFloat16;
+  labels.clear();
+  for (const OptimizerConfig& o : optimizer_settings(adamw_half)) labels.push_back(optimizer_label(o));
+  CHECK(labels == std::vector<std::string>{"AdamW with bfloat16 state", "SGD with momentum", "SGD without momentum"});
   // State in bfloat16 halves it.
   OptimizerConfig half;
   half.state_dtype = Dtype::kBFloat16;
